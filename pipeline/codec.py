@@ -1,0 +1,56 @@
+"""Strict JSON in, strict JSON out: orjson on the fast path, the standard library for the
+rare values orjson refuses (integers beyond 64 bits)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from pipeline.events import InvalidEvent
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """Parse one record value into a JSON object, or raise `InvalidEvent` with the reason."""
+    if not raw.strip():
+        raise InvalidEvent("empty", "empty value")
+    if len(raw) > max_bytes:
+        raise InvalidEvent("too_large", f"value is {len(raw)} bytes, over max_event_bytes")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = _decode_slow(raw)
+    if not isinstance(value, dict):
+        raise InvalidEvent("not_object", f"JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _decode_slow(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("invalid_utf8", f"not UTF-8 at byte {exc.start}") from None
+    try:
+        # Same strictness as orjson (no NaN/Infinity); only integer range differs.
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent("invalid_json", f"not JSON: {_first_line(exc)}") from None
+
+
+def encode(value: Any) -> bytes:
+    """Compact, strict JSON (UTF-8, no NaN) for what leaves govpipe."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        # Integers beyond 64 bits are valid JSON that orjson will not write.
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

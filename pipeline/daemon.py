@@ -1,0 +1,211 @@
+"""Wiring and lifecycle: source → processor → one dispatcher per sink, plus dead-letter,
+metrics and health, with the shutdown order of STYLE.md (stop reading → drain with a
+deadline → cancel the rest → commit → close clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from pipeline.deadletter import DeadLetterEntry, DeadLetterWriter, FileDeadLetter
+from pipeline.dispatch import SinkDispatcher
+from pipeline.health import Check, HealthRegistry, Status
+from pipeline.metrics import Metrics
+from pipeline.model import Record, Rejection, SignedEvent
+from pipeline.offsets import OffsetTracker
+from pipeline.processor import EventProcessor
+from pipeline.server import OpsServer
+from pipeline.settings import Settings, SinkSettings
+from pipeline.signing import Signer
+from pipeline.source import LineSource
+from sinks.base import Sink, SinkError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended: the exit code and the records left unsettled."""
+
+    exit_code: int
+    unsettled: int
+
+
+class Daemon:
+    """One pipeline run. Build it with its parts; `run` returns when input ends or a
+    shutdown signal arrives and everything has settled (or the deadline passed)."""
+
+    def __init__(self, settings: Settings, *, source: LineSource,
+                 sinks: Sequence[tuple[Sink, SinkSettings]], signer: Signer,
+                 deadletter: FileDeadLetter, registry: CollectorRegistry) -> None:
+        self._settings = settings
+        self._source = source
+        self._signer = signer
+        self.metrics = Metrics(registry)
+        self.tracker = OffsetTracker()
+        self._processor = EventProcessor(signer, settings.source.max_event_bytes,
+                                         settings.cloudevents.source)
+        self._deadletter = DeadLetterWriter(deadletter, self.metrics)
+        self._destination = deadletter
+        self.dispatchers = [
+            SinkDispatcher(sink, sink_settings, self.metrics,
+                           on_settled=self._settle, on_failed=self._dead_letter_failed)
+            for sink, sink_settings in sinks
+        ]
+        self.health = HealthRegistry()
+        self._register_health()
+        self.server = OpsServer(registry, self.health, settings.server.host,
+                                settings.server.port)
+        self._stop = asyncio.Event()
+        self._signals = 0
+
+    def request_stop(self) -> None:
+        """Stop reading and drain (SIGTERM/SIGINT)."""
+        self._stop.set()
+
+    async def run(self) -> Outcome:
+        await self.server.start()
+        log.info("govpipe started", extra={"fields": self._summary()})
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                workers = [tasks.create_task(d.run(), name=f"dispatch-{d.name}")
+                           for d in self.dispatchers]
+                workers.append(tasks.create_task(self._deadletter.run(), name="deadletter"))
+                await self._pump_until_stopped()
+                await self._drain(workers)
+        finally:
+            await self._close()
+        unsettled = self.tracker.outstanding
+        log.info("govpipe stopped", extra={"fields": {"unsettled": unsettled,
+                                                      **self._final_counts()}})
+        return Outcome(exit_code=0 if unsettled == 0 else 1, unsettled=unsettled)
+
+    async def _pump_until_stopped(self) -> None:
+        pump = asyncio.create_task(self._pump(), name="pump")
+        stop = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (pump, stop):
+            task.cancel()
+        await asyncio.gather(pump, stop, return_exceptions=True)
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            raise pump.exception()  # type: ignore[misc]
+
+    async def _pump(self) -> None:
+        async for batch in self._source.batches():
+            for record in batch:
+                self._ingest(record)
+                for dispatcher in self.dispatchers:
+                    if not dispatcher.has_room():
+                        await dispatcher.wait_for_room()
+        if self._source.error:
+            log.error("source stopped: %s", self._source.error)
+
+    def _ingest(self, record: Record) -> None:
+        metrics = self.metrics
+        metrics.source_records.inc()
+        result = self._processor.process(record)
+        if isinstance(result, Rejection):
+            metrics.source_rejected.labels(result.reason).inc()
+            self.tracker.track(record.position, 1)
+            entry = DeadLetterEntry(origin="source", reason=result.reason, error=result.detail,
+                                    position=record.position, value=record.value,
+                                    key=record.key, headers=record.headers)
+            self._deadletter.submit(entry, lambda: self.tracker.settle(record.position))
+            return
+        metrics.events_accepted.inc()
+        self.tracker.track(record.position, len(self.dispatchers))
+        for dispatcher in self.dispatchers:
+            dispatcher.submit(result)
+
+    def _settle(self, event: SignedEvent) -> None:
+        self.tracker.settle(event.position)
+
+    def _dead_letter_failed(self, sink: str, event: SignedEvent, error: SinkError) -> None:
+        entry = DeadLetterEntry(origin=sink, reason=error.reason, error=str(error),
+                                position=event.position, event=event.attributes, sink=sink)
+        self._deadletter.submit(entry, lambda: self.tracker.settle(event.position))
+
+    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
+        for dispatcher in self.dispatchers:
+            dispatcher.close()
+            if self._stop.is_set():
+                dispatcher.stop_retrying()  # a signal cuts retry waits short
+        try:
+            async with asyncio.timeout(self._settings.shutdown.timeout_s):
+                await self.tracker.wait_idle()
+        except TimeoutError:
+            log.error("shutdown.timeout_s passed with %d records unsettled; cancelling",
+                      self.tracker.outstanding)
+            for task in workers:
+                task.cancel()
+        self._deadletter.close()
+
+    async def _close(self) -> None:
+        for dispatcher in self.dispatchers:
+            try:
+                await dispatcher.sink.aclose()
+            except Exception:
+                log.exception("closing sink %s failed", dispatcher.name)
+        await self._source.aclose()
+        await self.server.aclose()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.error("second signal: exiting at once")
+            os._exit(128 + signum)
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        self.request_stop()
+
+    def _register_health(self) -> None:
+        self.health.add("source", self._source_health)
+        self.health.add("signer", lambda: (Status.HEALTHY, f"{self._signer.alg} key "
+                                           f"{self._signer.key_id} loaded"))
+        self.health.add("deadletter", self._deadletter_health)
+        for dispatcher in self.dispatchers:
+            self.health.add(f"sink:{dispatcher.name}", _sink_health(dispatcher))
+
+    def _source_health(self) -> tuple[Status, str]:
+        if self._source.error:
+            return Status.UNHEALTHY, self._source.error
+        if self._source.finished:
+            return Status.HEALTHY, f"{self._source.name}: end of input reached"
+        return Status.HEALTHY, f"reading {self._source.name}"
+
+    def _deadletter_health(self) -> tuple[Status, str]:
+        if self._deadletter.last_error:
+            return Status.UNHEALTHY, self._deadletter.last_error
+        problem = self._destination.check_writable()
+        if problem:
+            return Status.UNHEALTHY, problem
+        return Status.HEALTHY, f"writable: {self._destination.directory}"
+
+    def _summary(self) -> dict[str, object]:
+        return {"source": self._source.name, "sinks": [d.name for d in self.dispatchers],
+                "signing_alg": self._signer.alg, "key_id": self._signer.key_id,
+                "deadletter": str(self._destination.directory),
+                "listen": f"{self._settings.server.host}:{self.server.bound_port}"}
+
+    def _final_counts(self) -> dict[str, float]:
+        registry = self.metrics.registry
+        return {name: registry.get_sample_value(f"govpipe_{name}_total") or 0.0
+                for name in ("source_records", "events_accepted")}
+
+
+def _sink_health(dispatcher: SinkDispatcher) -> Check:
+    def check() -> tuple[Status, str]:
+        if dispatcher.last_error:
+            return Status.DEGRADED, f"last send failed: {dispatcher.last_error}"
+        return Status.HEALTHY, f"{dispatcher.queued} queued"
+    return check

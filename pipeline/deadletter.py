@@ -1,0 +1,177 @@
+"""Dead-letter destinations and the writer that feeds them.
+
+An entry is written for every rejected record (origin "source") and every event a sink gave
+up on (origin = the sink). The record's position is settled only once its entry is durably
+written: a failed write holds the offset and is retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.codec import encode
+from pipeline.metrics import Metrics
+from pipeline.model import Position
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterError(Exception):
+    """A dead-letter write failed; the entries are still pending."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    """What went wrong with which record: enough to inspect it and to replay it."""
+
+    origin: str
+    reason: str
+    error: str
+    position: Position
+    value: bytes | None = None
+    event: Mapping[str, Any] | None = None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    sink: str | None = None
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def to_json(self) -> bytes:
+        entry: dict[str, Any] = {
+            "time": self.time, "origin": self.origin, "sink": self.sink, "reason": self.reason,
+            "error": self.error, "source": self.position.as_dict(),
+        }
+        if self.event is not None:
+            entry["event"] = self.event
+        if self.value is not None:
+            entry.update(_bytes_field("value", self.value))
+        if self.key is not None:
+            entry.update(_bytes_field("key", self.key))
+        if self.headers:
+            entry["headers"] = [[name, _b64(value)] for name, value in self.headers]
+        return encode(entry)
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _bytes_field(name: str, value: bytes) -> dict[str, str]:
+    """Text when the bytes are UTF-8 (readable), else base64 under `<name>_b64`."""
+    try:
+        return {name: value.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {f"{name}_b64": _b64(value)}
+
+
+class DeadLetterDestination(Protocol):
+    """Where entries go; `write` returns only when they are durable."""
+
+    async def write(self, entries: Sequence[DeadLetterEntry]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class FileDeadLetter:
+    """JSON lines in `directory/deadletter-YYYY-MM-DD.jsonl`, fsynced per write."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
+        payload = b"".join(entry.to_json() + b"\n" for entry in entries)
+        try:
+            await asyncio.to_thread(self._append, payload)
+        except OSError as exc:
+            raise DeadLetterError(f"cannot write to {self.directory}: {exc.strerror}") from exc
+
+    def _append(self, payload: bytes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"deadletter-{datetime.now(UTC):%Y-%m-%d}.jsonl"
+        with path.open("ab") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def check_writable(self) -> str | None:
+        """None when entries can be written, else why not."""
+        probe = self.directory if self.directory.exists() else self.directory.parent
+        return None if os.access(probe, os.W_OK) else f"{probe} is not writable"
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class _Pending:
+    entry: DeadLetterEntry
+    on_written: Callable[[], None]
+
+
+class DeadLetterWriter:
+    """Batches entries to a destination, retrying failed writes until they succeed.
+
+    `submit` never blocks; `run` is the background task; `close` lets it finish what is
+    pending, and `abandon` stops retrying (at a shutdown deadline).
+    """
+
+    def __init__(self, destination: DeadLetterDestination, metrics: Metrics,
+                 retry_backoff_s: float = 1.0) -> None:
+        self._destination = destination
+        self._metrics = metrics
+        self._backoff_s = retry_backoff_s
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.last_error: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def submit(self, entry: DeadLetterEntry, on_written: Callable[[], None]) -> None:
+        self._pending.append(_Pending(entry, on_written))
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._pending[:1000]
+            if await self._write(batch):
+                del self._pending[: len(batch)]
+                for item in batch:
+                    self._metrics.deadletter_written.labels(item.entry.origin).inc()
+                    item.on_written()
+            else:
+                await asyncio.sleep(self._backoff_s)  # a retry wait; cancelled at shutdown
+
+    async def _write(self, batch: list[_Pending]) -> bool:
+        try:
+            await self._destination.write([item.entry for item in batch])
+        except DeadLetterError as exc:
+            self._metrics.deadletter_errors.inc()
+            self.last_error = str(exc)
+            log.error("dead-letter write failed, holding %d entries: %s", len(batch), exc)
+            return False
+        self.last_error = None
+        reasons = Counter(f"{item.entry.origin}/{item.entry.reason}" for item in batch)
+        log.warning("dead-lettered %d entries", len(batch),
+                    extra={"fields": {"by_reason": dict(reasons)}})
+        return True

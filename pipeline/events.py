@@ -1,0 +1,167 @@
+"""Governance events and their CloudEvent form (SPEC §1–2), as Agent OS builds it.
+
+`to_cloudevent` accepts either input shape, the Agent OS `GovernanceEvent.to_dict()` object
+or a structured CloudEvent, and returns the unsigned CloudEvent as a plain dict. It is a
+pure function: the same input gives the same dict, key order included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+TYPE_PREFIX = "ai.agentos."
+KIND_TYPES: Mapping[str, str] = {
+    "policy_check": "policy.check",
+    "policy_violation": "policy.violation",
+    "tool_call_blocked": "tool.blocked",
+    "prompt_injection_detected": "prompt_injection.detected",
+    "identity_verified": "identity.verified",
+    "identity_rejected": "identity.rejected",
+    "resource_access": "resource.access",
+    "escalation_requested": "escalation.requested",
+    "checkpoint_created": "checkpoint.created",
+    "anomaly_detected": "anomaly.detected",
+    "mcp_tool_poisoning": "mcp.tool_poisoning",
+    "content_violation": "content.violation",
+}
+SIGNATURE_ATTRIBUTES = ("agtsignature", "agtsignaturealg", "agtkeyid")
+
+_OPTIONAL_STRINGS = (
+    "severity", "agent_id", "agent_did", "session_id", "action", "resource", "decision",
+    "reason", "policy_name", "trace_id", "span_id", "parent_span_id", "schema_version",
+)
+# The GovernanceEvent dataclass defaults, for fields an input leaves out.
+_DEFAULTS: Mapping[str, Any] = {
+    "schema_version": "1", "action": "", "decision": "", "reason": "", "severity": "info",
+    "latency_ms": 0.0,
+}
+# Authoritative data fields always written (after the attributes, so none can be shadowed)...
+_DATA_FIELDS = ("action", "decision", "reason", "severity", "latency_ms")
+# ...and those written only when the event sets them (non-empty).
+_DATA_FIELDS_WHEN_SET = ("resource", "policy_name", "agent_id", "agent_did")
+_EXTENSIONS = (
+    ("sessionid", "session_id"),
+    ("traceid", "trace_id"),
+    ("spanid", "span_id"),
+    ("parentspanid", "parent_span_id"),
+)
+
+
+class InvalidEvent(ValueError):
+    """The input is not a usable event; `reason` is a low-cardinality rejection label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def cloudevent_type(kind: str) -> str:
+    """The CloudEvent `type` for an Agent OS event kind."""
+    mapped = KIND_TYPES.get(kind)
+    return TYPE_PREFIX + mapped if mapped else f"{TYPE_PREFIX}governance.{kind}"
+
+
+def to_cloudevent(obj: Mapping[str, Any], configured_source: str | None = None) -> dict[str, Any]:
+    """Map a decoded input object to an unsigned CloudEvent, or raise `InvalidEvent`."""
+    if "specversion" in obj:
+        return _from_cloudevent(obj)
+    if "kind" in obj or "event_id" in obj:
+        return _from_governance_event(obj, configured_source)
+    raise InvalidEvent("unknown_shape", "neither a governance event nor a CloudEvent")
+
+
+def _from_governance_event(
+    event: Mapping[str, Any], configured_source: str | None
+) -> dict[str, Any]:
+    _check_governance_fields(event)
+    # Same keys, values and key order as Agent OS GovernanceEvent.to_cloudevent(); a field
+    # that is absent or null takes the GovernanceEvent dataclass default.
+    ce: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event["event_id"],
+        "type": cloudevent_type(event["kind"]),
+        "source": _source(event, configured_source),
+        "time": event["occurred_at"],
+        "datacontenttype": "application/json",
+        "data": _data(event),
+        "schemaversion": _field(event, "schema_version"),
+    }
+    for attribute, name in _EXTENSIONS:
+        if event.get(name):
+            ce[attribute] = event[name]
+    if event.get("agent_id"):
+        ce["partitionkey"] = event["agent_id"]
+    return ce
+
+
+def _field(event: Mapping[str, Any], name: str) -> Any:
+    value = event.get(name)
+    return _DEFAULTS[name] if value is None else value
+
+
+def _data(event: Mapping[str, Any]) -> dict[str, Any]:
+    # Attributes first, so no attribute can shadow an authoritative field.
+    data: dict[str, Any] = dict(event.get("attributes") or {})
+    for name in _DATA_FIELDS:
+        data[name] = _field(event, name)
+    for name in _DATA_FIELDS_WHEN_SET:
+        if event.get(name):
+            data[name] = event[name]
+    return data
+
+
+def _source(event: Mapping[str, Any], configured_source: str | None) -> str:
+    if configured_source:
+        return configured_source
+    if event.get("agent_did"):
+        return str(event["agent_did"])
+    if event.get("agent_id"):
+        return "/agent-os/agent/" + quote(str(event["agent_id"]), safe="")
+    raise InvalidEvent("no_source", "no configured source, agent_did or agent_id")
+
+
+def _check_governance_fields(event: Mapping[str, Any]) -> None:
+    event_id = event.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        raise InvalidEvent("missing_event_id", "event_id is missing or not a non-empty string")
+    kind = event.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidEvent("bad_field", "kind is missing or not a non-empty string")
+    for name in _OPTIONAL_STRINGS:
+        if not isinstance(event.get(name), str | None):
+            raise InvalidEvent("bad_field", f"{name} must be a string")
+    latency = event.get("latency_ms")
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float)):
+        raise InvalidEvent("bad_field", "latency_ms must be a number")
+    if not isinstance(event.get("attributes"), dict | None):
+        raise InvalidEvent("bad_field", "attributes must be an object")
+    _check_timestamp(event.get("occurred_at"), "occurred_at")
+
+
+def _from_cloudevent(obj: Mapping[str, Any]) -> dict[str, Any]:
+    if obj.get("specversion") != "1.0":
+        raise InvalidEvent("invalid_cloudevent", "specversion must be \"1.0\"")
+    for name in ("id", "source", "type"):
+        value = obj.get(name)
+        if not isinstance(value, str) or not value:
+            reason = "missing_event_id" if name == "id" else "invalid_cloudevent"
+            raise InvalidEvent(reason, f"CloudEvent {name} is missing or not a non-empty string")
+    if "time" in obj:
+        _check_timestamp(obj["time"], "time")
+    # Re-signed as is: only a previous signature is replaced.
+    return {key: value for key, value in obj.items() if key not in SIGNATURE_ATTRIBUTES}
+
+
+def _check_timestamp(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_timestamp", f"{name} is missing or not a string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("bad_timestamp", f"{name} is not an RFC 3339 timestamp") from None
+    if parsed.tzinfo is None or "T" not in value.upper():
+        raise InvalidEvent("bad_timestamp", f"{name} has no date-time separator or UTC offset")

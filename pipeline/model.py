@@ -1,0 +1,50 @@
+"""The values that flow through the pipeline: records in, signed events out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record came from: a Kafka topic/partition/offset, or a line of a file."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One raw input record, exactly as read."""
+
+    value: bytes
+    position: Position
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedEvent:
+    """A signed CloudEvent, serialized once; every sink sends `body` or reads `attributes`."""
+
+    id: str
+    attributes: Mapping[str, Any]
+    body: bytes
+    position: Position
+    partition_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record that cannot become an event, with a low-cardinality reason and the detail."""
+
+    reason: str
+    detail: str
+    record: Record
+    extra: Mapping[str, Any] = field(default_factory=dict)

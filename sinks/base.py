@@ -1,0 +1,37 @@
+"""The Sink protocol and the one error type a sink raises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pipeline.model import SignedEvent
+
+
+class SinkError(Exception):
+    """A batch could not be delivered.
+
+    `retriable` says whether sending the same batch again can succeed (a timeout, a broker
+    that is restarting) or not (a closed pipe, a record the destination refuses).
+    `reason` is a short, low-cardinality label used in metrics and dead-letter entries.
+    """
+
+    def __init__(self, message: str, *, retriable: bool, reason: str = "send_error") -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.reason = reason
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Sends batches of signed events to one destination."""
+
+    name: str
+
+    async def send(self, batch: Sequence[SignedEvent]) -> None:
+        """Deliver every event of `batch`, or raise `SinkError` (the whole batch failed)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush and release resources; safe to call twice."""
+        ...

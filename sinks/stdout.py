@@ -1,0 +1,49 @@
+"""Writes one signed CloudEvent per line to standard output, flushed per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import BinaryIO
+
+from pipeline.model import SignedEvent
+from sinks.base import SinkError
+
+
+class StdoutSink:
+    """JSON lines on a binary stream (stdout unless one is given)."""
+
+    def __init__(self, stream: BinaryIO | None = None, name: str = "stdout") -> None:
+        self.name = name
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._closed = False
+
+    async def send(self, batch: Sequence[SignedEvent]) -> None:
+        if self._closed:
+            raise SinkError("stdout sink is closed", retriable=False, reason="closed")
+        if not batch:
+            return
+        payload = b"".join(event.body + b"\n" for event in batch)
+        # A slow reader on the other end of a pipe must not block the event loop.
+        await asyncio.to_thread(self._write, payload)
+
+    def _write(self, payload: bytes) -> None:
+        try:
+            self._stream.write(payload)
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            raise SinkError("stdout closed by the reader", retriable=False,
+                            reason="broken_pipe") from exc
+        except OSError as exc:
+            raise SinkError(f"stdout write failed: {exc.strerror}", retriable=True,
+                            reason="io_error") from exc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.to_thread(self._stream.flush)
+        except (BrokenPipeError, ValueError):
+            pass  # the reader left or the stream is already closed: nothing left to flush

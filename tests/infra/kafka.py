@@ -1,0 +1,522 @@
+"""A real Apache Kafka broker (single node, KRaft) for integration tests and benchmarks.
+
+The broker jars come from Maven Central (``tests/infra/kafka/pom.xml``) and are cached under
+``${GOVPIPE_CACHE:-~/.cache/govpipe}/kafka-<version>/libs``. Each :class:`KafkaBroker` lives
+in its own temp dir, binds 127.0.0.1 on free ports and is stopped by its process id.
+
+Usage from a script::
+
+    with KafkaBroker() as broker:
+        asyncio.run(produce(broker.bootstrap, "events", [b"x"]))
+
+``python -m tests.infra.kafka`` fetches the jars and prints their directory (CI cache warm-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from aiokafka import (  # type: ignore[import-untyped,unused-ignore]
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+)
+from aiokafka.admin import (  # type: ignore[import-untyped,unused-ignore]
+    AIOKafkaAdminClient,
+    NewTopic,
+)
+from aiokafka.structs import (  # type: ignore[import-untyped,unused-ignore]
+    ConsumerRecord,
+    RecordMetadata,
+)
+
+__all__ = [
+    "KafkaBroker",
+    "ServiceError",
+    "consume_all",
+    "create_topics",
+    "ensure_kafka_jars",
+    "kafka_version",
+    "produce",
+]
+
+POM_PATH = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+READY_LINE = "Kafka Server started"  # logged by kafka.server.KafkaRaftServer at INFO
+_POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+_MVN_TIMEOUT_S = 900.0
+_FORMAT_TIMEOUT_S = 120.0
+_POLL_S = 0.1
+_TAIL_LINES = 40
+_TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+_BROKER_JVM = ("-Xms512m", "-Xmx512m", "-XX:+UseG1GC")
+_TOOL_JVM = ("-Xmx256M",)
+
+# Root at WARN keeps kafka.log small; the KafkaRaftServer logger stays at INFO because it
+# prints READY_LINE, which the readiness check waits for.
+_LOG4J2 = """\
+status = error
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stderr.ref = STDERR
+logger.ready.name = kafka.server.KafkaRaftServer
+logger.ready.level = INFO
+"""
+
+# Single combined broker+controller; replication factors of 1 so internal topics can exist.
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{cport}
+listeners=PLAINTEXT://127.0.0.1:{bport},CONTROLLER://127.0.0.1:{cport}
+advertised.listeners=PLAINTEXT://127.0.0.1:{bport},CONTROLLER://127.0.0.1:{cport}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data_dir}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+"""
+
+
+class ServiceError(RuntimeError):
+    """A test service (its tools, download or process) could not be prepared or started."""
+
+
+# --------------------------------------------------------------------------- jars
+
+
+def kafka_version() -> str:
+    """Return the Kafka version pinned in ``tests/infra/kafka/pom.xml``."""
+    node = ET.parse(POM_PATH).find("m:properties/m:kafka.version", _POM_NS)
+    if node is None or not (node.text or "").strip():
+        raise ServiceError(f"no <kafka.version> property in {POM_PATH}")
+    return (node.text or "").strip()
+
+
+def _cache_root() -> Path:
+    configured = os.environ.get("GOVPIPE_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "govpipe"
+
+
+def _tail(text: str, lines: int = _TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _require_tool(name: str, purpose: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise ServiceError(f"`{name}` not found on PATH; it is needed {purpose}")
+    return found
+
+
+def _java() -> str:
+    """Prefer $JAVA_HOME/bin/java (as Kafka's own scripts do), else java on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    return _require_tool("java", "to run the Kafka broker (Java 17+)")
+
+
+def _run_tool(argv: Sequence[str], what: str, timeout_s: float) -> str:
+    """Run a helper command; raise ServiceError naming it, with its output tail, on failure."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout
+        raise ServiceError(f"{what} timed out after {timeout_s:.0f}s\n{_tail(out or '')}") from exc
+    except OSError as exc:
+        raise ServiceError(f"{what} could not be run: {exc}") from exc
+    if done.returncode != 0:
+        output = _tail(done.stdout + done.stderr)
+        raise ServiceError(f"{what} failed (exit {done.returncode}):\n{output}")
+    return done.stdout
+
+
+def ensure_kafka_jars() -> Path:
+    """Return the directory holding the Kafka broker jars, fetching them on first use.
+
+    A marker file (holding the pom's hash) is written only after a complete copy, so an
+    interrupted download, or a changed pom, is redone from scratch.
+    """
+    pom_hash = hashlib.sha256(POM_PATH.read_bytes()).hexdigest()
+    base = _cache_root() / f"kafka-{kafka_version()}"
+    libs, marker = base / "libs", base / "libs.complete"
+    base.mkdir(parents=True, exist_ok=True)
+    # A file lock, because parallel test workers or benchmark runs may share the cache.
+    with (base / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file() and marker.read_text().strip() == pom_hash:
+            return libs
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(libs, ignore_errors=True)  # no stale jars from a half run
+        print(
+            "fetching Apache Kafka jars from Maven Central (first run only)…",
+            file=sys.stderr,
+            flush=True,
+        )
+        _copy_dependencies(libs)
+        marker.write_text(pom_hash + "\n")
+    return libs
+
+
+def _copy_dependencies(libs: Path) -> None:
+    mvn = _require_tool("mvn", "to fetch the Kafka jars from Maven Central (install Maven)")
+    argv = [
+        mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM_PATH),
+        "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+    ]  # fmt: skip
+    _run_tool(argv, "mvn copy-dependencies (Kafka jars)", _MVN_TIMEOUT_S)
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise ServiceError(f"mvn succeeded but no kafka_2.13 jar is in {libs}")
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ask the kernel for distinct free ports on 127.0.0.1 (all held open while choosing)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _new_cluster_id() -> str:
+    """Same format and rules as Kafka's Uuid.randomUuid(), without a 0.5 s JVM start."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+class KafkaBroker:
+    """One single-node Kafka (KRaft) broker process, in a temp dir, on 127.0.0.1.
+
+    Ports and ``log.dirs`` are fixed at construction, so ``stop()`` then ``start()`` (or
+    ``restart()``) brings the same broker back on the same bootstrap address with its data.
+    """
+
+    def __init__(
+        self,
+        *,
+        libs: Path | None = None,
+        startup_timeout_s: float = 90.0,
+        extra_properties: Mapping[str, str] | None = None,
+    ) -> None:
+        """Prepare (not start) a broker; ``extra_properties`` are appended to server.properties."""
+        self._libs = libs
+        self._startup_timeout_s = startup_timeout_s
+        self._extra = dict(extra_properties or {})
+        self._port, self._controller_port = _free_ports(2)
+        self.work_dir = Path(tempfile.mkdtemp(prefix="govpipe-kafka-"))
+        self.log_path = self.work_dir / "kafka.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._formatted = False
+
+    @property
+    def port(self) -> int:
+        """The PLAINTEXT listener port on 127.0.0.1."""
+        return self._port
+
+    @property
+    def bootstrap(self) -> str:
+        """``bootstrap_servers`` value for clients: ``127.0.0.1:PORT``."""
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running broker JVM, or None when it is not running."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start the broker and block until it serves clients; ServiceError if it does not."""
+        if self.running:
+            return
+        libs = self._libs = self._libs or ensure_kafka_jars()
+        if not self._formatted:
+            self._write_config()
+            self._format_storage(libs)
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._proc = self._spawn(libs)
+        atexit.register(self.stop)  # a crashing benchmark script must not leak the JVM
+        try:
+            self._wait_ready(log_offset)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the broker (by pid), wait, SIGKILL it if still alive after ``timeout_s``."""
+        atexit.unregister(self.stop)
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash, no controlled shutdown); ``start()`` recovers it."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self.stop()
+
+    def restart(self) -> None:
+        """Stop then start again on the same ports and data dir."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the broker and delete its temp dir."""
+        self.stop()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = _TAIL_LINES) -> str:
+        """The last ``lines`` lines of kafka.log (broker stdout+stderr)."""
+        try:
+            return _tail(self.log_path.read_text(errors="replace"), lines)
+        except FileNotFoundError:
+            return "(no kafka.log)"
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _write_config(self) -> None:
+        data_dir = self.work_dir / "data"
+        props = _SERVER_PROPERTIES.format(
+            bport=self._port, cport=self._controller_port, data_dir=data_dir
+        )
+        props += "".join(f"{key}={value}\n" for key, value in self._extra.items())
+        (self.work_dir / "server.properties").write_text(props)
+        (self.work_dir / "log4j2.properties").write_text(_LOG4J2)
+
+    def _jvm(self, libs: Path, heap: Sequence[str], main: str) -> list[str]:
+        log_cfg = f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}"
+        # The classpath wildcard is expanded by the JVM itself, not by a shell.
+        return [_java(), *heap, log_cfg, "-cp", f"{libs}/*", main]
+
+    def _format_storage(self, libs: Path) -> None:
+        argv = [
+            *self._jvm(libs, _TOOL_JVM, "kafka.tools.StorageTool"),
+            "format", "--standalone", "-t", _new_cluster_id(),
+            "-c", str(self.work_dir / "server.properties"),
+        ]  # fmt: skip
+        _run_tool(argv, "kafka StorageTool format", _FORMAT_TIMEOUT_S)
+        self._formatted = True
+
+    def _spawn(self, libs: Path) -> subprocess.Popen[bytes]:
+        argv = self._jvm(libs, _BROKER_JVM, "kafka.Kafka")
+        argv.append(str(self.work_dir / "server.properties"))
+        # Append: a restarted broker keeps the earlier run's log for post-mortems.
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.work_dir,
+                start_new_session=True,  # a terminal ^C goes to pytest, which then stops us
+            )
+
+    def _wait_ready(self, log_offset: int) -> None:
+        """Poll until this run logged READY_LINE and the port accepts TCP, or raise."""
+        deadline = time.monotonic() + self._startup_timeout_s
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise ServiceError(
+                    f"Kafka broker exited during startup (exit {code}); {self.log_path}:\n"
+                    f"{self.log_tail()}"
+                )
+            if self._logged_ready(log_offset) and _port_open(self._port):
+                return
+            time.sleep(_POLL_S)
+        raise ServiceError(
+            f"Kafka broker not ready within {self._startup_timeout_s:.0f}s "
+            f"({self.bootstrap}); {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def _logged_ready(self, log_offset: int) -> bool:
+        with self.log_path.open("rb") as log:
+            log.seek(log_offset)  # only this run's output counts after a restart
+            return READY_LINE.encode() in log.read()
+
+
+# --------------------------------------------------------------------------- clients
+
+
+async def create_topics(
+    bootstrap: str, names: Sequence[str], partitions: int = 1, timeout_s: float = 30.0
+) -> None:
+    """Create topics (replication 1) and wait until metadata shows every partition led.
+
+    Topics that already exist are accepted (so it can be re-run after a broker restart);
+    ServiceError if creation fails or the partitions have no leader within ``timeout_s``.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        topics = [NewTopic(name, partitions, 1) for name in names]
+        response = await admin.create_topics(topics, timeout_ms=int(timeout_s * 1000))
+        errors = response.to_object()["topic_errors"]
+        failed = [t for t in errors if t["error_code"] not in (0, _TOPIC_ALREADY_EXISTS)]
+        if failed:
+            raise ServiceError(f"create_topics failed: {failed}")
+        async with asyncio.timeout(timeout_s):
+            await _wait_for_leaders(admin, names, partitions)
+    except TimeoutError as exc:
+        raise ServiceError(
+            f"topics {list(names)} have no leader for all {partitions} partition(s) "
+            f"after {timeout_s:.0f}s"
+        ) from exc
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: Sequence[str], n: int) -> None:
+    # Polling: topic metadata lives in the broker; there is nothing local to wait on.
+    while True:
+        if _all_led(await admin.describe_topics(list(names)), n):
+            return
+        await asyncio.sleep(_POLL_S)
+
+
+def _all_led(described: list[dict[str, object]], partitions: int) -> bool:
+    def ready(topic: dict[str, object]) -> bool:
+        parts = topic.get("partitions")
+        return (
+            topic.get("error_code") == 0
+            and isinstance(parts, list)
+            and len(parts) == partitions
+            and all(isinstance(p, dict) and int(p.get("leader", -1)) >= 0 for p in parts)
+        )
+
+    return bool(described) and all(ready(topic) for topic in described)
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    values: Sequence[bytes],
+    keys: Sequence[bytes | None] | None = None,
+    headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
+) -> list[RecordMetadata]:
+    """Send ``values`` in order (optional per-message keys/headers); return once all are acked.
+
+    Uses an idempotent producer with acks=all, i.e. the settings a governance pipeline wants.
+    """
+    if keys is not None and len(keys) != len(values):
+        raise ValueError("keys and values differ in length")
+    if headers is not None and len(headers) != len(values):
+        raise ValueError("headers and values differ in length")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    try:
+        await producer.start()
+        pending = [
+            await producer.send(
+                topic,
+                value,
+                key=None if keys is None else keys[i],
+                headers=None if headers is None else list(headers[i]),
+            )
+            for i, value in enumerate(values)
+        ]
+        return list(await asyncio.gather(*pending))
+    finally:
+        await producer.stop()
+
+
+async def consume_all(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0
+) -> list[ConsumerRecord]:
+    """Read ``topic`` from the earliest offset (no consumer group, nothing committed).
+
+    Returns as soon as ``expected`` records arrived, or what was read when ``timeout_s`` ends.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        await consumer.start()
+        while len(records) < expected and (left := deadline - time.monotonic()) > 0:
+            batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
+            for partition_records in batch.values():
+                records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+if __name__ == "__main__":
+    # CI cache warm-up: fetch once, print where the jars are.
+    print(ensure_kafka_jars())
