@@ -19,6 +19,7 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from pipeline.metrics import Metrics
 from pipeline.model import SignedEvent
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 
 Settle = Callable[[SignedEvent], None]
 Fail = Callable[[str, SignedEvent, SinkError], None]
+
+
+class _StopOnEvent(stop_base):
+    """Stop retrying once shutdown has been requested."""
+
+    def __init__(self, event: asyncio.Event) -> None:
+        self._event = event
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._event.is_set()
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -133,7 +144,7 @@ class SinkDispatcher:
     async def _send_with_retries(self, batch: Sequence[SignedEvent]) -> None:
         retry = self._settings.retry
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(retry.max_attempts) | self._stop_requested,
+            stop=stop_after_attempt(retry.max_attempts) | _StopOnEvent(self._stopping),
             wait=wait_random_exponential(multiplier=retry.initial_backoff_s,
                                          max=retry.max_backoff_s),
             retry=retry_if_exception(_retriable),
@@ -152,9 +163,6 @@ class SinkDispatcher:
         finally:
             self._metrics.sink_send_seconds.labels(self.name).observe(
                 time.perf_counter() - started)
-
-    def _stop_requested(self, _state: RetryCallState) -> bool:
-        return self._stopping.is_set()
 
     async def _interruptible_sleep(self, seconds: float) -> None:
         try:

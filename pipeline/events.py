@@ -1,4 +1,4 @@
-"""Governance events and their CloudEvent form (SPEC §1–2), as Agent OS builds it.
+"""Governance events and their CloudEvent form (SPEC §1-2), as Agent OS builds it.
 
 `to_cloudevent` accepts either input shape, the Agent OS `GovernanceEvent.to_dict()` object
 or a structured CloudEvent, and returns the unsigned CloudEvent as a plain dict. It is a

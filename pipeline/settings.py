@@ -9,7 +9,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "GOVPIPE_"
 # GOVPIPE_* variables that are not config overrides (key material, tool caches).
@@ -53,7 +61,7 @@ class StdoutSinkSettings(SinkSettings):
 class OtlpSinkSettings(SinkSettings):
     endpoint: str = "http://127.0.0.1:4317"
     protocol: Literal["grpc", "http/protobuf"] = "grpc"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)  # may carry credentials
     timeout_s: float = Field(10.0, gt=0)
     compression: Literal["none", "gzip"] = "none"
     insecure: bool = True

@@ -50,7 +50,8 @@ class HmacSigner:
 
     def __init__(self, key: bytes, key_id: str | None = None) -> None:
         if len(key) < MIN_HMAC_KEY_BYTES:
-            raise SigningKeyError(f"HMAC key is {len(key)} bytes; at least {MIN_HMAC_KEY_BYTES} needed")
+            raise SigningKeyError(
+                f"HMAC key is {len(key)} bytes; at least {MIN_HMAC_KEY_BYTES} needed")
         self._key = key
         self.key_id = key_id or hmac_key_id(key)
 

@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import io
 import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
 
 from pipeline.model import Position, Record
 
-BATCH_LINES = 512
+READ_CHUNK = 256 * 1024
 _END = None
 
 
 class LineSource:
     """Each non-blank line is one record at (name, 0, line number)."""
 
-    def __init__(self, stream: BinaryIO, name: str, batch_lines: int = BATCH_LINES) -> None:
+    def __init__(self, stream: io.BufferedIOBase, name: str) -> None:
         self.name = name
         self._stream = stream
-        self._batch_lines = batch_lines
         self._queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=4)
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -34,11 +34,13 @@ class LineSource:
 
     @classmethod
     def stdin(cls) -> LineSource:
-        return cls(sys.stdin.buffer, "stdin")
+        stream = sys.stdin.buffer
+        assert isinstance(stream, io.BufferedIOBase)  # sys.stdin.buffer is a BufferedReader
+        return cls(stream, "stdin")
 
     @classmethod
     def file(cls, path: Path) -> LineSource:
-        return cls(path.open("rb"), str(path))
+        return cls(io.BufferedReader(io.FileIO(path, "rb"), READ_CHUNK), str(path))
 
     async def batches(self) -> AsyncIterator[list[Record]]:
         """Yield batches of records until end of input."""
@@ -52,28 +54,30 @@ class LineSource:
         self.finished = True
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch: list[Record] = []
+        # read1 returns what one read gives: a trickle of lines is forwarded as it comes,
+        # a large file in chunks of many lines.
+        number, partial = 0, b""
         try:
-            for number, line in enumerate(self._stream, start=1):
-                if not line.strip():
-                    continue  # blank lines separate records; they are not records
-                value = line[:-1] if line.endswith(b"\n") else line
-                batch.append(Record(value, Position(self.name, 0, number)))
-                if len(batch) >= self._batch_lines:
+            while chunk := self._stream.read1(READ_CHUNK):
+                *lines, partial = (partial + chunk).split(b"\n")
+                batch = []
+                for line in lines:
+                    number += 1
+                    if line.strip():  # blank lines separate records; they are not records
+                        batch.append(Record(line, Position(self.name, 0, number)))
+                if batch:
                     self._put(loop, batch)
-                    batch = []
+            if partial.strip():
+                self._put(loop, [Record(partial, Position(self.name, 0, number + 1))])
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed at shutdown
             self.error = f"reading {self.name} failed: {exc}"
         finally:
-            if batch:
-                self._put(loop, batch)
             self._put(loop, _END)
 
     def _put(self, loop: asyncio.AbstractEventLoop, item: list[Record] | None) -> None:
-        try:
+        # If the loop has closed, the daemon is exiting and nothing waits for this batch.
+        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
             asyncio.run_coroutine_threadsafe(self._queue.put(item), loop).result()
-        except (RuntimeError, concurrent.futures.CancelledError):
-            pass  # the loop has closed: the daemon is exiting, nothing waits for this batch
 
     async def aclose(self) -> None:
         if self._stream is not sys.stdin.buffer:

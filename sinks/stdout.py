@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -43,7 +44,6 @@ class StdoutSink:
         if self._closed:
             return
         self._closed = True
-        try:
+        # The reader left or the stream is already closed: nothing is left to flush.
+        with contextlib.suppress(BrokenPipeError, ValueError):
             await asyncio.to_thread(self._stream.flush)
-        except (BrokenPipeError, ValueError):
-            pass  # the reader left or the stream is already closed: nothing left to flush

@@ -1,0 +1,182 @@
+"""`govpipe run` as a subprocess on its embedded default: stdin in, stdout out, dead-letters
+in ./deadletter/, /metrics served while it runs, exit 0 once everything settled."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.unit.test_signing import agent_os_verify
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = ROOT / "examples" / "events.jsonl"
+GOVPIPE = Path(sys.executable).parent / "govpipe"
+
+GARBAGE: list[tuple[bytes, str]] = [
+    (b"this is not json", "invalid_json"),
+    (b'{"event_id": "t1", "kind": "policy_check", "occurred_at": "2026-11-25T14', "invalid_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b"\xff\xfe\xfd garbage \x00", "invalid_utf8"),
+    (b'{"kind": "policy_check", "agent_id": "a", "occurred_at": "2026-11-25T14:00:00+00:00"}',
+     "missing_event_id"),
+    (b'{"event_id": "t2", "kind": "policy_check", "agent_id": "a", "occurred_at": "noon"}',
+     "bad_timestamp"),
+    (b'{"event_id": "t3", "kind": "policy_check", "occurred_at": "2026-11-25T14:00:00+00:00"}',
+     "no_source"),
+    (b'{"event_id": "t4", "kind": "policy_check", "agent_id": "a", "latency_ms": NaN, '
+     b'"occurred_at": "2026-11-25T14:00:00+00:00"}', "invalid_json"),
+    (b'{"hello": "world"}', "unknown_shape"),
+]
+
+
+def govpipe_env(key: bytes, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
+    env.update({"GOVPIPE_SIGNING_KEY": base64.b64encode(key).decode(),
+                "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0"}, **overrides)
+    return env
+
+
+def mixed_input() -> tuple[bytes, list[dict[str, Any]]]:
+    good = [json.loads(line) for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    lines = [line.encode() for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
+    for index, (raw, _) in enumerate(GARBAGE):
+        lines.insert(3 + 4 * index, raw)
+    return b"\n".join(lines) + b"\n", good
+
+
+def read_deadletters(directory: Path) -> list[dict[str, Any]]:
+    entries = []
+    for path in sorted(directory.glob("deadletter-*.jsonl")):
+        entries += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return entries
+
+
+def original_bytes(entry: dict[str, Any]) -> bytes:
+    if "value_b64" in entry:
+        return base64.b64decode(entry["value_b64"])
+    return str(entry["value"]).encode("utf-8")
+
+
+async def test_examples_and_garbage_through_govpipe_run(tmp_path: Path) -> None:
+    assert GOVPIPE.exists(), "the govpipe console script is not installed in this environment"
+    key = secrets.token_bytes(32)
+    payload, good = mixed_input()
+    proc = await asyncio.create_subprocess_exec(
+        str(GOVPIPE), "run", cwd=tmp_path, env=govpipe_env(key), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(payload), 60)
+    assert proc.returncode == 0, stderr.decode()
+
+    out = [json.loads(line) for line in stdout.decode("utf-8").splitlines()]
+    assert [ce["id"] for ce in out] == [event["event_id"] for event in good]
+    assert all(agent_os_verify(key, ce) for ce in out)
+    assert all(ce["specversion"] == "1.0" and ce["type"].startswith("ai.agentos.") for ce in out)
+
+    entries = read_deadletters(tmp_path / "deadletter")
+    assert sorted((e["reason"], original_bytes(e)) for e in entries) == sorted(
+        (reason, raw) for raw, reason in GARBAGE)
+    assert all(e["origin"] == "source" and e["error"] and e["source"]["topic"] == "stdin"
+               for e in entries)
+    logs = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert logs[-1]["message"] == "govpipe stopped"
+    assert logs[-1]["unsettled"] == 0
+
+
+def identity_gaps(text: str, sinks: int) -> dict[str, float]:
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            values[(s.name, tuple(sorted(s.labels.items())))] = s.value
+
+    def total(name: str, **match: str) -> float:
+        return sum(v for (n, labels), v in values.items()
+                   if n == name and all((k, val) in labels for k, val in match.items()))
+
+    settled = ("delivered_total", "failed_total", "dropped_total", "in_flight")
+    return {
+        "sink": total("govpipe_sink_submitted_total", sink="stdout")
+        - sum(total(f"govpipe_sink_{name}", sink="stdout") for name in settled),
+        "source": total("govpipe_source_records_total") - (
+            total("govpipe_events_accepted_total") + total("govpipe_source_rejected_total")
+            + total("govpipe_source_in_flight")),
+        "fanout": total("govpipe_sink_submitted_total")
+        - sinks * total("govpipe_events_accepted_total"),
+        "records": total("govpipe_source_records_total"),
+    }
+
+
+async def listening_port(stderr: asyncio.StreamReader) -> int:
+    while line := await stderr.readline():
+        entry = json.loads(line)
+        if entry.get("message") == "govpipe started":
+            return int(entry["listen"].rpartition(":")[2])
+    raise AssertionError("govpipe exited before it started")
+
+
+async def test_metrics_reconcile_and_health_answers_while_running(tmp_path: Path) -> None:
+    payload, good = mixed_input()
+    proc = await asyncio.create_subprocess_exec(
+        str(GOVPIPE), "run", cwd=tmp_path, env=govpipe_env(secrets.token_bytes(32)),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    port = await asyncio.wait_for(listening_port(proc.stderr), 30)
+    base = f"http://127.0.0.1:{port}"
+    lines = payload.splitlines(keepends=True)
+    async with aiohttp.ClientSession() as http:
+        for line in lines:
+            proc.stdin.write(line)
+            await proc.stdin.drain()
+            async with http.get(f"{base}/metrics") as response:
+                gaps = identity_gaps(await response.text(), sinks=1)
+            assert (gaps["sink"], gaps["source"], gaps["fanout"]) == (0, 0, 0)
+        async with http.get(f"{base}/healthz") as response:
+            assert response.status == 200
+        async with http.get(f"{base}/readyz") as response:
+            body = await response.json()
+            assert response.status == 200
+        assert {c["name"] for c in body["components"]} == {
+            "source", "signer", "deadletter", "sink:stdout"}
+        assert all(c["status"] == "healthy" and c["checked_at"] for c in body["components"])
+        async with http.get(f"{base}/metrics") as response:
+            assert identity_gaps(await response.text(), sinks=1)["records"] == len(lines)
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert len(good) + len(GARBAGE) == len(lines)
+
+
+async def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(GOVPIPE), "run", cwd=tmp_path,
+        env=govpipe_env(secrets.token_bytes(32), GOVPIPE_SINKS__STDOUT__QUEUE_SIZE="lots"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert stdout == b""
+    assert stderr.decode().splitlines() == [
+        "govpipe: config error: sinks.stdout.queue_size: Input should be a valid integer, "
+        "unable to parse string as an integer (from GOVPIPE_SINKS__STDOUT__QUEUE_SIZE)"]
+
+
+async def test_short_signing_key_is_refused_without_leaking_it(tmp_path: Path) -> None:
+    secret = b"0123456789abcdef"
+    proc = await asyncio.create_subprocess_exec(
+        str(GOVPIPE), "run", cwd=tmp_path, env=govpipe_env(secret),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"at least 32" in stderr
+    assert base64.b64encode(secret) not in stderr
+    assert secret not in stderr

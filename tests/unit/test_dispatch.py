@@ -1,0 +1,146 @@
+"""The per-sink dispatcher: retries, failure settlement and exact accounting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from pipeline.dispatch import SinkDispatcher
+from pipeline.metrics import Metrics
+from pipeline.model import SignedEvent
+from pipeline.settings import RetrySettings, SinkSettings
+from sinks.base import SinkError
+from tests.unit.fakes import FlakySink, make_event, sample, sink_identity_gap
+
+FAST_RETRY = RetrySettings(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+
+
+class Harness:
+    def __init__(self, sink: FlakySink, **settings: object) -> None:
+        self.registry = CollectorRegistry()
+        self.settled: list[SignedEvent] = []
+        self.failed: list[tuple[str, SignedEvent, SinkError]] = []
+        config = SinkSettings(enabled=True, retry=FAST_RETRY, **settings)  # type: ignore[arg-type]
+        self.dispatcher = SinkDispatcher(
+            sink, config, Metrics(self.registry), on_settled=self.settled.append,
+            on_failed=lambda name, event, error: self.failed.append((name, event, error)))
+
+    async def run(self, count: int) -> None:
+        task = asyncio.create_task(self.dispatcher.run())
+        for offset in range(count):
+            self.dispatcher.submit(make_event(offset))
+            assert sink_identity_gap(self.registry, self.dispatcher.name) == 0
+        self.dispatcher.close()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_delivers_in_batches_and_reconciles() -> None:
+    sink = FlakySink()
+    harness = Harness(sink, batch_size=4)
+    await harness.run(10)
+    assert [e.id for e in sink.delivered] == [f"e{i}" for i in range(10)]
+    assert len(harness.settled) == 10
+    assert sample(harness.registry, "govpipe_sink_delivered_total", sink="flaky") == 10
+    assert sample(harness.registry, "govpipe_sink_in_flight", sink="flaky") == 0
+    assert sink_identity_gap(harness.registry, "flaky") == 0
+
+
+async def test_retriable_errors_are_retried_and_counted() -> None:
+    sink = FlakySink(failures=2)
+    harness = Harness(sink, batch_size=5)
+    await harness.run(5)
+    assert sink.attempts == 3
+    assert len(sink.delivered) == 5
+    assert sample(harness.registry, "govpipe_sink_retries_total", sink="flaky") == 10
+    assert harness.failed == []
+
+
+async def test_exhausted_retries_fail_every_event_once() -> None:
+    sink = FlakySink(failures=100)
+    harness = Harness(sink, batch_size=5)
+    await harness.run(5)
+    assert sink.attempts == 3
+    assert [event.id for _, event, _ in harness.failed] == [f"e{i}" for i in range(5)]
+    assert sample(harness.registry, "govpipe_sink_failed_total", sink="flaky",
+                  reason="timeout") == 5
+    assert sink_identity_gap(harness.registry, "flaky") == 0
+
+
+async def test_non_retriable_errors_are_not_retried() -> None:
+    sink = FlakySink(failures=1, error=SinkError("pipe closed", retriable=False,
+                                                 reason="broken_pipe"))
+    harness = Harness(sink, batch_size=10)
+    await harness.run(3)
+    assert sink.attempts == 1
+    assert len(harness.failed) == 3
+    assert sample(harness.registry, "govpipe_sink_retries_total", sink="flaky") == 0
+
+
+async def test_unexpected_sink_exceptions_fail_the_batch_not_the_dispatcher() -> None:
+    class BuggySink(FlakySink):
+        async def send(self, batch: object) -> None:
+            raise ZeroDivisionError("bug")
+
+    harness = Harness(BuggySink(name="flaky"), batch_size=2)
+    await harness.run(4)
+    assert {error.reason for _, _, error in harness.failed} == {"unexpected_error"}
+    assert len(harness.failed) == 4
+
+
+async def test_full_queue_applies_back_pressure() -> None:
+    sink = FlakySink()
+    sink.gate = asyncio.Event()
+    harness = Harness(sink, queue_size=3, batch_size=1)
+    dispatcher = harness.dispatcher
+    task = asyncio.create_task(dispatcher.run())
+    for offset in range(4):
+        dispatcher.submit(make_event(offset))
+    await asyncio.sleep(0.01)  # the first batch is taken and held at the gate
+    assert dispatcher.queued == 3
+    assert not dispatcher.has_room()
+    waiter = asyncio.create_task(dispatcher.wait_for_room())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    sink.gate.set()
+    await asyncio.wait_for(waiter, 1)
+    dispatcher.close()
+    await asyncio.wait_for(task, 1)
+    assert len(sink.delivered) == 4
+
+
+async def test_full_queue_with_drop_policy_drops_and_counts() -> None:
+    sink = FlakySink()
+    sink.gate = asyncio.Event()
+    harness = Harness(sink, queue_size=2, batch_size=10, on_full="drop")
+    dispatcher = harness.dispatcher
+    for offset in range(5):
+        dispatcher.submit(make_event(offset))
+    assert dispatcher.has_room()
+    assert sample(harness.registry, "govpipe_sink_dropped_total", sink="flaky",
+                  reason="queue_full") == 3
+    assert [event.id for event in harness.settled] == ["e2", "e3", "e4"]
+    assert sink_identity_gap(harness.registry, "flaky") == 0
+    sink.gate.set()
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.close()
+    await asyncio.wait_for(task, 1)
+    assert [event.id for event in sink.delivered] == ["e0", "e1"]
+
+
+async def test_stop_retrying_cuts_the_backoff_short() -> None:
+    sink = FlakySink(failures=100)
+    registry = CollectorRegistry()
+    failed: list[str] = []
+    slow = RetrySettings(max_attempts=50, initial_backoff_s=30, max_backoff_s=60)
+    dispatcher = SinkDispatcher(sink, SinkSettings(enabled=True, retry=slow), Metrics(registry),
+                                on_settled=lambda e: None,
+                                on_failed=lambda name, event, error: failed.append(event.id))
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.submit(make_event(0))
+    dispatcher.close()
+    await asyncio.sleep(0.05)
+    dispatcher.stop_retrying()
+    await asyncio.wait_for(task, 2)
+    assert failed == ["e0"]
+    assert sink.attempts == 2

@@ -1,0 +1,96 @@
+"""Settings: TOML plus environment overrides, every problem named by its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import ConfigError, Settings, load_settings
+
+SHIPPED = Path(__file__).parents[2] / "config" / "govpipe.toml"
+
+
+def test_defaults_are_the_embedded_default() -> None:
+    settings = load_settings(None, {})
+    assert settings.source.kind == "stdin"
+    assert settings.sinks.stdout.enabled
+    assert not settings.sinks.otlp.enabled
+    assert not settings.sinks.kafka.enabled
+    assert settings.deadletter_kind == "file"
+    assert settings.deadletter.path == Path("deadletter")
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 9464)
+
+
+def test_shipped_config_documents_the_defaults() -> None:
+    assert load_settings(SHIPPED, {}) == Settings()
+
+
+def test_every_key_of_the_model_appears_in_the_shipped_config() -> None:
+    text = SHIPPED.read_text()
+
+    def keys(model: type, prefix: str = "") -> list[str]:
+        found = []
+        for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+            sub = info.annotation
+            if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                found += keys(sub, f"{prefix}{name}.")
+            else:
+                found.append(name)
+        return found
+
+    missing = [key for key in keys(Settings) if f"{key} =" not in text]
+    assert missing == []
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    config = tmp_path / "govpipe.toml"
+    config.write_text('[sinks.kafka]\ntopic = "from-file"\nqueue_size = 5\n')
+    env = {"GOVPIPE_SINKS__KAFKA__TOPIC": "from-env", "GOVPIPE_SHUTDOWN__TIMEOUT_S": "2.5",
+           "GOVPIPE_SINKS__STDOUT__ON_FULL": "drop", "GOVPIPE_SIGNING_KEY": "not-an-override"}
+    settings = load_settings(config, env)
+    assert settings.sinks.kafka.topic == "from-env"
+    assert settings.sinks.kafka.queue_size == 5
+    assert settings.shutdown.timeout_s == 2.5
+    assert settings.sinks.stdout.on_full == "drop"
+
+
+def test_deadletter_defaults_to_kafka_with_a_kafka_source() -> None:
+    assert load_settings(None, {"GOVPIPE_SOURCE__KIND": "kafka"}).deadletter_kind == "kafka"
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"GOVPIPE_SINKS__KAFKA__QUEUE_SIZE": "0"},
+     "config error: sinks.kafka.queue_size: Input should be greater than or equal to 1 "
+     "(from GOVPIPE_SINKS__KAFKA__QUEUE_SIZE)"),
+    ({"GOVPIPE_SINKS__KAFKA__QUEUEZ": "1"},
+     "config error: sinks.kafka.queuez: unknown key (from GOVPIPE_SINKS__KAFKA__QUEUEZ)"),
+    ({"GOVPIPE_SOURCE__KIND": "rabbitmq"}, "config error: source.kind: Input should be"),
+    ({"GOVPIPE_SERVER__LISTEN": "9464"}, "config error: server.listen: expected HOST:PORT"),
+    ({"GOVPIPE_SOURCE_KIND": "kafka"}, "GOVPIPE_SOURCE_KIND: not a config override"),
+    ({"GOVPIPE_SOURCE__KIND": "file"}, "config error: source: path: required"),
+])
+def test_bad_environment_is_one_line_naming_the_key(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env)
+    assert str(caught.value).startswith(expected)
+    assert "\n" not in str(caught.value)
+
+
+def test_bad_file_names_key_and_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[sinks.stdout.retry]\nmax_attempts = \"many\"\n")
+    with pytest.raises(ConfigError, match=r"sinks\.stdout\.retry\.max_attempts: .*bad\.toml"):
+        load_settings(config, {})
+    config.write_text("[sinks.stdout\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(config, {})
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.toml", {})
+
+
+def test_header_secrets_are_hidden_when_dumped() -> None:
+    settings = load_settings(None, {"GOVPIPE_SINKS__OTLP__HEADERS": "authorization=Bearer s3cr3t"})
+    assert settings.sinks.otlp.headers["authorization"].get_secret_value() == "Bearer s3cr3t"
+    assert "s3cr3t" not in settings.model_dump_json()
+    assert "s3cr3t" not in repr(settings)
