@@ -1,0 +1,69 @@
+"""Builds the parts a daemon run needs from settings: the only place that constructs sinks,
+signers and sources (adding a sink = one module in sinks/ + one entry in SINK_BUILDERS)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+
+from pipeline import __version__
+from pipeline.settings import ConfigError, Settings, SinkSettings
+from pipeline.signing import HmacSigner, Signer, ephemeral_hmac_key, load_hmac_key
+from pipeline.source import LineSource
+from sinks.base import Sink
+from sinks.stdout import StdoutSink
+
+log = logging.getLogger("govpipe")
+
+SinkBuilder = Callable[[Settings], Sink]
+
+SINK_BUILDERS: Mapping[str, SinkBuilder] = {
+    "stdout": lambda settings: StdoutSink(),
+}
+
+
+def refuse_unavailable(settings: Settings) -> None:
+    """Refuse, naming the key, what this version does not implement yet."""
+    unavailable = {
+        "source.kind": settings.source.kind == "kafka",
+        "signing.alg": settings.signing.alg != "HMAC-SHA256",
+        "sinks.otlp.enabled": settings.sinks.otlp.enabled,
+        "sinks.kafka.enabled": settings.sinks.kafka.enabled,
+        "deadletter.kind": settings.deadletter_kind == "kafka",
+        "source.require_signature": settings.source.require_signature,
+    }
+    for key, refused in unavailable.items():
+        if refused:
+            raise ConfigError(f"config error: {key}: this setting is not implemented yet in "
+                              f"govpipe {__version__}")
+    if not enabled_sinks(settings):
+        raise ConfigError("config error: sinks: no sink is enabled")
+
+
+def enabled_sinks(settings: Settings) -> dict[str, SinkSettings]:
+    """The enabled sinks' settings, by name."""
+    sinks = {"stdout": settings.sinks.stdout, "otlp": settings.sinks.otlp,
+             "kafka": settings.sinks.kafka}
+    return {name: sink for name, sink in sinks.items() if sink.enabled}
+
+
+def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
+    return [(SINK_BUILDERS[name](settings), sink_settings)
+            for name, sink_settings in enabled_sinks(settings).items()]
+
+
+def build_source(settings: Settings) -> LineSource:
+    if settings.source.kind == "file" and settings.source.path is not None:
+        return LineSource.file(settings.source.path)
+    return LineSource.stdin()
+
+
+def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ) -> Signer:
+    key = load_hmac_key(settings.signing.key_file, environ)
+    if key is None:
+        log.warning("NO SIGNING KEY CONFIGURED: signing with an ephemeral key that dies with "
+                    "this process; nobody can verify these events later. Set "
+                    "GOVPIPE_SIGNING_KEY or signing.key_file (make a key: govpipe keygen).")
+        key = ephemeral_hmac_key()
+    return HmacSigner(key, settings.signing.key_id)
