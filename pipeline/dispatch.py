@@ -1,4 +1,5 @@
-"""The per-sink dispatcher: queue, batching, retries and accounting around a dumb sink.
+"""The per-sink dispatcher: queue, batching, retries, circuit breaker and accounting around a
+dumb sink.
 
 Accounting (SPEC §5) is updated synchronously on the event loop where an event changes
 state, so `submitted = delivered + Σfailed + Σdropped + in_flight` holds at every instant.
@@ -21,7 +22,8 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from pipeline.metrics import Metrics
+from pipeline.breaker import BreakerState, CircuitBreaker, Clock
+from pipeline.metrics import CIRCUIT_STATE_VALUES, Metrics
 from pipeline.model import SignedEvent
 from pipeline.settings import SinkSettings
 from sinks.base import Sink, SinkError
@@ -42,8 +44,8 @@ class _StopOnEvent(stop_base):
         return self._event.is_set()
 
 
-def _retriable(exc: BaseException) -> bool:
-    return isinstance(exc, SinkError) and exc.retriable
+class _CircuitOpen(Exception):
+    """The breaker refused the attempt."""
 
 
 class SinkDispatcher:
@@ -54,7 +56,7 @@ class SinkDispatcher:
     """
 
     def __init__(self, sink: Sink, settings: SinkSettings, metrics: Metrics, *,
-                 on_settled: Settle, on_failed: Fail) -> None:
+                 on_settled: Settle, on_failed: Fail, clock: Clock = time.monotonic) -> None:
         self.sink = sink
         self.name = sink.name
         self._settings = settings
@@ -69,6 +71,7 @@ class SinkDispatcher:
         self._stopping = asyncio.Event()
         self.last_error: str | None = None
         metrics.register_sink(self.name)
+        self.breaker = CircuitBreaker(settings.breaker, clock, self._on_transition)
 
     @property
     def queued(self) -> int:
@@ -115,21 +118,54 @@ class SinkDispatcher:
             await self._deliver(batch)
 
     async def _deliver(self, batch: Sequence[SignedEvent]) -> None:
-        try:
-            await self._send_with_retries(batch)
-        except SinkError as exc:
-            self._settle_failed(batch, exc)
-        except Exception as exc:  # a sink bug must not kill its dispatcher or lose the batch
-            log.exception("sink %s raised an unexpected error", self.name)
-            self._settle_failed(batch, SinkError(repr(exc), retriable=False,
-                                                 reason="unexpected_error"))
-        else:
-            self.last_error = None
-            count = len(batch)
-            self._metrics.sink_delivered.labels(self.name).inc(count)
-            self._metrics.sink_in_flight.labels(self.name).dec(count)
-            for event in batch:
-                self._on_settled(event)
+        while True:
+            try:
+                await self._send_with_retries(batch)
+            except _CircuitOpen:
+                if self._should_block():
+                    await self._wait_for_probe()
+                    continue
+                self._settle_refused(batch)
+            except SinkError as exc:
+                if exc.retriable and self.breaker.state is BreakerState.OPEN \
+                        and self._should_block():
+                    await self._wait_for_probe()
+                    continue
+                self._settle_failed(batch, exc)
+            except Exception as exc:  # a sink bug must not kill its dispatcher or lose events
+                log.exception("sink %s raised an unexpected error", self.name)
+                self._settle_failed(batch, SinkError(repr(exc), retriable=False,
+                                                     reason="unexpected_error"))
+            else:
+                self._settle_delivered(batch)
+            return
+
+    def _should_block(self) -> bool:
+        # At shutdown, blocked events are dead-lettered rather than held past the deadline.
+        return self._settings.on_open == "block" and not self._stopping.is_set()
+
+    async def _wait_for_probe(self) -> None:
+        await self._interruptible_sleep(max(self.breaker.cooldown_left(), 0.01))
+
+    def _settle_delivered(self, batch: Sequence[SignedEvent]) -> None:
+        self.last_error = None
+        count = len(batch)
+        self._metrics.sink_delivered.labels(self.name).inc(count)
+        self._metrics.sink_in_flight.labels(self.name).dec(count)
+        for event in batch:
+            self._on_settled(event)
+
+    def _settle_refused(self, batch: Sequence[SignedEvent]) -> None:
+        """The breaker is open: fail fast to the dead-letter, or drop, as configured."""
+        if self._settings.on_open != "drop":
+            self._settle_failed(batch, SinkError(f"{self.name} circuit breaker is open",
+                                                 retriable=False, reason="circuit_open"))
+            return
+        count = len(batch)
+        self._metrics.sink_dropped.labels(self.name, "circuit_open").inc(count)
+        self._metrics.sink_in_flight.labels(self.name).dec(count)
+        for event in batch:
+            self._on_settled(event)
 
     def _settle_failed(self, batch: Sequence[SignedEvent], exc: SinkError) -> None:
         self.last_error = str(exc)
@@ -147,14 +183,35 @@ class SinkDispatcher:
             stop=stop_after_attempt(retry.max_attempts) | _StopOnEvent(self._stopping),
             wait=wait_random_exponential(multiplier=retry.initial_backoff_s,
                                          max=retry.max_backoff_s),
-            retry=retry_if_exception(_retriable),
+            retry=retry_if_exception(self._worth_retrying),
             sleep=self._interruptible_sleep,
             before_sleep=lambda state: self._count_retry(state, len(batch)),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                await self._timed_send(batch)
+                await self._attempt(batch)
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        return (isinstance(exc, SinkError) and exc.retriable
+                and self.breaker.state is not BreakerState.OPEN)
+
+    async def _attempt(self, batch: Sequence[SignedEvent]) -> None:
+        if not self.breaker.try_acquire():
+            raise _CircuitOpen
+        try:
+            await self._timed_send(batch)
+        except SinkError as exc:
+            # Only "the sink is unavailable" counts against it; a refused batch does not.
+            if exc.retriable:
+                self.breaker.record_failure()
+            else:
+                self.breaker.release()
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.record_success()
 
     async def _timed_send(self, batch: Sequence[SignedEvent]) -> None:
         started = time.perf_counter()
@@ -170,6 +227,13 @@ class SinkDispatcher:
                 await self._stopping.wait()
         except TimeoutError:
             pass
+
+    def _on_transition(self, previous: BreakerState, to: BreakerState) -> None:
+        self._metrics.sink_circuit_state.labels(self.name).set(CIRCUIT_STATE_VALUES[to.value])
+        self._metrics.sink_circuit_transitions.labels(self.name, to.value).inc()
+        log.warning("sink %s circuit breaker %s → %s", self.name, previous.value, to.value,
+                    extra={"fields": {"sink": self.name, "from": previous.value,
+                                      "to": to.value}})
 
     def _count_retry(self, state: RetryCallState, count: int) -> None:
         self._metrics.sink_retries.labels(self.name).inc(count)

@@ -21,10 +21,21 @@ class Harness:
         self.registry = CollectorRegistry()
         self.settled: list[SignedEvent] = []
         self.failed: list[tuple[str, SignedEvent, SinkError]] = []
-        config = SinkSettings(enabled=True, retry=FAST_RETRY, **settings)  # type: ignore[arg-type]
+        settings.setdefault("retry", FAST_RETRY)
+        config = SinkSettings(enabled=True, **settings)  # type: ignore[arg-type]
+        self.changed = asyncio.Event()
         self.dispatcher = SinkDispatcher(
             sink, config, Metrics(self.registry), on_settled=self.settled.append,
-            on_failed=lambda name, event, error: self.failed.append((name, event, error)))
+            on_failed=self._failed)
+
+    def _failed(self, name: str, event: SignedEvent, error: SinkError) -> None:
+        self.failed.append((name, event, error))
+        self.changed.set()
+
+    async def until_failed(self, count: int) -> None:
+        while len(self.failed) < count:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), 5)
 
     async def run(self, count: int) -> None:
         task = asyncio.create_task(self.dispatcher.run())
@@ -144,3 +155,61 @@ async def test_stop_retrying_cuts_the_backoff_short() -> None:
     await asyncio.wait_for(task, 2)
     assert failed == ["e0"]
     assert sink.attempts == 2
+
+
+def breaker_harness(sink: FlakySink, on_open: str, cooldown: float = 0.05) -> Harness:
+    from pipeline.settings import BreakerSettings
+
+    return Harness(sink, batch_size=1, on_open=on_open,
+                   breaker=BreakerSettings(failure_threshold=2, cooldown_s=cooldown,
+                                           success_threshold=1),
+                   retry=RetrySettings(max_attempts=1, initial_backoff_s=0.001,
+                                       max_backoff_s=0.001))
+
+
+async def test_open_breaker_dead_letters_fast_then_recovers() -> None:
+    sink = FlakySink(failures=2)
+    harness = breaker_harness(sink, "deadletter", cooldown=0.2)
+    dispatcher = harness.dispatcher
+    task = asyncio.create_task(dispatcher.run())
+    for offset in range(5):
+        dispatcher.submit(make_event(offset))
+    await harness.until_failed(5)
+    reasons = [error.reason for _, _, error in harness.failed]
+    assert reasons == ["timeout", "timeout", "circuit_open", "circuit_open", "circuit_open"]
+    assert sink.attempts == 2  # no send while open
+    assert sample(harness.registry, "govpipe_sink_circuit_state", sink="flaky") == 2
+    await asyncio.sleep(0.25)  # cooldown: the next batch is the probe, and it succeeds
+    dispatcher.submit(make_event(5))
+    dispatcher.close()
+    await asyncio.wait_for(task, 2)
+    assert [event.id for event in sink.delivered] == ["e5"]
+    assert sample(harness.registry, "govpipe_sink_circuit_state", sink="flaky") == 0
+    for to in ("open", "half_open", "closed"):
+        assert sample(harness.registry, "govpipe_sink_circuit_transitions_total",
+                      sink="flaky", to=to) == 1
+    assert sink_identity_gap(harness.registry, "flaky") == 0
+
+
+async def test_open_breaker_with_drop_policy_drops_and_counts() -> None:
+    sink = FlakySink(failures=100)
+    harness = breaker_harness(sink, "drop", cooldown=60)
+    await harness.run(6)
+    assert len(harness.failed) == 2
+    assert sample(harness.registry, "govpipe_sink_dropped_total", sink="flaky",
+                  reason="circuit_open") == 4
+    assert len(harness.settled) == 4
+    assert sink_identity_gap(harness.registry, "flaky") == 0
+
+
+async def test_open_breaker_with_block_policy_holds_events_until_the_sink_returns() -> None:
+    sink = FlakySink(failures=3)
+    harness = breaker_harness(sink, "block", cooldown=0.05)
+    await harness.run(4)
+    # e0 fails before the breaker opens; e1 opens it, waits through a failed probe and a
+    # second cooldown, and is delivered by the next probe.
+    assert [event.id for _, event, _ in harness.failed] == ["e0"]
+    assert [event.id for event in sink.delivered] == ["e1", "e2", "e3"]
+    assert sample(harness.registry, "govpipe_sink_circuit_transitions_total", sink="flaky",
+                  to="open") == 2
+    assert sink_identity_gap(harness.registry, "flaky") == 0
