@@ -15,16 +15,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def decode_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
-    """Parse one record value into a JSON object, or raise `InvalidEvent` with the reason."""
+def decode_any(raw: bytes, max_bytes: int) -> Any:
+    """Parse one record value as strict JSON, or raise `InvalidEvent` with the reason."""
     if not raw.strip():
         raise InvalidEvent("empty", "empty value")
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"value is {len(raw)} bytes, over max_event_bytes")
     try:
-        value = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        value = _decode_slow(raw)
+        return _decode_slow(raw)
+
+
+def decode_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """Parse one record value into a JSON object, or raise `InvalidEvent` with the reason."""
+    value = decode_any(raw, max_bytes)
     if not isinstance(value, dict):
         raise InvalidEvent("not_object", f"JSON {type(value).__name__}, not an object")
     return value

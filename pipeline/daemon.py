@@ -11,9 +11,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
-
-from pipeline.deadletter import DeadLetterEntry, DeadLetterWriter, FileDeadLetter
+from pipeline.deadletter import DeadLetterDestination, DeadLetterEntry, DeadLetterWriter
 from pipeline.dispatch import SinkDispatcher
 from pipeline.health import Check, HealthRegistry, Status
 from pipeline.metrics import Metrics
@@ -23,7 +21,7 @@ from pipeline.processor import EventProcessor
 from pipeline.server import OpsServer
 from pipeline.settings import Settings, SinkSettings
 from pipeline.signing import Signer
-from pipeline.source import LineSource
+from pipeline.source import Source
 from sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)
@@ -41,32 +39,34 @@ class Daemon:
     """One pipeline run. Build it with its parts; `run` returns when input ends or a
     shutdown signal arrives and everything has settled (or the deadline passed)."""
 
-    def __init__(self, settings: Settings, *, source: LineSource,
+    def __init__(self, settings: Settings, *, source: Source,
                  sinks: Sequence[tuple[Sink, SinkSettings]], signer: Signer,
-                 deadletter: FileDeadLetter, registry: CollectorRegistry) -> None:
+                 deadletter: DeadLetterDestination, metrics: Metrics,
+                 tracker: OffsetTracker) -> None:
         self._settings = settings
         self._source = source
         self._signer = signer
-        self.metrics = Metrics(registry)
-        self.tracker = OffsetTracker()
+        self.metrics = metrics
+        self.tracker = tracker
         self._processor = EventProcessor(signer, settings.source.max_event_bytes,
                                          settings.cloudevents.source)
-        self._deadletter = DeadLetterWriter(deadletter, self.metrics)
         self._destination = deadletter
+        self._deadletter = DeadLetterWriter(deadletter, metrics)
         self.dispatchers = [
-            SinkDispatcher(sink, sink_settings, self.metrics,
+            SinkDispatcher(sink, sink_settings, metrics,
                            on_settled=self._settle, on_failed=self._dead_letter_failed)
             for sink, sink_settings in sinks
         ]
+        self.room = _Room(self.dispatchers)
         self.health = HealthRegistry()
         self._register_health()
-        self.server = OpsServer(registry, self.health, settings.server.host,
+        self.server = OpsServer(metrics.registry, self.health, settings.server.host,
                                 settings.server.port)
         self._stop = asyncio.Event()
         self._signals = 0
 
     def request_stop(self) -> None:
-        """Stop reading and drain (SIGTERM/SIGINT)."""
+        """Stop reading and drain (what SIGTERM/SIGINT do)."""
         self._stop.set()
 
     async def run(self) -> Outcome:
@@ -77,8 +77,10 @@ class Daemon:
                 workers = [tasks.create_task(d.run(), name=f"dispatch-{d.name}")
                            for d in self.dispatchers]
                 workers.append(tasks.create_task(self._deadletter.run(), name="deadletter"))
+                committer = tasks.create_task(self._commit_periodically(), name="committer")
                 await self._pump_until_stopped()
                 await self._drain(workers)
+                committer.cancel()
         finally:
             await self._close()
         unsettled = self.tracker.outstanding
@@ -93,18 +95,13 @@ class Daemon:
         for task in (pump, stop):
             task.cancel()
         await asyncio.gather(pump, stop, return_exceptions=True)
-        if pump.done() and not pump.cancelled() and pump.exception() is not None:
-            raise pump.exception()  # type: ignore[misc]
+        if not pump.cancelled() and (error := pump.exception()) is not None:
+            raise error
 
     async def _pump(self) -> None:
-        async for batch in self._source.batches():
+        async for batch in self._source.batches(self.room):
             for record in batch:
                 self._ingest(record)
-                for dispatcher in self.dispatchers:
-                    if not dispatcher.has_room():
-                        await dispatcher.wait_for_room()
-        if self._source.error:
-            log.error("source stopped: %s", self._source.error)
 
     def _ingest(self, record: Record) -> None:
         metrics = self.metrics
@@ -131,6 +128,11 @@ class Daemon:
                                 position=event.position, event=event.attributes, sink=sink)
         self._deadletter.submit(entry, lambda: self.tracker.settle(event.position))
 
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.source.commit_interval_s)
+            await self._source.commit()
+
     async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
         for dispatcher in self.dispatchers:
             dispatcher.close()
@@ -147,13 +149,14 @@ class Daemon:
         self._deadletter.close()
 
     async def _close(self) -> None:
-        for dispatcher in self.dispatchers:
+        # The source commits the settled prefix as it closes.
+        for name, closer in [(d.name, d.sink.aclose) for d in self.dispatchers] + [
+                ("deadletter", self._destination.aclose), ("source", self._source.aclose),
+                ("server", self.server.aclose)]:
             try:
-                await dispatcher.sink.aclose()
+                await closer()
             except Exception:
-                log.exception("closing sink %s failed", dispatcher.name)
-        await self._source.aclose()
-        await self.server.aclose()
+                log.exception("closing %s failed", name)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -169,32 +172,26 @@ class Daemon:
         self.request_stop()
 
     def _register_health(self) -> None:
-        self.health.add("source", self._source_health)
+        self.health.add("source", self._source.health)
         self.health.add("signer", lambda: (Status.HEALTHY, f"{self._signer.alg} key "
                                            f"{self._signer.key_id} loaded"))
         self.health.add("deadletter", self._deadletter_health)
         for dispatcher in self.dispatchers:
-            self.health.add(f"sink:{dispatcher.name}", _sink_health(dispatcher))
-
-    def _source_health(self) -> tuple[Status, str]:
-        if self._source.error:
-            return Status.UNHEALTHY, self._source.error
-        if self._source.finished:
-            return Status.HEALTHY, f"{self._source.name}: end of input reached"
-        return Status.HEALTHY, f"reading {self._source.name}"
+            self.health.add(f"sink:{dispatcher.name}", _sink_health(dispatcher, self))
 
     def _deadletter_health(self) -> tuple[Status, str]:
-        if self._deadletter.last_error:
-            return Status.UNHEALTHY, self._deadletter.last_error
-        problem = self._destination.check_writable()
+        problem = self._deadletter.last_error or self._destination.check()
         if problem:
             return Status.UNHEALTHY, problem
-        return Status.HEALTHY, f"writable: {self._destination.directory}"
+        return Status.HEALTHY, f"writable: {self._destination.description}"
+
+    def deadletter_healthy(self) -> bool:
+        return self._deadletter_health()[0] is Status.HEALTHY
 
     def _summary(self) -> dict[str, object]:
         return {"source": self._source.name, "sinks": [d.name for d in self.dispatchers],
                 "signing_alg": self._signer.alg, "key_id": self._signer.key_id,
-                "deadletter": str(self._destination.directory),
+                "deadletter": self._destination.description,
                 "listen": f"{self._settings.server.host}:{self.server.bound_port}"}
 
     def _final_counts(self) -> dict[str, float]:
@@ -203,9 +200,28 @@ class Daemon:
                 for name in ("source_records", "events_accepted")}
 
 
-def _sink_health(dispatcher: SinkDispatcher) -> Check:
+class _Room:
+    """The sinks have room when every dispatcher's queue does."""
+
+    def __init__(self, dispatchers: Sequence[SinkDispatcher]) -> None:
+        self._dispatchers = dispatchers
+
+    def available(self) -> bool:
+        return all(d.has_room() for d in self._dispatchers)
+
+    async def wait(self) -> None:
+        for dispatcher in self._dispatchers:
+            await dispatcher.wait_for_room()
+
+
+def _sink_health(dispatcher: SinkDispatcher, daemon: Daemon) -> Check:
     def check() -> tuple[Status, str]:
+        state = dispatcher.breaker.state.value
+        if state != "closed":
+            # Open is degraded while events still reach the dead-letter, else unhealthy.
+            status = Status.DEGRADED if daemon.deadletter_healthy() else Status.UNHEALTHY
+            return status, f"circuit breaker {state}; last error: {dispatcher.last_error}"
         if dispatcher.last_error:
             return Status.DEGRADED, f"last send failed: {dispatcher.last_error}"
-        return Status.HEALTHY, f"{dispatcher.queued} queued"
+        return Status.HEALTHY, f"circuit closed, {dispatcher.queued} queued, last send ok"
     return check

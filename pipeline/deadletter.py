@@ -18,6 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
 from pipeline.codec import encode
 from pipeline.metrics import Metrics
 from pipeline.model import Position
@@ -75,7 +78,13 @@ def _bytes_field(name: str, value: bytes) -> dict[str, str]:
 class DeadLetterDestination(Protocol):
     """Where entries go; `write` returns only when they are durable."""
 
+    description: str
+
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None: ...
+
+    def check(self) -> str | None:
+        """None when entries can be written, else why not."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -85,6 +94,7 @@ class FileDeadLetter:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.description = f"directory {directory}"
 
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
         payload = b"".join(entry.to_json() + b"\n" for entry in entries)
@@ -101,13 +111,56 @@ class FileDeadLetter:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def check_writable(self) -> str | None:
+    def check(self) -> str | None:
         """None when entries can be written, else why not."""
         probe = self.directory if self.directory.exists() else self.directory.parent
         return None if os.access(probe, os.W_OK) else f"{probe} is not writable"
 
     async def aclose(self) -> None:
         return None
+
+
+class KafkaDeadLetter:
+    """Entries as JSON records on a Kafka topic, acknowledged by all in-sync replicas."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self.description = f"kafka topic {topic}"
+        self._producer: AIOKafkaProducer | None = None
+        self._last_error: str | None = None
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all",
+                                        enable_idempotence=True)
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
+        try:
+            producer = await self._started()
+            futures = [await producer.send(self._topic, entry.to_json(), key=entry.key)
+                       for entry in entries]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            raise DeadLetterError(f"cannot write to {self.description}: "
+                                  f"{self._last_error}") from exc
+        self._last_error = None
+
+    def check(self) -> str | None:
+        return self._last_error
+
+    async def aclose(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
 
 
 @dataclass(slots=True)

@@ -14,6 +14,9 @@ class Position:
     topic: str
     partition: int
     offset: int
+    # Which assignment of the partition read it: settlements from before a revocation must
+    # not count against records read after the partition came back.
+    epoch: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}

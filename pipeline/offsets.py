@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.model import Position
@@ -18,6 +19,7 @@ TopicPartition = tuple[str, int]
 
 @dataclass(slots=True)
 class _Partition:
+    epoch: int
     order: deque[int] = field(default_factory=deque)
     remaining: dict[int, int] = field(default_factory=dict)
     committable: int | None = None  # the next offset to read after the settled prefix
@@ -31,16 +33,23 @@ class OffsetTracker:
         self._outstanding = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._changed = asyncio.Event()
 
     @property
     def outstanding(self) -> int:
-        """Records read and not yet settled."""
+        """Records read and not yet settled (or settled behind an unsettled one)."""
         return self._outstanding
+
+    def outstanding_in(self, partitions: Iterable[TopicPartition]) -> int:
+        return sum(len(self._partitions[tp].order) for tp in partitions
+                   if tp in self._partitions)
 
     def track(self, position: Position, parts: int) -> None:
         """Start tracking a record that `parts` settlements will complete (parts ≥ 1)."""
-        partition = self._partitions.setdefault((position.topic, position.partition),
-                                                _Partition())
+        key = (position.topic, position.partition)
+        partition = self._partitions.get(key)
+        if partition is None or partition.epoch != position.epoch:
+            partition = self._partitions[key] = _Partition(position.epoch)
         partition.order.append(position.offset)
         partition.remaining[position.offset] = parts
         self._outstanding += 1
@@ -48,7 +57,9 @@ class OffsetTracker:
 
     def settle(self, position: Position) -> None:
         """One part of the record at `position` is settled."""
-        partition = self._partitions[(position.topic, position.partition)]
+        partition = self._partitions.get((position.topic, position.partition))
+        if partition is None or partition.epoch != position.epoch:
+            return  # the partition was revoked since: its new owner re-reads the record
         left = partition.remaining[position.offset] - 1
         partition.remaining[position.offset] = left
         if left:
@@ -58,8 +69,21 @@ class OffsetTracker:
             del partition.remaining[offset]
             partition.committable = offset + 1
             self._outstanding -= 1
+        self._notify()
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop revoked partitions; their unsettled records are no longer ours."""
+        for tp in partitions:
+            partition = self._partitions.pop(tp, None)
+            if partition is not None:
+                self._outstanding -= len(partition.order)
+        self._notify()
+
+    def _notify(self) -> None:
         if self._outstanding == 0:
             self._idle.set()
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def committable(self) -> dict[TopicPartition, int]:
         """Per partition, the offset to commit (next to read) after its settled prefix."""
@@ -69,3 +93,9 @@ class OffsetTracker:
     async def wait_idle(self) -> None:
         """Return once every tracked record is settled."""
         await self._idle.wait()
+
+    async def wait_partitions_idle(self, partitions: Iterable[TopicPartition]) -> None:
+        """Return once every tracked record of `partitions` is settled."""
+        wanted = list(partitions)
+        while self.outstanding_in(wanted):
+            await self._changed.wait()

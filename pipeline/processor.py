@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from pipeline.binding import binary_to_structured, is_binary_mode
 from pipeline.codec import decode_object, encode
 from pipeline.events import InvalidEvent, to_cloudevent
 from pipeline.model import Record, Rejection, SignedEvent
@@ -22,7 +24,7 @@ class EventProcessor:
 
     def process(self, record: Record) -> SignedEvent | Rejection:
         try:
-            obj = decode_object(record.value, self._max_bytes)
+            obj = self._decode(record)
             signed = self._signer.sign(to_cloudevent(obj, self._configured_source))
             body = encode(signed)
         except InvalidEvent as exc:
@@ -35,3 +37,8 @@ class EventProcessor:
         return SignedEvent(id=signed["id"], attributes=signed, body=body,
                            position=record.position,
                            partition_key=key if isinstance(key, str) else None)
+
+    def _decode(self, record: Record) -> dict[str, Any]:
+        if record.headers and is_binary_mode(record.headers):
+            return binary_to_structured(record.headers, record.value, self._max_bytes)
+        return decode_object(record.value, self._max_bytes)

@@ -101,6 +101,7 @@ class SourceSettings(_Model):
     inbound_key_file: Path | None = None
     replay_window_s: float = Field(300.0, gt=0)
     nonce_capacity: int = Field(100_000, ge=1)
+    commit_interval_s: float = Field(2.0, gt=0)
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> SourceSettings:

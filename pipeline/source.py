@@ -14,11 +14,39 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Protocol
 
+from pipeline.health import Status
 from pipeline.model import Position, Record
 
 READ_CHUNK = 256 * 1024
 _END = None
+
+
+class Room(Protocol):
+    """Whether the sinks can take more events now (back-pressure)."""
+
+    def available(self) -> bool: ...
+
+    async def wait(self) -> None: ...
+
+
+class Source(Protocol):
+    """Where records come from: a Kafka topic, or lines of stdin or a file."""
+
+    name: str
+
+    def batches(self, room: Room) -> AsyncIterator[list[Record]]:
+        """Yield batches of records, asking `room` before reading more."""
+        ...
+
+    async def commit(self) -> None:
+        """Record progress up to the settled prefix (a no-op where nothing is kept)."""
+        ...
+
+    def health(self) -> tuple[Status, str]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class LineSource:
@@ -42,7 +70,7 @@ class LineSource:
     def file(cls, path: Path) -> LineSource:
         return cls(io.BufferedReader(io.FileIO(path, "rb"), READ_CHUNK), str(path))
 
-    async def batches(self) -> AsyncIterator[list[Record]]:
+    async def batches(self, room: Room) -> AsyncIterator[list[Record]]:
         """Yield batches of records until end of input."""
         loop = asyncio.get_running_loop()
         if self._thread is None:
@@ -51,6 +79,8 @@ class LineSource:
             self._thread.start()
         while (batch := await self._queue.get()) is not _END:
             yield batch
+            if not room.available():
+                await room.wait()
         self.finished = True
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -78,6 +108,16 @@ class LineSource:
         # If the loop has closed, the daemon is exiting and nothing waits for this batch.
         with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
             asyncio.run_coroutine_threadsafe(self._queue.put(item), loop).result()
+
+    async def commit(self) -> None:
+        return None  # lines carry no position to keep: a restart reads its input again
+
+    def health(self) -> tuple[Status, str]:
+        if self.error:
+            return Status.UNHEALTHY, self.error
+        if self.finished:
+            return Status.HEALTHY, f"{self.name}: end of input reached"
+        return Status.HEALTHY, f"reading {self.name}"
 
     async def aclose(self) -> None:
         if self._stream is not sys.stdin.buffer:

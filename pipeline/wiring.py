@@ -8,9 +8,13 @@ import os
 from collections.abc import Callable, Mapping
 
 from pipeline import __version__
+from pipeline.deadletter import DeadLetterDestination, FileDeadLetter, KafkaDeadLetter
+from pipeline.kafka_source import KafkaSource
+from pipeline.metrics import Metrics
+from pipeline.offsets import OffsetTracker
 from pipeline.settings import ConfigError, Settings, SinkSettings
 from pipeline.signing import HmacSigner, Signer, ephemeral_hmac_key, load_hmac_key
-from pipeline.source import LineSource
+from pipeline.source import LineSource, Source
 from sinks.base import Sink
 from sinks.stdout import StdoutSink
 
@@ -26,11 +30,9 @@ SINK_BUILDERS: Mapping[str, SinkBuilder] = {
 def refuse_unavailable(settings: Settings) -> None:
     """Refuse, naming the key, what this version does not implement yet."""
     unavailable = {
-        "source.kind": settings.source.kind == "kafka",
         "signing.alg": settings.signing.alg != "HMAC-SHA256",
         "sinks.otlp.enabled": settings.sinks.otlp.enabled,
         "sinks.kafka.enabled": settings.sinks.kafka.enabled,
-        "deadletter.kind": settings.deadletter_kind == "kafka",
         "source.require_signature": settings.source.require_signature,
     }
     for key, refused in unavailable.items():
@@ -53,10 +55,19 @@ def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
             for name, sink_settings in enabled_sinks(settings).items()]
 
 
-def build_source(settings: Settings) -> LineSource:
+def build_source(settings: Settings, tracker: OffsetTracker, metrics: Metrics) -> Source:
+    if settings.source.kind == "kafka":
+        return KafkaSource(settings.source, tracker, metrics,
+                           revoke_timeout_s=settings.shutdown.timeout_s)
     if settings.source.kind == "file" and settings.source.path is not None:
         return LineSource.file(settings.source.path)
     return LineSource.stdin()
+
+
+def build_deadletter(settings: Settings) -> DeadLetterDestination:
+    if settings.deadletter_kind == "kafka":
+        return KafkaDeadLetter(settings.source.bootstrap_servers, settings.deadletter.topic)
+    return FileDeadLetter(settings.deadletter.path)
 
 
 def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ) -> Signer:

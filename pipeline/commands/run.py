@@ -13,12 +13,19 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from pipeline.daemon import Daemon
-from pipeline.deadletter import FileDeadLetter
 from pipeline.logs import configure_logging
+from pipeline.metrics import Metrics
+from pipeline.offsets import OffsetTracker
 from pipeline.server import ServerError
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.signing import SigningKeyError
-from pipeline.wiring import build_signer, build_sinks, build_source, refuse_unavailable
+from pipeline.wiring import (
+    build_deadletter,
+    build_signer,
+    build_sinks,
+    build_source,
+    refuse_unavailable,
+)
 
 log = logging.getLogger("govpipe")
 
@@ -64,10 +71,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, environ: Mapping[str, str]) -> int:
-    daemon = Daemon(settings, source=build_source(settings), sinks=build_sinks(settings),
-                    signer=build_signer(settings, environ),
-                    deadletter=FileDeadLetter(settings.deadletter.path),
-                    registry=CollectorRegistry(auto_describe=True))
+    metrics = Metrics(CollectorRegistry(auto_describe=True))
+    tracker = OffsetTracker()
+    daemon = Daemon(settings, source=build_source(settings, tracker, metrics),
+                    sinks=build_sinks(settings), signer=build_signer(settings, environ),
+                    deadletter=build_deadletter(settings), metrics=metrics, tracker=tracker)
     daemon.install_signal_handlers()
     outcome = await daemon.run()
     return outcome.exit_code
