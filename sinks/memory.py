@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from pipeline.model import SignedEvent
@@ -17,6 +18,13 @@ class MemorySink:
         self.batches = 0
         self.fail_with: SinkError | None = None
         self.closed = False
+        self._changed = asyncio.Event()
+
+    async def wait_for_count(self, count: int) -> None:
+        """Return once at least `count` events have been delivered."""
+        while len(self.events) < count:
+            self._changed.clear()
+            await self._changed.wait()
 
     async def send(self, batch: Sequence[SignedEvent]) -> None:
         if self.closed:
@@ -25,6 +33,7 @@ class MemorySink:
             raise self.fail_with
         self.events.extend(batch)
         self.batches += 1
+        self._changed.set()
 
     async def aclose(self) -> None:
         self.closed = True

@@ -48,6 +48,8 @@ from aiokafka.structs import (  # type: ignore[import-untyped,unused-ignore]
     RecordMetadata,
 )
 
+from tests.infra.process import die_with_parent
+
 __all__ = [
     "KafkaBroker",
     "ServiceError",
@@ -383,6 +385,7 @@ class KafkaBroker:
                 stderr=log,
                 cwd=self.work_dir,
                 start_new_session=True,  # a terminal ^C goes to pytest, which then stops us
+                preexec_fn=die_with_parent,
             )
 
     def _wait_ready(self, log_offset: int) -> None:
