@@ -39,7 +39,10 @@ class JcsError(ValueError):
 def canonicalize(value: Any) -> bytes:
     """The RFC 8785 canonical UTF-8 bytes of a JSON value (dict, list, str, number, bool, None)."""
     parts: list[str] = []
-    _write(value, parts)
+    try:
+        _write(value, parts)
+    except RecursionError:
+        raise JcsError("nested too deeply to canonicalize") from None
     text = "".join(parts)
     try:
         return text.encode("utf-8")

@@ -43,7 +43,7 @@ from pipeline.signing import (
     decode_key_text,
     ed25519_key_id,
     hmac_key_id,
-    hmac_signature,
+    hmac_matches,
 )
 
 PEM_MARKER = b"-----BEGIN"
@@ -77,8 +77,8 @@ class HmacKey:
         return f"HmacKey(key_id={self.key_id!r})"
 
     def verify(self, envelope: Mapping[str, Any], signature: str) -> bool:
-        expected = hmac_signature(self._secret, envelope).encode("ascii")
-        return hmac.compare_digest(expected, signature.encode("utf-8"))
+        """True when `signature` is this key's HMAC of the Agent OS canonical form."""
+        return hmac_matches(self._secret, envelope, signature)
 
 
 class Ed25519Key:
@@ -94,6 +94,7 @@ class Ed25519Key:
         return f"Ed25519Key(key_id={self.key_id!r})"
 
     def verify(self, envelope: Mapping[str, Any], signature: str) -> bool:
+        """True when `signature` is this key's Ed25519 signature of the JCS form."""
         raw = _strict_b64(signature)
         if raw is None or len(raw) != ED25519_SIGNATURE_BYTES:
             return False

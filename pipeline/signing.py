@@ -76,6 +76,16 @@ def hmac_signature(key: bytes, envelope: Mapping[str, Any]) -> str:
     return base64.b64encode(mac).decode("ascii")
 
 
+def hmac_matches(key: bytes, envelope: Mapping[str, Any], signature: str) -> bool:
+    """Constant-time check of a base64 HMAC-SHA256 `signature` over `envelope`."""
+    try:
+        expected = hmac_signature(key, envelope).encode("ascii")
+    except (ValueError, RecursionError):
+        # No canonical form (a lone surrogate, absurd nesting): nothing could have been signed.
+        return False
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+
+
 class HmacSigner:
     """HMAC-SHA256 over the Agent OS canonical form."""
 
@@ -103,8 +113,7 @@ class HmacSigner:
         if signed.get(SIGNATURE_ALG) != self.alg or not isinstance(signature, str):
             return False
         unsigned = {key: value for key, value in signed.items() if key != SIGNATURE}
-        expected = hmac_signature(self._key, unsigned).encode("ascii")
-        return hmac.compare_digest(expected, signature.encode("utf-8"))
+        return hmac_matches(self._key, unsigned, signature)
 
 
 class Ed25519Signer:

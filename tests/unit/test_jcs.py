@@ -146,3 +146,11 @@ def as_doubles(value: Any) -> Any:
     if isinstance(value, list):
         return [as_doubles(item) for item in value]
     return value
+
+
+def test_absurd_nesting_is_a_jcs_error_not_a_crash() -> None:
+    deep: Any = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(JcsError, match="nested too deeply"):
+        canonicalize({"deep": deep})

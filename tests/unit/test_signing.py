@@ -391,3 +391,21 @@ def test_signers_and_keys_never_show_key_material() -> None:
             assert repr(secret) not in shown
             assert base64.b64encode(secret).decode() not in shown
             assert secret.hex() not in shown
+
+
+@pytest.mark.parametrize("alg", sorted(SIGNERS))
+def test_hostile_events_fail_verification_without_crashing_it(alg: str) -> None:
+    signed = SIGNERS[alg].sign(CE)
+    verifier = Verifier(keyset())
+    deep: Any = "bottom"
+    for _ in range(3000):
+        deep = {"d": deep}
+    hostile = [
+        {**signed, "agtsignature": "\ud800"},
+        {**signed, "data": {"lone": "\udc00"}},
+        {**signed, "agtkeyid": ["not", "a", "string"]},
+        {**signed, "agtsignaturealg": {"an": "object"}},
+        {**signed, "data": deep},
+    ]
+    for event in hostile:
+        assert verifier.failure(event) in ("bad_signature", "unknown_key", "unsupported_alg")
