@@ -8,7 +8,6 @@ import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 from pipeline.codec import decode_object
 from pipeline.events import InvalidEvent
@@ -70,7 +69,7 @@ def _load(spec: str) -> VerificationKey:
     return load_verification_key(Path(spec))
 
 
-def check_lines(verifier: Verifier, lines: Iterable[bytes] | BinaryIO) -> tuple[int, int]:
+def check_lines(verifier: Verifier, lines: Iterable[bytes]) -> tuple[int, int]:
     """(verified, failed) over JSON lines; each failure is reported on stderr."""
     verified = failed = 0
     for number, line in enumerate(lines, start=1):
