@@ -1,8 +1,13 @@
-"""Signing of CloudEvents (SPEC §3).
+"""Signing of CloudEvents (SPEC §3): one `Signer` interface, two algorithms.
 
-HMAC-SHA256 is byte-compatible with Agent OS `GovernanceEventSigner`: the MAC covers the
-canonical JSON of the envelope without `agtsignature` (but with `agtsignaturealg` and
-`agtkeyid`), and is written as padded standard base64.
+Both sign the envelope without `agtsignature` but with `agtsignaturealg` and `agtkeyid` set
+first, so neither the algorithm nor the key name can be changed without breaking the
+signature; both write padded standard base64.
+- HMAC-SHA256 is byte-compatible with Agent OS `GovernanceEventSigner`: the MAC covers
+  Python's `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
+- Ed25519 covers the RFC 8785 (JCS) canonical form, reproducible in any language, and is
+  verifiable with the public key alone; its key id is the public key's fingerprint.
+Verification against a set of keys lives in `pipeline.keys` and `pipeline.verification`.
 """
 
 from __future__ import annotations
@@ -12,13 +17,24 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from pipeline.jcs import canonicalize
+
 HMAC_ALG = "HMAC-SHA256"
+ED25519_ALG = "Ed25519"
+ALGORITHMS = (HMAC_ALG, ED25519_ALG)
+SIGNATURE = "agtsignature"
+SIGNATURE_ALG = "agtsignaturealg"
+KEY_ID = "agtkeyid"
 MIN_HMAC_KEY_BYTES = 32
 KEY_ENV = "GOVPIPE_SIGNING_KEY"
 
@@ -43,6 +59,33 @@ def canonical_hmac_bytes(envelope: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
+def unsigned_envelope(cloudevent: Mapping[str, Any], alg: str, key_id: str) -> dict[str, Any]:
+    """A copy of `cloudevent` ready to sign: old signature dropped, algorithm and key named."""
+    envelope = dict(cloudevent)
+    # All three go, so a re-signed event has the same member order as a fresh one.
+    for name in (SIGNATURE, SIGNATURE_ALG, KEY_ID):
+        envelope.pop(name, None)
+    envelope[SIGNATURE_ALG] = alg
+    envelope[KEY_ID] = key_id
+    return envelope
+
+
+def hmac_signature(key: bytes, envelope: Mapping[str, Any]) -> str:
+    """base64 HMAC-SHA256 of the Agent OS canonical form of `envelope` (no agtsignature)."""
+    mac = hmac.new(key, canonical_hmac_bytes(envelope), hashlib.sha256).digest()
+    return base64.b64encode(mac).decode("ascii")
+
+
+def hmac_matches(key: bytes, envelope: Mapping[str, Any], signature: str) -> bool:
+    """Constant-time check of a base64 HMAC-SHA256 `signature` over `envelope`."""
+    try:
+        expected = hmac_signature(key, envelope).encode("ascii")
+    except (ValueError, RecursionError):
+        # No canonical form (a lone surrogate, absurd nesting): nothing could have been signed.
+        return False
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+
+
 class HmacSigner:
     """HMAC-SHA256 over the Agent OS canonical form."""
 
@@ -59,27 +102,50 @@ class HmacSigner:
         return f"HmacSigner(key_id={self.key_id!r})"
 
     def sign(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]:
-        signed = dict(cloudevent)
-        signed.pop("agtsignature", None)
-        signed["agtsignaturealg"] = self.alg
-        signed["agtkeyid"] = self.key_id
-        mac = hmac.new(self._key, canonical_hmac_bytes(signed), hashlib.sha256).digest()
-        signed["agtsignature"] = base64.b64encode(mac).decode("ascii")
+        """A signed copy of `cloudevent` (any previous signature replaced)."""
+        signed = unsigned_envelope(cloudevent, self.alg, self.key_id)
+        signed[SIGNATURE] = hmac_signature(self._key, signed)
         return signed
 
     def verify(self, signed: Mapping[str, Any]) -> bool:
         """True when `signed` carries this key's valid HMAC-SHA256 signature."""
-        signature = signed.get("agtsignature")
-        if signed.get("agtsignaturealg") != self.alg or not isinstance(signature, str):
+        signature = signed.get(SIGNATURE)
+        if signed.get(SIGNATURE_ALG) != self.alg or not isinstance(signature, str):
             return False
-        unsigned = {key: value for key, value in signed.items() if key != "agtsignature"}
-        expected = hmac.new(self._key, canonical_hmac_bytes(unsigned), hashlib.sha256).digest()
-        return hmac.compare_digest(base64.b64encode(expected).decode("ascii"), signature)
+        unsigned = {key: value for key, value in signed.items() if key != SIGNATURE}
+        return hmac_matches(self._key, unsigned, signature)
+
+
+class Ed25519Signer:
+    """Ed25519 over the RFC 8785 canonical form; agtkeyid is the public key fingerprint."""
+
+    alg = ED25519_ALG
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._private_key = private_key
+        self.public_key = private_key.public_key()
+        self.key_id = ed25519_key_id(self.public_key)
+
+    def __repr__(self) -> str:
+        return f"Ed25519Signer(key_id={self.key_id!r})"
+
+    def sign(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]:
+        """A signed copy of `cloudevent`; raises `JcsError` for values JCS cannot represent."""
+        signed = unsigned_envelope(cloudevent, self.alg, self.key_id)
+        signature = self._private_key.sign(canonicalize(signed))
+        signed[SIGNATURE] = base64.b64encode(signature).decode("ascii")
+        return signed
 
 
 def hmac_key_id(key: bytes) -> str:
     """A stable, non-reversible name for an HMAC key (a domain-separated hash prefix)."""
     return "hmac-" + hashlib.sha256(b"govpipe-key-id\x00" + key).hexdigest()[:16]
+
+
+def ed25519_key_id(public_key: Ed25519PublicKey) -> str:
+    """The public key's fingerprint: "ed25519-" + 16 hex digits of SHA-256 of its raw bytes."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
 def decode_key_text(text: str, origin: str) -> bytes:
@@ -91,20 +157,8 @@ def decode_key_text(text: str, origin: str) -> bytes:
         raise SigningKeyError(message) from None
 
 
-def load_hmac_key(key_file: Path | None, environ: Mapping[str, str] = os.environ) -> bytes | None:
-    """The configured HMAC key: `key_file` first, then GOVPIPE_SIGNING_KEY; None when neither."""
-    if key_file is not None:
-        try:
-            text = key_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            message = f"signing.key_file: cannot read {key_file}: {exc.__class__.__name__}"
-            raise SigningKeyError(message) from None
-        return decode_key_text(text, f"signing.key_file {key_file}")
-    if environ.get(KEY_ENV):
-        return decode_key_text(environ[KEY_ENV], KEY_ENV)
-    return None
-
-
-def ephemeral_hmac_key() -> bytes:
-    """A random key for the embedded default when none is configured."""
-    return secrets.token_bytes(MIN_HMAC_KEY_BYTES)
+def ephemeral_signer(alg: str) -> Signer:
+    """A signer with a random key, for the embedded default when no key is configured."""
+    if alg == ED25519_ALG:
+        return Ed25519Signer(Ed25519PrivateKey.generate())
+    return HmacSigner(secrets.token_bytes(MIN_HMAC_KEY_BYTES))

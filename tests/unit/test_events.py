@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 from pipeline.events import KIND_TYPES, InvalidEvent, cloudevent_type, to_cloudevent
+from pipeline.keys import Ed25519Key, KeySet
+from pipeline.signing import Ed25519Signer, HmacSigner, ephemeral_signer
+from pipeline.verification import Verifier
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "events.jsonl"
 
@@ -136,3 +139,56 @@ def test_mapping_is_deterministic_and_covers_the_examples() -> None:
         assert to_cloudevent(event) == to_cloudevent(json.loads(line))
         assert list(to_cloudevent(event)) == list(to_cloudevent(json.loads(line)))
     assert kinds == set(KIND_TYPES)
+
+
+# --- the mapping under a signature (issue 3) ----------------------------------------------
+
+AUTHORITATIVE = ("action", "decision", "reason", "severity", "latency_ms", "resource",
+                 "policy_name", "agent_id", "agent_did")
+
+
+@pytest.mark.parametrize("alg", ["HMAC-SHA256", "Ed25519"])
+def test_no_attribute_can_shadow_any_authoritative_field_of_a_signed_event(alg: str) -> None:
+    forged = {name: "forged" for name in AUTHORITATIVE}
+    event = governance_event(agent_did="did:mesh:real", attributes={**forged, "note": "kept"})
+    signer = ephemeral_signer(alg)
+    data = signer.sign(to_cloudevent(event))["data"]
+    assert data["note"] == "kept"
+    assert {name: data[name] for name in AUTHORITATIVE} == {
+        name: event[name] for name in AUTHORITATIVE}
+
+
+def test_unset_authoritative_fields_leave_attribute_values_in_place() -> None:
+    # Agent OS only writes resource/policy_name/agent_did when set, so an attribute of the
+    # same name survives; it is still signed and cannot be told apart from a real field
+    # without the input, exactly as in Agent OS.
+    event = governance_event(resource=None, policy_name="", attributes={"resource": "attr"})
+    assert to_cloudevent(event)["data"]["resource"] == "attr"
+    assert "policy_name" not in to_cloudevent(event)["data"]
+
+
+@pytest.mark.parametrize(("agent_id", "encoded"), [
+    ("plain-id_1.2~x", "plain-id_1.2~x"),
+    ("a b", "a%20b"), ("a/b", "a%2Fb"), ("50%", "50%25"), ("a+b", "a%2Bb"),
+    ("q?x=1#f", "q%3Fx%3D1%23f"), ("é", "%C3%A9"), ("\U0001f600", "%F0%9F%98%80"),
+    ("did:x", "did%3Ax"),
+])
+def test_source_percent_encodes_agent_id_with_no_safe_characters(
+    agent_id: str, encoded: str
+) -> None:
+    ce = to_cloudevent(governance_event(agent_id=agent_id))
+    assert ce["source"] == "/agent-os/agent/" + encoded
+    assert ce["partitionkey"] == agent_id
+    assert ce["data"]["agent_id"] == agent_id
+
+
+@pytest.mark.parametrize("alg", ["HMAC-SHA256", "Ed25519"])
+def test_unknown_kind_maps_signs_and_verifies(alg: str) -> None:
+    signer = ephemeral_signer(alg)
+    signed = signer.sign(to_cloudevent(governance_event(kind="quota_exceeded")))
+    assert signed["type"] == "ai.agentos.governance.quota_exceeded"
+    if isinstance(signer, Ed25519Signer):
+        assert Verifier(KeySet([Ed25519Key(signer.public_key)])).verify(signed)
+    else:
+        assert isinstance(signer, HmacSigner)
+        assert signer.verify(signed)
