@@ -67,12 +67,12 @@ exporters:
   - gomod: {_CONTRIB}/exporter/fileexporter v{COLLECTOR_VERSION}
 """
 
-# The builder reads its environment as configuration (koanf env provider): a variable named
-# like a manifest section would silently replace that section.
-_BUILDER_ENV_SECTIONS = frozenset({
-    "DIST", "RECEIVERS", "EXPORTERS", "PROCESSORS", "EXTENSIONS", "CONNECTORS",
-    "PROVIDERS", "CONVERTERS", "REPLACES", "EXCLUDES", "CONFMAPPROVIDERS",
-    "CONFMAPCONVERTERS", "TELEMETRY", "DISTRIBUTION",
+# The builder loads every environment variable into its config (koanf env provider, no
+# prefix) and matches keys case-insensitively: a variable named like one of its top-level
+# keys (builder v0.161.0 internal/builder/config.go) would replace that part of the manifest.
+_BUILDER_CONFIG_KEYS = frozenset({
+    "DIST", "EXPORTERS", "EXTENSIONS", "RECEIVERS", "PROCESSORS", "CONNECTORS",
+    "TELEMETRY", "PROVIDERS", "CONVERTERS", "REPLACES", "EXCLUDES", "CONF_RESOLVER",
 })  # fmt: skip
 
 
@@ -93,7 +93,7 @@ def _go_env(base: Path) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if name.upper() not in _BUILDER_ENV_SECTIONS
+        if name.split(".")[0].upper() not in _BUILDER_CONFIG_KEYS
     }
     env.update(
         GOBIN=str(base / "bin"),

@@ -108,3 +108,27 @@ async def test_a_stopped_collector_fails_retriably_and_recovery_delivers(
 
     records = fresh_otel_collector.wait_for_log_records(10)
     assert [r.attributes["cloudevents.event_id"] for r in records] == [e.id for e in events[:10]]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_header_values_never_reach_logs_or_errors(
+    fresh_otel_collector: Collector, protocol: Protocol, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "Bearer s3cr3t-t0ken"
+    endpoint = (fresh_otel_collector.grpc_endpoint if protocol == "grpc"
+                else fresh_otel_collector.http_endpoint)
+    options = OtlpOptions(endpoint=endpoint, protocol=protocol, timeout_s=2.0,
+                          headers={"Authorization": secret})
+    sink = OtlpSink(options)
+    caplog.set_level("DEBUG")
+    try:
+        await sink.send(signed_examples()[:2])  # accepted with the header
+        fresh_otel_collector.stop()
+        with pytest.raises(SinkError) as caught:
+            await sink.send(signed_examples()[:2])
+    finally:
+        await sink.aclose()
+    assert secret not in str(caught.value)
+    assert secret not in repr(options)
+    assert caplog.records, "the exporter logged nothing about the failure"
+    assert secret not in caplog.text
