@@ -120,6 +120,16 @@ class KafkaSink:
         self._start_lock = asyncio.Lock()
         self._closed = False
 
+    @property
+    def bootstrap_servers(self) -> str:
+        """The brokers this sink produces to."""
+        return str(self._options["bootstrap_servers"])
+
+    @property
+    def content_mode(self) -> ContentMode:
+        """``structured`` or ``binary``."""
+        return self._content_mode
+
     async def start(self) -> None:
         """Connect the producer (done by the first send otherwise); safe to call twice."""
         if self._closed:
