@@ -136,10 +136,26 @@ def logs_url(endpoint: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
+class _Session(requests.Session):
+    """A session whose explicit CA bundle beats REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE.
+
+    requests lets those variables override ``session.verify`` (requests issue 3829), which
+    would silently ignore ``ca_file`` on any machine that sets them. Proxies and the rest of
+    the environment still apply.
+    """
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
+
+
 class _HttpTransport:
     def __init__(self, options: OtlpOptions) -> None:
         self.status: int | None = None
-        session = requests.Session()
+        session = _Session()
         session.hooks["response"].append(self._record)
         client_cert = str(options.client_cert_file) if options.client_cert_file else None
         client_key = str(options.client_key_file) if options.client_key_file else None

@@ -42,6 +42,7 @@ __all__ = [
     "COLLECTOR_VERSION",
     "Collector",
     "LogRecord",
+    "ServerTls",
     "ServiceError",
     "ensure_collector",
 ]
@@ -185,6 +186,22 @@ def _port_open(port: int) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerTls:
+    """PEM files for the receiver's TLS; ``client_ca_file`` makes it require client certs."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    def receiver_config(self) -> dict[str, str]:
+        """The ``tls`` block of an OTLP receiver protocol."""
+        config = {"cert_file": str(self.cert_file), "key_file": str(self.key_file)}
+        if self.client_ca_file is not None:
+            config["client_ca_file"] = str(self.client_ca_file)
+        return config
+
+
+@dataclass(frozen=True, slots=True)
 class LogRecord:
     """One OTLP log record as the file exporter wrote it (OTLP/JSON), with its resource."""
 
@@ -236,15 +253,18 @@ class Collector:
         binary: Path | None = None,
         startup_timeout_s: float = 60.0,
         accept_logs: bool = True,
+        tls: ServerTls | None = None,
     ) -> None:
         """Prepare (not start) a collector.
 
         ``accept_logs=False`` runs only a traces pipeline: the OTLP receiver then does not
         serve the logs service at all (gRPC UNIMPLEMENTED, HTTP 404), which is how a
-        misconfigured peer that refuses every log export looks to a client.
+        misconfigured peer that refuses every log export looks to a client. ``tls`` serves
+        both protocols over TLS (endpoints become ``https://``).
         """
         self._binary = binary
         self._accept_logs = accept_logs
+        self._tls = tls
         self._startup_timeout_s = startup_timeout_s
         self.grpc_port, self.http_port = _free_ports(2)
         self.work_dir = Path(tempfile.mkdtemp(prefix="govpipe-otelcol-"))
@@ -261,12 +281,16 @@ class Collector:
     @property
     def grpc_endpoint(self) -> str:
         """OTLP/gRPC endpoint URL."""
-        return f"http://127.0.0.1:{self.grpc_port}"
+        return f"{self._scheme}://127.0.0.1:{self.grpc_port}"
 
     @property
     def http_endpoint(self) -> str:
         """OTLP/HTTP base URL (the logs path is ``/v1/logs``)."""
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self._scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def _scheme(self) -> str:
+        return "http" if self._tls is None else "https"
 
     @property
     def pid(self) -> int | None:
@@ -373,11 +397,15 @@ class Collector:
             if self._accept_logs
             else {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}
         )
+        protocols: dict[str, dict[str, Any]] = {
+            "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
+            "http": {"endpoint": f"127.0.0.1:{self.http_port}"},
+        }
+        if self._tls is not None:
+            for protocol in protocols.values():
+                protocol["tls"] = self._tls.receiver_config()
         config = {
-            "receivers": {"otlp": {"protocols": {
-                "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
-                "http": {"endpoint": f"127.0.0.1:{self.http_port}"},
-            }}},
+            "receivers": {"otlp": {"protocols": protocols}},
             "exporters": {
                 # append: a restart (an outage test) must not truncate what arrived before.
                 "file/logs": {

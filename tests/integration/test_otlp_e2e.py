@@ -4,6 +4,7 @@ over HTTP/protobuf: every event arrives, verifies, and carries the Agent OS attr
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -12,7 +13,8 @@ from pipeline.signing import HmacSigner
 from sinks.base import SinkError
 from sinks.otlp import OtlpOptions, OtlpSink
 from tests.contract.support import TEST_KEY, example_lines, signed_examples
-from tests.infra.collector import Collector, LogRecord
+from tests.infra.certs import make_pki
+from tests.infra.collector import Collector, LogRecord, ServerTls
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +134,30 @@ async def test_header_values_never_reach_logs_or_errors(
     assert secret not in repr(options)
     assert caplog.records, "the exporter logged nothing about the failure"
     assert secret not in caplog.text
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_mutual_tls_with_the_configured_certificates(
+    otel_collector: Collector, protocol: Protocol, tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path)
+    tls = ServerTls(pki.server_cert, pki.server_key, client_ca_file=pki.ca_cert)
+    with Collector(binary=otel_collector.binary, tls=tls) as collector:
+        endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
+        assert endpoint.startswith("https://")
+        trusted = OtlpSink(OtlpOptions(
+            endpoint=endpoint, protocol=protocol, timeout_s=3.0, insecure=False,
+            ca_file=pki.ca_cert, client_cert_file=pki.client_cert,
+            client_key_file=pki.client_key))
+        anonymous = OtlpSink(OtlpOptions(endpoint=endpoint, protocol=protocol, timeout_s=2.0,
+                                         insecure=False, ca_file=pki.ca_cert))
+        events = signed_examples()[:3]
+        try:
+            await trusted.send(events)
+            with pytest.raises(SinkError):  # no client certificate: the handshake fails
+                await anonymous.send(events)
+        finally:
+            await trusted.aclose()
+            await anonymous.aclose()
+        records = collector.wait_for_log_records(3)
+    assert [r.attributes["cloudevents.event_id"] for r in records] == [e.id for e in events]
