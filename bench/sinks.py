@@ -5,7 +5,8 @@
 Peers: an OpenTelemetry Collector (OTLP gRPC and HTTP → file exporter) and a single-node
 Kafka broker, both from tests/infra (built/fetched once per machine), and /dev/null for
 stdout. Events are the examples with fresh ids, signed beforehand: only `send` is timed,
-one batch in flight at a time, as the dispatcher drives a sink.
+one batch in flight at a time, as the dispatcher drives a sink; one warm-up run per sink
+is not recorded.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ async def bench(sinks: dict[str, SinkFactory], events: Sequence[SignedEvent], ba
                 runs: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
     for name, factory in sinks.items():
+        # One unrecorded run first: the broker's JIT and the collector's buffers warm up.
+        await timed_run(factory, events, batch)
         results[name] = [await timed_run(factory, events, batch) for _ in range(runs)]
         print(f"  {name}: {', '.join(f'{r:,.0f}' for r in results[name])} events/s",
               flush=True)
