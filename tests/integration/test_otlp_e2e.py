@@ -161,3 +161,19 @@ async def test_mutual_tls_with_the_configured_certificates(
             await anonymous.aclose()
         records = collector.wait_for_log_records(3)
     assert [r.attributes["cloudevents.event_id"] for r in records] == [e.id for e in events]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_gzip_compressed_exports_arrive(
+    fresh_otel_collector: Collector, protocol: Protocol
+) -> None:
+    endpoint = (fresh_otel_collector.grpc_endpoint if protocol == "grpc"
+                else fresh_otel_collector.http_endpoint)
+    sink = OtlpSink(OtlpOptions(endpoint=endpoint, protocol=protocol, compression="gzip"))
+    events = signed_examples()[:5]
+    try:
+        await sink.send(events)
+    finally:
+        await sink.aclose()
+    records = fresh_otel_collector.wait_for_log_records(5)
+    assert [r.body for r in records] == [e.body.decode() for e in events]
