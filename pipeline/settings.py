@@ -65,6 +65,9 @@ class OtlpSinkSettings(SinkSettings):
     timeout_s: float = Field(10.0, gt=0)
     compression: Literal["none", "gzip"] = "none"
     insecure: bool = True
+    ca_file: Path | None = None           # PEM CA bundle to verify the collector (TLS)
+    client_cert_file: Path | None = None  # PEM client certificate (mutual TLS)
+    client_key_file: Path | None = None   # PEM client key (mutual TLS)
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -82,6 +85,7 @@ class KafkaSinkSettings(SinkSettings):
     bootstrap_servers: str | None = None
     topic: str = Field("governance.cloudevents", min_length=1)
     content_mode: Literal["structured", "binary"] = "structured"
+    timeout_s: float = Field(30.0, gt=0)  # metadata wait and delivery deadline per record
 
 
 class SinksSettings(_Model):

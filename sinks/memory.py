@@ -31,6 +31,8 @@ class MemorySink:
             raise SinkError("memory sink is closed", retriable=False, reason="closed")
         if self.fail_with is not None:
             raise self.fail_with
+        if not batch:
+            return
         self.events.extend(batch)
         self.batches += 1
         self._changed.set()

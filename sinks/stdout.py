@@ -44,6 +44,7 @@ class StdoutSink:
         if self._closed:
             return
         self._closed = True
-        # The reader left or the stream is already closed: nothing is left to flush.
-        with contextlib.suppress(BrokenPipeError, ValueError):
+        # The reader left, the device is full or the stream is already closed: whatever is
+        # still buffered belongs to a batch whose send already failed (and was reported).
+        with contextlib.suppress(OSError, ValueError):
             await asyncio.to_thread(self._stream.flush)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.infra.collector import Collector
 from tests.infra.kafka import KafkaBroker, ServiceError, create_topics
 
 
@@ -38,3 +39,37 @@ async def kafka_topic(kafka_broker: KafkaBroker, request: pytest.FixtureRequest)
     name = f"t-{test_name}-{uuid.uuid4().hex[:8]}"
     await create_topics(kafka_broker.bootstrap, [name])
     return name
+
+
+@pytest.fixture(scope="session")
+def otel_collector() -> Iterator[Collector]:
+    """One OpenTelemetry Collector for the whole session (OTLP gRPC + HTTP → JSON file).
+
+    Like the broker, a collector that cannot be built or started fails the tests that need
+    it instead of skipping them.
+    """
+    collector = Collector()
+    try:
+        collector.start()
+    except ServiceError as exc:
+        collector.close()
+        pytest.fail(f"OpenTelemetry Collector could not start: {exc}", pytrace=False)
+    try:
+        yield collector
+    finally:
+        collector.close()
+
+
+@pytest.fixture
+def fresh_otel_collector(otel_collector: Collector) -> Iterator[Collector]:
+    """A collector of this test's own (empty output, free to stop), same binary as the session's."""
+    collector = Collector(binary=otel_collector.binary)
+    try:
+        collector.start()
+    except ServiceError as exc:
+        collector.close()
+        pytest.fail(f"OpenTelemetry Collector could not start: {exc}", pytrace=False)
+    try:
+        yield collector
+    finally:
+        collector.close()

@@ -1,0 +1,1 @@
+"""Benchmarks against real peers (run with `python -m bench.<name>`)."""

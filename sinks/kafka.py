@@ -1,0 +1,223 @@
+"""Kafka sink: signed CloudEvents on a topic, per the CloudEvents Kafka protocol binding.
+
+- structured mode (default): value = the signed CloudEvent JSON, header
+  ``content-type: application/cloudevents+json; charset=UTF-8``.
+- binary mode: one ``ce_<name>`` header per attribute except ``data`` (extensions
+  included), ``content-type`` = ``datacontenttype``, value = ``data`` as JSON bytes (or the
+  decoded ``data_base64``). Header values are the attributes' canonical strings: booleans
+  ``true``/``false``, integers in decimal, strings as they are.
+
+The key is the ``partitionkey`` extension, so one agent's events stay in order on one
+partition. The producer is idempotent with ``acks=all``: a batch counts as delivered only
+when the broker acknowledged every record of it.
+
+Failures: aiokafka's ``KafkaError.retriable`` decides, except that connection errors and
+timeouts are always retriable (the broker may come back). The reason is the error class in
+snake_case (``kafka_timeout_error``, ``message_size_too_large_error``…).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
+from aiokafka.errors import (  # type: ignore[import-untyped,unused-ignore]
+    KafkaConnectionError,
+    KafkaTimeoutError,
+)
+
+from pipeline.model import SignedEvent
+from sinks.base import SinkError
+
+__all__ = ["STRUCTURED_CONTENT_TYPE", "KafkaSink", "binary_message"]
+
+STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
+ContentMode = Literal["structured", "binary"]
+Headers = list[tuple[str, bytes]]
+_ALWAYS_RETRIABLE = (KafkaConnectionError, KafkaTimeoutError, TimeoutError, OSError)
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _header_value(value: Any) -> bytes:
+    """The CloudEvents canonical string form of an attribute value, UTF-8 encoded."""
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, int):
+        return str(value).encode("ascii")
+    # Not a CloudEvents attribute type; keep it readable rather than fail the batch.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _json_bytes(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # integers beyond 64 bits are valid JSON that orjson will not write
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def binary_message(ce: Mapping[str, Any]) -> tuple[bytes | None, Headers]:
+    """(value, headers) of a CloudEvent in Kafka binary content mode."""
+    headers: Headers = []
+    for name, value in ce.items():
+        if name in ("data", "data_base64") or value is None:
+            continue
+        if name == "datacontenttype":
+            headers.append(("content-type", _header_value(value)))
+        else:
+            headers.append((f"ce_{name}", _header_value(value)))
+    if "data_base64" in ce:
+        return base64.b64decode(ce["data_base64"]), headers
+    if "data" in ce:
+        return _json_bytes(ce["data"]), headers
+    return None, headers
+
+
+def _reason(exc: BaseException) -> str:
+    return _CAMEL_BOUNDARY.sub("_", type(exc).__name__).lower()
+
+
+def to_sink_error(exc: BaseException) -> SinkError:
+    """The SinkError for a producer failure (see the module docstring)."""
+    retriable = isinstance(exc, _ALWAYS_RETRIABLE) or bool(getattr(exc, "retriable", False))
+    return SinkError(f"kafka: {type(exc).__name__}: {exc}", retriable=retriable,
+                     reason=_reason(exc))
+
+
+class KafkaSink:
+    """Produces each batch to one topic and waits for the broker's acknowledgement."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        content_mode: ContentMode = "structured",
+        timeout_s: float = 30.0,
+        name: str = "kafka",
+        producer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``timeout_s`` bounds metadata waits and delivery (aiokafka request_timeout_ms)."""
+        self.name = name
+        self._topic = topic
+        self._content_mode = content_mode
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "enable_idempotence": True,
+            "acks": "all",
+            "request_timeout_ms": int(timeout_s * 1000),
+            **(producer_options or {}),
+        }
+        self._timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The brokers this sink produces to."""
+        return str(self._options["bootstrap_servers"])
+
+    @property
+    def content_mode(self) -> ContentMode:
+        """``structured`` or ``binary``."""
+        return self._content_mode
+
+    async def start(self) -> None:
+        """Connect the producer (done by the first send otherwise); safe to call twice."""
+        if self._closed:
+            raise SinkError("kafka sink is closed", retriable=False, reason="closed")
+        async with self._start_lock:
+            if self._producer is not None:
+                return
+            producer = AIOKafkaProducer(**self._options)
+            try:
+                await producer.start()
+            except BaseException as exc:
+                await producer.stop()  # a half-started producer holds sockets and tasks
+                if isinstance(exc, Exception):
+                    raise to_sink_error(exc) from exc
+                raise
+            self._producer = producer
+
+    async def send(self, batch: Sequence[SignedEvent]) -> None:
+        """Produce ``batch``; return once the broker acknowledged every record."""
+        if self._closed:
+            raise SinkError("kafka sink is closed", retriable=False, reason="closed")
+        if not batch:
+            return
+        await self.start()
+        producer = self._producer
+        assert producer is not None  # start() set it or raised
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            for event in batch:
+                value, headers = self._message(event)
+                key = event.partition_key.encode("utf-8") if event.partition_key else None
+                pending.append(await producer.send(self._topic, value, key=key,
+                                                   headers=headers))
+        except Exception as exc:  # KafkaError mostly; anything else must not leak futures
+            await asyncio.gather(*pending, return_exceptions=True)  # none left unobserved
+            raise to_sink_error(exc) from exc
+        await self._wait_acks(pending)
+
+    async def _wait_acks(self, pending: Sequence[asyncio.Future[Any]]) -> None:
+        # An idempotent aiokafka producer never expires a batch: while the broker is down it
+        # retries forever, so the sink bounds the wait itself. Records still in flight at the
+        # deadline may land later; the retry then duplicates them (consumers dedupe on id).
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                # All, not the first failure: every future's outcome must be observed.
+                outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        except TimeoutError as exc:
+            for future in pending:
+                future.add_done_callback(_observe)
+            raise SinkError(f"kafka: no acknowledgement within {self._timeout_s:g}s",
+                            retriable=True, reason="kafka_timeout_error") from exc
+        for outcome in outcomes:
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, Exception):
+                raise to_sink_error(outcome) from outcome
+
+    def _message(self, event: SignedEvent) -> tuple[bytes | None, Headers]:
+        if self._content_mode == "binary":
+            return binary_message(event.attributes)
+        return event.body, [("content-type", STRUCTURED_CONTENT_TYPE)]
+
+    async def aclose(self) -> None:
+        """Flush and stop the producer, within ``timeout_s``; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        async with self._start_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_within(producer, self._timeout_s)
+
+
+def _observe(future: asyncio.Future[Any]) -> None:
+    """Retrieve a late outcome so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def _stop_within(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """producer.stop() flushes first, which never ends while an idempotent producer retries
+    a dead broker; past the deadline, end its sender task (aiokafka has no public way) so
+    stop() goes on to close the connections. Unflushed records were already reported as
+    failed by send()."""
+    stopping = asyncio.ensure_future(producer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
+    if not done:
+        sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+        if sender_task is not None:
+            sender_task.cancel()
+    await stopping

@@ -1,0 +1,477 @@
+"""A real OpenTelemetry Collector (OTLP receiver → file exporter) for tests and benchmarks.
+
+The binary is built once per machine with the collector builder from the Go module proxy
+and cached under ``${GOVPIPE_CACHE:-~/.cache/govpipe}/otelcol-<version>/`` together with its
+GOBIN, GOMODCACHE and GOCACHE. Each :class:`Collector` lives in its own temp dir, listens for
+OTLP over gRPC and HTTP on free 127.0.0.1 ports, writes every export request it receives as
+one JSON line to a file, and is stopped by its process id.
+
+Usage from a script::
+
+    with Collector() as collector:
+        ...  # send OTLP logs to collector.grpc_endpoint / collector.http_endpoint
+        records = collector.wait_for_log_records(10)
+
+``python -m tests.infra.collector`` builds the binary and prints its path (CI cache warm-up).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from tests.infra.kafka import ServiceError
+
+__all__ = [
+    "COLLECTOR_VERSION",
+    "Collector",
+    "LogRecord",
+    "ServerTls",
+    "ServiceError",
+    "ensure_collector",
+]
+
+COLLECTOR_VERSION = "0.161.0"
+READY_LINE = "Everything is ready. Begin running and processing data."
+_BINARY_NAME = "otelcol-govpipe"
+_BUILD_TIMEOUT_S = 3600.0  # a cold build compiles ~500 Go packages; slow on 2 cores
+_POLL_S = 0.05
+_TAIL_LINES = 40
+
+_CONTRIB = "github.com/open-telemetry/opentelemetry-collector-contrib"
+# Every component at the builder's own version: the builder refuses mixed core versions.
+_MANIFEST = f"""\
+dist:
+  name: {_BINARY_NAME}
+  description: govpipe test collector (OTLP in, JSON file out)
+  output_path: ./build
+receivers:
+  - gomod: go.opentelemetry.io/collector/receiver/otlpreceiver v{COLLECTOR_VERSION}
+exporters:
+  - gomod: go.opentelemetry.io/collector/exporter/debugexporter v{COLLECTOR_VERSION}
+  - gomod: {_CONTRIB}/exporter/fileexporter v{COLLECTOR_VERSION}
+"""
+
+# The builder loads every environment variable into its config (koanf env provider, no
+# prefix) and matches keys case-insensitively: a variable named like one of its top-level
+# keys (builder v0.161.0 internal/builder/config.go) would replace that part of the manifest.
+_BUILDER_CONFIG_KEYS = frozenset({
+    "DIST", "EXPORTERS", "EXTENSIONS", "RECEIVERS", "PROCESSORS", "CONNECTORS",
+    "TELEMETRY", "PROVIDERS", "CONVERTERS", "REPLACES", "EXCLUDES", "CONF_RESOLVER",
+})  # fmt: skip
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _cache_root() -> Path:
+    configured = os.environ.get("GOVPIPE_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "govpipe"
+
+
+def _tail(text: str, lines: int = _TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _go_env(base: Path) -> dict[str, str]:
+    """The environment for `go install` and the builder: caches inside ``base``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.split(".")[0].upper() not in _BUILDER_CONFIG_KEYS
+    }
+    env.update(
+        GOBIN=str(base / "bin"),
+        GOMODCACHE=str(base / "gomodcache"),
+        GOCACHE=str(base / "gocache"),
+        GOFLAGS="-buildvcs=false",  # the build dir is not a VCS checkout
+    )
+    return env
+
+
+def _run_go_tool(argv: Sequence[str], what: str, env: Mapping[str, str], cwd: Path) -> None:
+    """Run a build command; ServiceError naming it, with its output tail, on failure."""
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S,
+            check=False, env=dict(env), cwd=cwd,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceError(f"{what} timed out after {_BUILD_TIMEOUT_S:.0f}s") from exc
+    except OSError as exc:
+        raise ServiceError(f"{what} could not be run: {exc}") from exc
+    if done.returncode != 0:
+        raise ServiceError(
+            f"{what} failed (exit {done.returncode}):\n{_tail(done.stdout + done.stderr)}"
+        )
+
+
+def ensure_collector() -> Path:
+    """Return the path of the collector binary, building it on first use.
+
+    A marker file (holding the manifest's hash) is written only after a successful build,
+    so an interrupted build, or a changed manifest, is redone.
+    """
+    base = _cache_root() / f"otelcol-{COLLECTOR_VERSION}"
+    binary, marker = base / "build" / _BINARY_NAME, base / "build.complete"
+    manifest_hash = hashlib.sha256(_MANIFEST.encode()).hexdigest()
+    base.mkdir(parents=True, exist_ok=True)
+    # A file lock, because parallel test workers or benchmark runs may share the cache.
+    with (base / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file() and marker.read_text().strip() == manifest_hash and binary.is_file():
+            return binary
+        marker.unlink(missing_ok=True)
+        print(
+            f"building OpenTelemetry Collector {COLLECTOR_VERSION} with the collector builder "
+            "(first run only, several minutes)…",
+            file=sys.stderr,
+            flush=True,
+        )
+        _build(base)
+        if not binary.is_file():
+            raise ServiceError(f"the collector builder succeeded but {binary} is missing")
+        marker.write_text(manifest_hash + "\n")
+    return binary
+
+
+def _build(base: Path) -> None:
+    go = shutil.which("go")
+    if go is None:
+        raise ServiceError("`go` not found on PATH; it is needed to build the collector")
+    env = _go_env(base)
+    builder_pkg = f"go.opentelemetry.io/collector/cmd/builder@v{COLLECTOR_VERSION}"
+    _run_go_tool([go, "install", builder_pkg], "go install (collector builder)", env, base)
+    manifest = base / "manifest.yaml"
+    manifest.write_text(_MANIFEST)
+    shutil.rmtree(base / "build", ignore_errors=True)  # no half-generated sources
+    builder = str(base / "bin" / "builder")
+    _run_go_tool([builder, f"--config={manifest}"], "collector builder", env, base)
+
+
+# --------------------------------------------------------------------------- process
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ask the kernel for distinct free ports on 127.0.0.1 (all held open while choosing)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """PEM files for the receiver's TLS; ``client_ca_file`` makes it require client certs."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    def receiver_config(self) -> dict[str, str]:
+        """The ``tls`` block of an OTLP receiver protocol."""
+        config = {"cert_file": str(self.cert_file), "key_file": str(self.key_file)}
+        if self.client_ca_file is not None:
+            config["client_ca_file"] = str(self.client_ca_file)
+        return config
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One OTLP log record as the file exporter wrote it (OTLP/JSON), with its resource."""
+
+    resource: Mapping[str, Any]
+    record: Mapping[str, Any]
+
+    @property
+    def body(self) -> Any:
+        """The body's value (``stringValue`` for govpipe's records)."""
+        return _any_value(self.record.get("body", {}))
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The record attributes as a plain dict."""
+        return _key_values(self.record.get("attributes", []))
+
+    @property
+    def resource_attributes(self) -> dict[str, Any]:
+        """The resource attributes as a plain dict."""
+        return _key_values(self.resource.get("attributes", []))
+
+
+def _any_value(value: Mapping[str, Any]) -> Any:
+    # OTLP/JSON encodes 64-bit ints as strings; the tests compare after int().
+    for kind in ("stringValue", "boolValue", "intValue", "doubleValue", "bytesValue"):
+        if kind in value:
+            return value[kind]
+    if "arrayValue" in value:
+        return [_any_value(v) for v in value["arrayValue"].get("values", [])]
+    if "kvlistValue" in value:
+        return _key_values(value["kvlistValue"].get("values", []))
+    return None
+
+
+def _key_values(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {item["key"]: _any_value(item.get("value", {})) for item in items}
+
+
+class Collector:
+    """One OpenTelemetry Collector process, in a temp dir, on 127.0.0.1.
+
+    Ports and the output file are fixed at construction, so ``stop()`` then ``start()``
+    (or ``restart()``) brings the same collector back on the same endpoints.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: Path | None = None,
+        startup_timeout_s: float = 60.0,
+        accept_logs: bool = True,
+        tls: ServerTls | None = None,
+    ) -> None:
+        """Prepare (not start) a collector.
+
+        ``accept_logs=False`` runs only a traces pipeline: the OTLP receiver then does not
+        serve the logs service at all (gRPC UNIMPLEMENTED, HTTP 404), which is how a
+        misconfigured peer that refuses every log export looks to a client. ``tls`` serves
+        both protocols over TLS (endpoints become ``https://``).
+        """
+        self._binary = binary
+        self._accept_logs = accept_logs
+        self._tls = tls
+        self._startup_timeout_s = startup_timeout_s
+        self.grpc_port, self.http_port = _free_ports(2)
+        self.work_dir = Path(tempfile.mkdtemp(prefix="govpipe-otelcol-"))
+        self.log_path = self.work_dir / "collector.log"
+        self.output_path = self.work_dir / "logs.jsonl"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def binary(self) -> Path:
+        """The collector executable (built on first use)."""
+        self._binary = self._binary or ensure_collector()
+        return self._binary
+
+    @property
+    def grpc_endpoint(self) -> str:
+        """OTLP/gRPC endpoint URL."""
+        return f"{self._scheme}://127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        """OTLP/HTTP base URL (the logs path is ``/v1/logs``)."""
+        return f"{self._scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def _scheme(self) -> str:
+        return "http" if self._tls is None else "https"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running collector, or None when it is not running."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the collector process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start the collector and block until it serves; ServiceError if it does not."""
+        if self.running:
+            return
+        self._write_config()
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self._proc = self._spawn(self.binary)
+        atexit.register(self.stop)  # a crashing benchmark script must not leak the process
+        try:
+            self._wait_ready(log_offset)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM the collector (by pid), wait, SIGKILL it if still alive after ``timeout_s``."""
+        atexit.unregister(self.stop)
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._proc = None
+
+    def restart(self) -> None:
+        """Stop then start again on the same ports and output file."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the collector and delete its temp dir."""
+        self.stop()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = _TAIL_LINES) -> str:
+        """The last ``lines`` lines of collector.log (its stdout+stderr)."""
+        try:
+            return _tail(self.log_path.read_text(errors="replace"), lines)
+        except FileNotFoundError:
+            return "(no collector.log)"
+
+    def log_records(self) -> list[LogRecord]:
+        """Every log record the file exporter has written so far, in arrival order."""
+        try:
+            lines = self.output_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        records: list[LogRecord] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line still being flushed; the next poll reads it whole
+            records.extend(_flatten(request))
+        return records
+
+    def wait_for_log_records(self, expected: int, timeout_s: float = 30.0) -> list[LogRecord]:
+        """Poll the output until ``expected`` records arrived; return what is there at timeout."""
+        deadline = time.monotonic() + timeout_s
+        records = self.log_records()
+        while len(records) < expected and time.monotonic() < deadline:
+            # Polling: the file exporter flushes on its own interval; nothing to wait on.
+            time.sleep(_POLL_S)
+            records = self.log_records()
+        return records
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _write_config(self) -> None:
+        pipelines = (
+            {"logs": {"receivers": ["otlp"], "exporters": ["file/logs"]}}
+            if self._accept_logs
+            else {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}
+        )
+        protocols: dict[str, dict[str, Any]] = {
+            "grpc": {"endpoint": f"127.0.0.1:{self.grpc_port}"},
+            "http": {"endpoint": f"127.0.0.1:{self.http_port}"},
+        }
+        if self._tls is not None:
+            for protocol in protocols.values():
+                protocol["tls"] = self._tls.receiver_config()
+        config = {
+            "receivers": {"otlp": {"protocols": protocols}},
+            "exporters": {
+                # append: a restart (an outage test) must not truncate what arrived before.
+                "file/logs": {
+                    "path": str(self.output_path), "format": "json", "flush_interval": "100ms",
+                    "append": True,
+                },
+                "debug": {"verbosity": "basic"},
+            },
+            "service": {
+                # level none: no Prometheus endpoint on :8888 to collide between collectors.
+                "telemetry": {"metrics": {"level": "none"}},
+                "pipelines": pipelines,
+            },
+        }  # fmt: skip
+        # JSON is YAML, and needs no quoting rules for paths.
+        (self.work_dir / "config.yaml").write_text(json.dumps(config, indent=2))
+
+    def _spawn(self, binary: Path) -> subprocess.Popen[bytes]:
+        argv = [str(binary), f"--config={self.work_dir / 'config.yaml'}"]
+        # Append: a restarted collector keeps the earlier run's log for post-mortems.
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.work_dir,
+                start_new_session=True,  # a terminal ^C goes to pytest, which then stops us
+            )
+
+    def _wait_ready(self, log_offset: int) -> None:
+        """Poll until this run logged READY_LINE and both ports accept TCP, or raise."""
+        deadline = time.monotonic() + self._startup_timeout_s
+        while time.monotonic() < deadline:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise ServiceError(
+                    f"collector exited during startup (exit {code}); {self.log_path}:\n"
+                    f"{self.log_tail()}"
+                )
+            if self._logged_ready(log_offset) and all(
+                _port_open(port) for port in (self.grpc_port, self.http_port)
+            ):
+                return
+            time.sleep(_POLL_S)
+        raise ServiceError(
+            f"collector not ready within {self._startup_timeout_s:.0f}s; {self.log_path}:\n"
+            f"{self.log_tail()}"
+        )
+
+    def _logged_ready(self, log_offset: int) -> bool:
+        with self.log_path.open("rb") as log:
+            log.seek(log_offset)  # only this run's output counts after a restart
+            return READY_LINE.encode() in log.read()
+
+
+def _flatten(request: Mapping[str, Any]) -> list[LogRecord]:
+    return [
+        LogRecord(resource=resource_logs.get("resource", {}), record=record)
+        for resource_logs in request.get("resourceLogs", [])
+        for scope_logs in resource_logs.get("scopeLogs", [])
+        for record in scope_logs.get("logRecords", [])
+    ]
+
+
+if __name__ == "__main__":
+    # CI cache warm-up: build once, print where the binary is.
+    print(ensure_collector())
