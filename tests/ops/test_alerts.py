@@ -10,7 +10,16 @@ from typing import Any
 
 import yaml
 
-from tests.ops.rules import ALERTS_YML, SPEC_ALERTS, UNIT_TESTS_YML, alert_rules
+from tests.ops.rules import (
+    ALERTS_YML,
+    SPEC_ALERTS,
+    UNIT_TESTS_YML,
+    alert_rules,
+    exported_names,
+    load_rules,
+    metric_names,
+    recording_rules,
+)
 
 # Alerts whose series keep a `sink` label: their summary must name it.
 PER_SINK_ALERTS = frozenset({
@@ -72,3 +81,11 @@ def test_reconciliation_alert_covers_the_three_identities() -> None:
     assert sorted(rule["labels"]["identity"] for rule in broken) == ["fanout", "sink", "source"]
     assert all(rule["for"] == "1m" and rule["expr"].endswith("_identity_gap != 0")
                for rule in broken)
+
+
+def test_rules_use_only_metrics_govpipe_exports() -> None:
+    known = exported_names() | set(recording_rules())
+    for rule in load_rules():
+        names = metric_names(rule["expr"])
+        assert names, rule
+        assert names <= known, (rule.get("record") or rule.get("alert"), names - known)
