@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import yaml
+from prometheus_client import CollectorRegistry
 
+from pipeline.metrics import Metrics
 from tests.ops.rules import (
     ALERTS_YML,
+    ROOT,
     SPEC_ALERTS,
     UNIT_TESTS_YML,
     alert_rules,
@@ -89,3 +92,15 @@ def test_rules_use_only_metrics_govpipe_exports() -> None:
         names = metric_names(rule["expr"])
         assert names, rule
         assert names <= known, (rule.get("record") or rule.get("alert"), names - known)
+
+
+def test_readme_operations_section_documents_every_alert_and_metric() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Operations\n", 1)[1].split("\n## ", 1)[0]
+    registry = CollectorRegistry()
+    Metrics(registry)
+    main_name = {"counter": "{}_total", "gauge": "{}", "histogram": "{}"}
+    for family in registry.collect():
+        assert f"`{main_name[family.type].format(family.name)}`" in section, family.name
+    for name in SPEC_ALERTS | set(recording_rules()):
+        assert f"`{name}`" in section, name
