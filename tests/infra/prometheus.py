@@ -5,9 +5,9 @@ Each :class:`Prometheus` lives in its own temp dir (config, TSDB, log), listens 
 evaluated every second, and is stopped by its process id. Targets are read through file
 service discovery, so a test can point Prometheus at a daemon whose port it learns later::
 
-    with Prometheus(rule_files=[Path("config/alerts.yml")]) as prom:
-        prom.set_targets(["127.0.0.1:9464"])
+    with Prometheus(["127.0.0.1:9464"], rule_files=[Path("config/alerts.yml")]) as prom:
         samples = asyncio.run(prom.query("up"))
+        prom.set_targets(["127.0.0.1:9465"])   # e.g. a daemon whose port is known later
 """
 
 from __future__ import annotations
@@ -86,9 +86,11 @@ def _binary() -> str:
 class Prometheus:
     """One Prometheus server process; ``start``/``stop``/``close`` are safe to repeat."""
 
-    def __init__(self, *, rule_files: Sequence[Path] = (), scrape_interval_s: float = 1.0,
-                 startup_timeout_s: float = 30.0) -> None:
-        """Prepare (not start) a server evaluating ``rule_files`` every scrape interval."""
+    def __init__(self, targets: Sequence[str] = (), *, rule_files: Sequence[Path] = (),
+                 scrape_interval_s: float = 1.0, startup_timeout_s: float = 30.0) -> None:
+        """Prepare (not start) a server scraping ``targets`` (HOST:PORT; ``set_targets``
+        changes them) and evaluating ``rule_files``, both every ``scrape_interval_s``."""
+        self._targets = list(targets)
         self._rule_files = [path.resolve() for path in rule_files]
         self._interval = f"{int(scrape_interval_s * 1000)}ms"
         self._startup_timeout_s = startup_timeout_s
@@ -161,7 +163,8 @@ class Prometheus:
 
         Written atomically: file discovery never sees a half-written file.
         """
-        groups = [{"targets": list(targets), "labels": labels}] if targets else []
+        self._targets = list(targets)
+        groups = [{"targets": self._targets, "labels": labels}] if targets else []
         partial = self._targets_path.with_suffix(".tmp")
         partial.write_text(json.dumps(groups))
         os.replace(partial, self._targets_path)
@@ -202,7 +205,7 @@ class Prometheus:
 
     def _write_config(self) -> None:
         if not self._targets_path.exists():
-            self.set_targets([])
+            self.set_targets(self._targets)
         config = {
             "global": {"scrape_interval": self._interval, "scrape_timeout": self._interval,
                        "evaluation_interval": self._interval},
