@@ -1,0 +1,30 @@
+"""Fixtures giving ops tests a real Prometheus (see tests/infra/prometheus.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.infra.prometheus import Prometheus, ServiceError
+from tests.ops.rules import ALERTS_YML
+
+
+@pytest.fixture
+def prometheus() -> Iterator[Prometheus]:
+    """A fresh Prometheus per test, config/alerts.yml loaded, scraping and evaluating every
+    second, no targets yet (``set_targets``); stopped by pid afterwards.
+
+    A server that cannot start fails the test, locally and in CI alike: a skipped end-to-end
+    test would look green while proving nothing.
+    """
+    server = Prometheus(rule_files=[ALERTS_YML])
+    try:
+        server.start()
+    except ServiceError as exc:
+        server.close()
+        pytest.fail(f"Prometheus could not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()
