@@ -173,11 +173,17 @@ class Daemon:
 
     def _register_health(self) -> None:
         self.health.add("source", self._source.health)
-        self.health.add("signer", lambda: (Status.HEALTHY, f"{self._signer.alg} key "
-                                           f"{self._signer.key_id} loaded"))
+        self.health.add("signer", self._signer_health)
         self.health.add("deadletter", self._deadletter_health)
         for dispatcher in self.dispatchers:
             self.health.add(f"sink:{dispatcher.name}", _sink_health(dispatcher, self))
+
+    def _signer_health(self) -> tuple[Status, str]:
+        signer = self._signer
+        if signer.ephemeral:
+            return Status.UNHEALTHY, (f"no signing key configured: {signer.alg} with an "
+                                      "ephemeral key; nothing it signs can be verified later")
+        return Status.HEALTHY, f"{signer.alg} key {signer.key_id} loaded"
 
     def _deadletter_health(self) -> tuple[Status, str]:
         problem = self._deadletter.last_error or self._destination.check()

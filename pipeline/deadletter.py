@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import os
 from collections import Counter
@@ -26,6 +27,8 @@ from pipeline.metrics import Metrics
 from pipeline.model import Position
 
 log = logging.getLogger(__name__)
+
+FILE_PREFIX = "deadletter-"
 
 
 class DeadLetterError(Exception):
@@ -47,10 +50,20 @@ class DeadLetterEntry:
     sink: str | None = None
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
+    @property
+    def entry_id(self) -> str:
+        """Stable across restarts: the same record failing the same way has the same id,
+        so `govpipe replay` puts it back once."""
+        what = str(self.event.get("id")) if self.event is not None else hashlib.sha256(
+            self.value or b"").hexdigest()
+        p = self.position
+        text = f"{self.origin}|{p.topic}|{p.partition}|{p.offset}|{what}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
     def to_json(self) -> bytes:
         entry: dict[str, Any] = {
-            "time": self.time, "origin": self.origin, "sink": self.sink, "reason": self.reason,
-            "error": self.error, "source": self.position.as_dict(),
+            "id": self.entry_id, "time": self.time, "origin": self.origin, "sink": self.sink,
+            "reason": self.reason, "error": self.error, "source": self.position.as_dict(),
         }
         if self.event is not None:
             entry["event"] = self.event
@@ -105,7 +118,7 @@ class FileDeadLetter:
 
     def _append(self, payload: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"deadletter-{datetime.now(UTC):%Y-%m-%d}.jsonl"
+        path = self.directory / f"{FILE_PREFIX}{datetime.now(UTC):%Y-%m-%d}.jsonl"
         with path.open("ab") as handle:
             handle.write(payload)
             handle.flush()
