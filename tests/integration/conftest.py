@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.infra.collector import Collector
 from tests.infra.kafka import KafkaBroker, ServiceError, create_topics
+from tests.integration.daemon_harness import RunningDaemon
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +74,13 @@ def fresh_otel_collector(otel_collector: Collector) -> Iterator[Collector]:
         yield collector
     finally:
         collector.close()
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[RunningDaemon]]:
+    """In-process daemons a test started; stopped even when the test fails, so no consumer
+    lingers in its group and no task outlives the test's event loop."""
+    started: list[RunningDaemon] = []
+    yield started
+    for running in started:
+        await running.__aexit__(None, None, None)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
 from prometheus_client import generate_latest
 
 from pipeline.deadletter import DeadLetterEntry, DeadLetterError
@@ -36,15 +35,6 @@ async def scrape_until_done(running: RunningDaemon, done: asyncio.Event) -> int:
         scrapes += 1
         await asyncio.sleep(0.01)
     return scrapes
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[RunningDaemon]]:
-    """Daemons a test started; stopped even when the test fails."""
-    started: list[RunningDaemon] = []
-    yield started
-    for running in started:
-        await running.__aexit__(None, None, None)
 
 
 def sink_settings(**overrides: object) -> SinkSettings:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import pytest
 
 from pipeline.model import SignedEvent
 from pipeline.settings import SinkSettings
@@ -26,14 +24,6 @@ class SlowMemorySink(MemorySink):
     async def send(self, batch: Sequence[SignedEvent]) -> None:
         await asyncio.sleep(0.05)
         await super().send(batch)
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[RunningDaemon]]:
-    started: list[RunningDaemon] = []
-    yield started
-    for running in started:
-        await running.__aexit__(None, None, None)
 
 
 async def test_joining_replica_takes_partitions_without_duplicates_or_loss(

@@ -7,10 +7,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from pipeline.deadletter import KafkaDeadLetter
 from pipeline.settings import SinkSettings
@@ -54,14 +51,6 @@ async def test_file_dead_letters_replay_to_stdout_once(tmp_path: Path) -> None:
     code, out, err = await govpipe("replay", cwd=tmp_path, env=env)
     assert (code, out) == (0, b"")
     assert err.startswith(f"replayed 0, already replayed {len(GARBAGE)}")
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[RunningDaemon]]:
-    started: list[RunningDaemon] = []
-    yield started
-    for running in started:
-        await running.__aexit__(None, None, None)
 
 
 async def test_kafka_dead_letters_go_back_on_the_input_topic_once(
