@@ -1,4 +1,6 @@
-"""Fixtures giving integration tests a real Apache Kafka broker (see tests/infra/kafka.py)."""
+"""Session fixtures for every test directory: one real Apache Kafka broker and one real
+OpenTelemetry Collector per test run (see tests/infra/), and in-process daemons that are
+stopped even when a test fails."""
 
 from __future__ import annotations
 
