@@ -189,12 +189,11 @@ class KafkaSource:
         return Status.HEALTHY, f"consuming {', '.join(assigned)}"
 
     async def aclose(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is None:
+        """Commit the settled prefix one last time, then leave the group."""
+        if self._consumer is None:
             return
-        self._consumer = consumer  # the final commit needs it
         await self.commit()
-        self._consumer = None
+        consumer, self._consumer = self._consumer, None
         await consumer.stop()
 
 
