@@ -1,0 +1,137 @@
+"""Tool-poisoning detection (SPEC §8): the Agent OS memory-guard rules, run on every event.
+
+The patterns are memory_guard's `_check_tool_poisoning` (agent-governance-toolkit, the
+version with standing-instruction patterns), verbatim, and so is the severity logic, per
+text field:
+- a destructive command or an exfiltration / pipe-to-shell command → HIGH;
+- a hidden-instruction tag wrapping either, or carrying a covert standing instruction → HIGH;
+- a tag alone, or a bare curl/wget to a host (without a tag) → MEDIUM;
+- standing-instruction phrasing without a tag, and other prose → nothing.
+
+Each string in the CloudEvent `data` (the event's action, reason, resource, and every
+string attribute, nested) is one field, judged on its own as memory_guard judges one
+memory entry. The walk is bounded (depth, number of strings, characters per string and in
+total) so one huge event cannot stall the pipeline. Findings never drop an event: they
+become the signed extension `agtalerts` and `govpipe_poisoning_alerts_total{severity}`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pipeline.metrics import Metrics
+
+ALERTS = "agtalerts"
+HIGH = "high"
+MEDIUM = "medium"
+MAX_DEPTH = 8
+MAX_STRINGS = 512
+MAX_FIELD_CHARS = 16_384
+MAX_TOTAL_CHARS = 131_072
+
+_I = re.IGNORECASE
+# A tag name; memory_guard's full pattern adds `[^>]*>`, checked below with str.find so
+# that many unclosed "<system" do not make the scan quadratic.
+_TAG_START = re.compile(
+    r"<\s*(important|system|instructions?|secret|admin|tool|tool_call|assistant)\b", _I)
+_DESTRUCTIVE = [
+    re.compile(r"\brm\s+-[a-z]*r[a-z]*\b", _I),
+    re.compile(r"\bmkfs\.[a-z0-9]+\b", _I),
+    re.compile(r"\bdd\s+if=", _I),
+    re.compile(r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
+    re.compile(r"\bchmod\s+-?[a-z]*\s*777\b", _I),
+    re.compile(r">\s*/dev/sd[a-z]\b", _I),
+]
+_EXFIL_EXEC = [
+    re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(sudo\s+)?(ba|z|k)?sh\b", _I),
+    re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(python[0-9.]*|perl|ruby|node)\b", _I),
+    re.compile(r"\bcurl\b[^\n]*\s(-d|--data|-T|--upload-file|-F|--form)\b", _I),
+    re.compile(r"\bwget\b[^\n]*\s(--post-data|--post-file)\b", _I),
+]
+_NETWORK_FETCH = [
+    re.compile(r"\b(curl|wget)\s+\S*https?://", _I),
+    re.compile(r"\b(curl|wget)\s+[a-z0-9.-]+\.[a-z]{2,}\b", _I),
+]
+_STANDING = [
+    re.compile(r"\bdo\s*n[o']?t\s+(mention|tell|inform|reveal|disclose|notify|say)", _I),
+    re.compile(r"\bwithout\s+(telling|informing|notifying|alerting|mentioning)", _I),
+    re.compile(r"\b(silently|secretly|covertly|quietly|discreetly)\b", _I),
+    re.compile(r"\bwhen(ever)?\s+(asked|prompted|the\s+user|anyone|someone)", _I),
+    re.compile(r"\bif\s+(asked|anyone\s+asks|the\s+user\s+asks)\b", _I),
+    re.compile(r"\balways\s+(respond|reply|say|answer|forward|send|include|append)", _I),
+    re.compile(r"\bfrom\s+now\s+on\b", _I),
+]
+# Every rule above that can raise an alert needs one of these; almost all text has none,
+# so one search over the whole event settles the common case.
+_ANY_TRIGGER = re.compile(
+    r"<|\brm\s|mkfs\.|\bdd\s|:\s*\(|\bchmod\s|/dev/sd|curl|wget", _I)
+
+
+def _any(patterns: list[re.Pattern[str]], text: str) -> bool:
+    return any(pattern.search(text) for pattern in patterns)
+
+
+def _has_tag(text: str) -> bool:
+    match = _TAG_START.search(text)
+    return match is not None and text.find(">", match.end()) >= 0
+
+
+def field_severity(text: str) -> str | None:
+    """memory_guard's verdict on one text: "high", "medium" or None."""
+    text = text[:MAX_FIELD_CHARS]
+    if _any(_DESTRUCTIVE, text) or _any(_EXFIL_EXEC, text):
+        return HIGH
+    if _has_tag(text):
+        return HIGH if _any(_STANDING, text) else MEDIUM
+    return MEDIUM if _any(_NETWORK_FETCH, text) else None
+
+
+def _strings(value: Any, depth: int = 0) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif depth < MAX_DEPTH and isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item, depth + 1)
+    elif depth < MAX_DEPTH and isinstance(value, list):
+        for item in value:
+            yield from _strings(item, depth + 1)
+
+
+def _bounded_fields(data: Any) -> list[str]:
+    fields: list[str] = []
+    total = 0
+    for text in _strings(data):
+        if len(fields) >= MAX_STRINGS or total >= MAX_TOTAL_CHARS:
+            break
+        fields.append(text)
+        total += min(len(text), MAX_FIELD_CHARS)
+    return fields
+
+
+def scan(data: Any) -> list[str]:
+    """The distinct severities found in the strings of `data`, high first."""
+    fields = _bounded_fields(data)
+    if not _ANY_TRIGGER.search("\n".join(fields)):
+        return []
+    found = {severity for text in fields if (severity := field_severity(text))}
+    return [severity for severity in (HIGH, MEDIUM) if severity in found]
+
+
+class ToolPoisoningDetector:
+    """The pipeline stage: marks a CloudEvent's findings before it is signed."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._alerts = metrics.poisoning_alerts
+
+    def mark(self, cloudevent: dict[str, Any]) -> dict[str, Any]:
+        """Set (or clear) `agtalerts` on `cloudevent`, in place; count each finding."""
+        # Only govpipe's own findings may stand inside its signature.
+        cloudevent.pop(ALERTS, None)
+        severities = scan(cloudevent.get("data"))
+        if severities:
+            cloudevent[ALERTS] = ",".join(f"tool_poisoning:{s}" for s in severities)
+            for severity in severities:
+                self._alerts.labels(severity).inc()
+        return cloudevent
