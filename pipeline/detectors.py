@@ -36,25 +36,29 @@ _I = re.IGNORECASE
 # that many unclosed "<system" do not make the scan quadratic.
 _TAG_START = re.compile(
     r"<\s*(important|system|instructions?|secret|admin|tool|tool_call|assistant)\b", _I)
-_DESTRUCTIVE = [
-    re.compile(r"\brm\s+-[a-z]*r[a-z]*\b", _I),
-    re.compile(r"\bmkfs\.[a-z0-9]+\b", _I),
-    re.compile(r"\bdd\s+if=", _I),
-    re.compile(r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
-    re.compile(r"\bchmod\s+-?[a-z]*\s*777\b", _I),
-    re.compile(r">\s*/dev/sd[a-z]\b", _I),
+# Each pattern with the lower-case literals any match must contain: `in` tests on the
+# lowered text are far cheaper than a regex search, and almost always fail.
+Rule = tuple[tuple[str, ...], re.Pattern[str]]
+_DANGEROUS: list[Rule] = [
+    # Destructive commands.
+    (("rm",), re.compile(r"\brm\s+-[a-z]*r[a-z]*\b", _I)),
+    (("mkfs.",), re.compile(r"\bmkfs\.[a-z0-9]+\b", _I)),
+    (("dd", "if="), re.compile(r"\bdd\s+if=", _I)),
+    (("{", "&"), re.compile(r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:")),
+    (("chmod", "777"), re.compile(r"\bchmod\s+-?[a-z]*\s*777\b", _I)),
+    (("/dev/sd",), re.compile(r">\s*/dev/sd[a-z]\b", _I)),
+    # Pipe-to-shell and upload flags.
+    (("|",), re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(sudo\s+)?(ba|z|k)?sh\b", _I)),
+    (("|",), re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(python[0-9.]*|perl|ruby|node)\b", _I)),
+    (("curl", "-"),
+     re.compile(r"\bcurl\b[^\n]*\s(-d|--data|-T|--upload-file|-F|--form)\b", _I)),
+    (("wget", "--post"), re.compile(r"\bwget\b[^\n]*\s(--post-data|--post-file)\b", _I)),
 ]
-_EXFIL_EXEC = [
-    re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(sudo\s+)?(ba|z|k)?sh\b", _I),
-    re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(python[0-9.]*|perl|ruby|node)\b", _I),
-    re.compile(r"\bcurl\b[^\n]*\s(-d|--data|-T|--upload-file|-F|--form)\b", _I),
-    re.compile(r"\bwget\b[^\n]*\s(--post-data|--post-file)\b", _I),
+_NETWORK_FETCH: list[Rule] = [
+    ((), re.compile(r"\b(curl|wget)\s+\S*https?://", _I)),
+    ((), re.compile(r"\b(curl|wget)\s+[a-z0-9.-]+\.[a-z]{2,}\b", _I)),
 ]
-_NETWORK_FETCH = [
-    re.compile(r"\b(curl|wget)\s+\S*https?://", _I),
-    re.compile(r"\b(curl|wget)\s+[a-z0-9.-]+\.[a-z]{2,}\b", _I),
-]
-_STANDING = [
+_STANDING: list[Rule] = [((), pattern) for pattern in [
     re.compile(r"\bdo\s*n[o']?t\s+(mention|tell|inform|reveal|disclose|notify|say)", _I),
     re.compile(r"\bwithout\s+(telling|informing|notifying|alerting|mentioning)", _I),
     re.compile(r"\b(silently|secretly|covertly|quietly|discreetly)\b", _I),
@@ -62,15 +66,16 @@ _STANDING = [
     re.compile(r"\bif\s+(asked|anyone\s+asks|the\s+user\s+asks)\b", _I),
     re.compile(r"\balways\s+(respond|reply|say|answer|forward|send|include|append)", _I),
     re.compile(r"\bfrom\s+now\s+on\b", _I),
-]
+]]
 # Every rule above that can raise an alert needs one of these; almost all text has none,
 # so one search over the whole event settles the common case.
 _ANY_TRIGGER = re.compile(
     r"<|\brm\s|mkfs\.|\bdd\s|:\s*\(|\bchmod\s|/dev/sd|curl|wget", _I)
 
 
-def _any(patterns: list[re.Pattern[str]], text: str) -> bool:
-    return any(pattern.search(text) for pattern in patterns)
+def _matches(rules: list[Rule], text: str, lowered: str) -> bool:
+    return any(all(literal in lowered for literal in literals) and pattern.search(text)
+               for literals, pattern in rules)
 
 
 def _has_tag(text: str) -> bool:
@@ -81,11 +86,14 @@ def _has_tag(text: str) -> bool:
 def field_severity(text: str) -> str | None:
     """memory_guard's verdict on one text: "high", "medium" or None."""
     text = text[:MAX_FIELD_CHARS]
-    if _any(_DESTRUCTIVE, text) or _any(_EXFIL_EXEC, text):
+    if not _ANY_TRIGGER.search(text):
+        return None
+    lowered = text.lower()
+    if _matches(_DANGEROUS, text, lowered):
         return HIGH
     if _has_tag(text):
-        return HIGH if _any(_STANDING, text) else MEDIUM
-    return MEDIUM if _any(_NETWORK_FETCH, text) else None
+        return HIGH if _matches(_STANDING, text, lowered) else MEDIUM
+    return MEDIUM if _matches(_NETWORK_FETCH, text, lowered) else None
 
 
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
