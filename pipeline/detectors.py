@@ -133,13 +133,16 @@ class ToolPoisoningDetector:
     def __init__(self, metrics: Metrics) -> None:
         self._alerts = metrics.poisoning_alerts
 
-    def mark(self, cloudevent: dict[str, Any]) -> dict[str, Any]:
-        """Set (or clear) `agtalerts` on `cloudevent`, in place; count each finding."""
+    def mark(self, cloudevent: dict[str, Any]) -> list[str]:
+        """Set (or clear) `agtalerts` on `cloudevent`, in place; return the severities."""
         # Only govpipe's own findings may stand inside its signature.
         cloudevent.pop(ALERTS, None)
         severities = scan(cloudevent.get("data"))
         if severities:
             cloudevent[ALERTS] = ",".join(f"tool_poisoning:{s}" for s in severities)
-            for severity in severities:
-                self._alerts.labels(severity).inc()
-        return cloudevent
+        return severities
+
+    def count(self, severities: list[str]) -> None:
+        """Count the findings of an event that was accepted."""
+        for severity in severities:
+            self._alerts.labels(severity).inc()

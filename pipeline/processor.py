@@ -36,10 +36,11 @@ class EventProcessor:
     def process(self, record: Record) -> SignedEvent | Rejection:
         if self._inbound is not None and (refused := self._inbound.check(record)):
             return Rejection(refused, f"producer signature check failed: {refused}", record)
+        alerts: list[str] = []
         try:
             cloudevent = to_cloudevent(self._decode(record), self._configured_source)
             if self._detector is not None:
-                cloudevent = self._detector.mark(cloudevent)
+                alerts = self._detector.mark(cloudevent)
             signed = self._signer.sign(cloudevent)
             body = encode(signed)
         except InvalidEvent as exc:
@@ -48,6 +49,8 @@ class EventProcessor:
             # Valid JSON that cannot be signed or written as strict JSON (lone surrogates,
             # nesting past the serializer's depth limit...).
             return Rejection("unserializable", f"{type(exc).__name__}: {str(exc)[:200]}", record)
+        if alerts and self._detector is not None:
+            self._detector.count(alerts)
         key = signed.get("partitionkey")
         return SignedEvent(id=signed["id"], attributes=signed, body=body,
                            position=record.position,
