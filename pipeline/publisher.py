@@ -81,22 +81,42 @@ class Publisher:
 
     async def publish(self, event: Any) -> None:
         """Send one event (a dict or an object with to_dict()) and wait for the broker."""
-        payload = event_payload(event)
-        value = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        await self.publish_value(value, payload.get("agent_id"))
+        error = (await self.publish_many([event]))[0]
+        if error is not None:
+            raise PublishError(error)
 
-    async def publish_value(self, value: bytes, agent_id: object = None) -> None:
-        """Send `value` (one JSON object, as is) keyed by `agent_id`; wait for the broker."""
-        key = agent_id.encode() if isinstance(agent_id, str) and agent_id else None
+    async def publish_many(self, events: Sequence[Any]) -> list[str | None]:
+        """Send events in order, then wait for the broker: per event None or the error."""
+        items = []
+        for event in events:
+            payload = event_payload(event)
+            value = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            items.append((value, payload.get("agent_id")))
+        return await self.publish_values(items)
+
+    async def publish_values(self, items: Sequence[tuple[bytes, object]]) -> list[str | None]:
+        """Send each (JSON value as is, agent_id) in order, keyed by agent_id; wait for all.
+
+        Returns, per item, None once the broker acknowledged it, else the error. The whole
+        batch gets `timeout_s`."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                delivery = await self._producer.send(self.topic, value, key=key,
-                                                     headers=self.headers(value))
-                await delivery
+                deliveries = [await self._enqueue(value, agent_id) for value, agent_id in items]
+                outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
         except TimeoutError:
-            raise PublishError(f"no acknowledgement within {self._timeout_s:.0f}s") from None
-        except Exception as exc:
-            raise PublishError(f"{type(exc).__name__}: {exc}") from exc
+            return [f"no acknowledgement within {self._timeout_s:.0f}s"] * len(items)
+        return [None if not isinstance(outcome, BaseException)
+                else f"{type(outcome).__name__}: {outcome}" for outcome in outcomes]
+
+    async def _enqueue(self, value: bytes, agent_id: object) -> asyncio.Future[Any]:
+        key = agent_id.encode() if isinstance(agent_id, str) and agent_id else None
+        try:
+            delivery: asyncio.Future[Any] = await self._producer.send(
+                self.topic, value, key=key, headers=self.headers(value))
+        except Exception as exc:  # refused before sending (too large, producer closed…)
+            delivery = asyncio.get_running_loop().create_future()
+            delivery.set_exception(exc)
+        return delivery
 
 
 class SyncPublisher:
@@ -116,6 +136,10 @@ class SyncPublisher:
     def publish(self, event: Any) -> None:
         """Send one event and wait for the broker's acknowledgement."""
         self._call(self._publisher.publish(event))
+
+    def publish_many(self, events: Sequence[Any]) -> list[str | None]:
+        """Send events in order and wait for all: per event None or the error."""
+        return self._call(self._publisher.publish_many(events))
 
     def close(self, timeout_s: float | None = None) -> None:
         """Flush, stop the producer and the thread; callable twice."""
@@ -158,11 +182,10 @@ class AgentOsSink:
             if self._closed:
                 return ExportResult.DROPPED
             try:
-                for event in events:
-                    self._publisher.publish(event)
+                errors = self._publisher.publish_many(events)
             except Exception:
                 return ExportResult.FAILURE
-            return ExportResult.SUCCESS
+            return ExportResult.FAILURE if any(errors) else ExportResult.SUCCESS
 
     def force_flush(self, timeout_ms: int = 30000) -> bool:
         """Every emit already waited for the broker; nothing is buffered."""

@@ -6,17 +6,17 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline.commands.run import EXIT_CONFIG, add_config_argument
 from pipeline.inbound import load_inbound_keys
-from pipeline.publisher import Publisher, PublishError
+from pipeline.publisher import Publisher
 from pipeline.settings import ConfigError, load_settings
 from pipeline.signing import SigningKeyError
 
 EXIT_FAILED = 1
-PROGRESS_EVERY = 100
+CHUNK = 500  # records in flight at once; progress is shown per chunk
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,41 +66,53 @@ def main(args: argparse.Namespace) -> int:
 
 async def _publish(lines: Iterable[bytes], bootstrap: str, topic: str, key: bytes | None,
                    sender: str) -> tuple[int, int]:
-    published = failed = 0
+    counts = [0, 0]  # published, failed
     progress = sys.stderr.isatty()
     try:
         async with Publisher(bootstrap, topic, sign_key=key, sender=sender) as publisher:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                if await _publish_line(publisher, line, number):
-                    published += 1
-                else:
-                    failed += 1
-                if progress and (published + failed) % PROGRESS_EVERY == 0:
-                    print(f"\rpublished {published}, failed {failed}…", end="",
+            for chunk in _chunks(_events(lines, counts)):
+                errors = await publisher.publish_values([item for _, item in chunk])
+                for (number, _), error in zip(chunk, errors, strict=True):
+                    counts[error is not None] += 1
+                    if error is not None:
+                        print(f"line {number}: {error}", file=sys.stderr)
+                if progress:
+                    print(f"\rpublished {counts[0]}, failed {counts[1]}…", end="",
                           file=sys.stderr, flush=True)
     except Exception as exc:  # the broker could not be reached at all
         print(f"govpipe: cannot publish to {bootstrap}: {exc}", file=sys.stderr)
-        failed += 1
+        counts[1] += 1
     if progress:
-        print("\r", end="", file=sys.stderr)
-    return published, failed
+        print("\r\033[K", end="", file=sys.stderr)
+    return counts[0], counts[1]
 
 
-async def _publish_line(publisher: Publisher, line: bytes, number: int) -> bool:
-    try:
-        event = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        print(f"line {number}: not_json", file=sys.stderr)
-        return False
-    if not isinstance(event, dict):
-        print(f"line {number}: not a JSON object", file=sys.stderr)
-        return False
-    try:
+Item = tuple[int, tuple[bytes, object]]
+
+
+def _events(lines: Iterable[bytes], counts: list[int]) -> Iterator[Item]:
+    """(line number, (value, agent_id)) for each JSON object line; others reported, counted."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            event = None
+        if not isinstance(event, dict):
+            print(f"line {number}: not_json", file=sys.stderr)
+            counts[1] += 1
+            continue
         # The line itself is sent, so the bytes the producer signs are the bytes it wrote.
-        await publisher.publish_value(line.strip(), event.get("agent_id"))
-    except PublishError as exc:
-        print(f"line {number}: {exc}", file=sys.stderr)
-        return False
-    return True
+        yield number, (line.strip(), event.get("agent_id"))
+
+
+def _chunks(items: Iterable[Item]) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

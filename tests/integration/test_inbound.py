@@ -194,14 +194,15 @@ async def test_two_replicas_catch_replays_per_partition_only(
 async def test_govpipe_publish_signs_what_govpipe_run_accepts(
         kafka_broker: KafkaBroker, kafka_topic: str, tmp_path: Path, key_file: Path) -> None:
     events = tmp_path / "events.jsonl"
-    events.write_bytes(b"\n".join(numbered_events(3, "cli")) + b"\nnot json\n")
+    values = numbered_events(1_203, "cli")  # more than one chunk of records in flight
+    events.write_bytes(b"\n".join(values[:700]) + b"\nnot json\n" + b"\n".join(values[700:]))
     publish = await asyncio.create_subprocess_exec(
         str(GOVPIPE), "publish", "--bootstrap-servers", kafka_broker.bootstrap, "--topic",
         kafka_topic, "--sign-key", str(key_file), "--sender", "cli-test", str(events),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(publish.communicate(), 120)
-    assert stdout.decode().strip() == "published 3, failed 1"
-    assert "line 4: not_json" in stderr.decode()
+    assert stdout.decode().strip() == "published 1203, failed 1"
+    assert "line 701: not_json" in stderr.decode()
     assert publish.returncode == 1
 
     env = run_env(kafka_broker.bootstrap, kafka_topic, f"g-{uuid.uuid4().hex[:8]}", tmp_path)
@@ -210,12 +211,17 @@ async def test_govpipe_publish_signs_what_govpipe_run_accepts(
     out = tmp_path / "run.jsonl"
     process = await start(env, out, tmp_path)
     try:
-        await eventually(lambda: len(complete_lines(out)) >= 3, 90)
+        await eventually(lambda: len(complete_lines(out)) >= 1_203, 90)
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 60) == 0
-    assert sorted(json.loads(line)["id"] for line in complete_lines(out)) == [
-        "cli-0000000", "cli-0000001", "cli-0000002"]
+    assert sorted(json.loads(line)["id"] for line in complete_lines(out)) == sorted(
+        json.loads(value)["event_id"] for value in values)
+    # Keyed by agent_id and sent as written: the bytes on the topic are the file's lines.
+    records = await consume_all(kafka_broker.bootstrap, kafka_topic, 1_203)
+    assert [record.value for record in records] == values
+    assert all(record.key == json.loads(record.value)["agent_id"].encode()
+               for record in records)
 
 
 class FakeGovernanceEvent:
