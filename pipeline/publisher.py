@@ -55,7 +55,11 @@ class Publisher:
 
     async def start(self) -> None:
         if not self._started:
-            await self._producer.start()
+            try:
+                await self._producer.start()
+            except BaseException:
+                await self._producer.stop()  # a failed start leaves connections behind
+                raise
             self._started = True
 
     async def aclose(self) -> None:

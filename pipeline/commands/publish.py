@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.commands.run import EXIT_CONFIG, add_config_argument
@@ -59,38 +60,52 @@ def main(args: argparse.Namespace) -> int:
         print(f"govpipe: cannot read {args.input}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
     with stream:
-        published, failed = asyncio.run(_publish(stream, *publisher_args, key, args.sender))
-    print(f"published {published}, failed {failed}")
-    return EXIT_FAILED if failed else 0
+        tally = asyncio.run(_publish(stream, *publisher_args, key, args.sender))
+    print(f"published {tally.published}, failed {tally.failed}")
+    return EXIT_FAILED if tally.failed or tally.unreachable else 0
 
 
 async def _publish(lines: Iterable[bytes], bootstrap: str, topic: str, key: bytes | None,
-                   sender: str) -> tuple[int, int]:
-    counts = [0, 0]  # published, failed
+                   sender: str) -> Tally:
+    tally = Tally()
     progress = sys.stderr.isatty()
+    events = _events(lines, tally)
     try:
         async with Publisher(bootstrap, topic, sign_key=key, sender=sender) as publisher:
-            for chunk in _chunks(_events(lines, counts)):
+            for chunk in _chunks(events):
                 errors = await publisher.publish_values([item for _, item in chunk])
                 for (number, _), error in zip(chunk, errors, strict=True):
-                    counts[error is not None] += 1
-                    if error is not None:
+                    if error is None:
+                        tally.published += 1
+                    else:
+                        tally.failed += 1
                         print(f"line {number}: {error}", file=sys.stderr)
                 if progress:
-                    print(f"\rpublished {counts[0]}, failed {counts[1]}…", end="",
+                    print(f"\rpublished {tally.published}, failed {tally.failed}…", end="",
                           file=sys.stderr, flush=True)
     except Exception as exc:  # the broker could not be reached at all
         print(f"govpipe: cannot publish to {bootstrap}: {exc}", file=sys.stderr)
-        counts[1] += 1
+        unsent = sum(1 for _ in events)  # draining also counts the non-JSON lines left
+        tally.failed += unsent  # every line not sent counts as failed
+        tally.unreachable = True
     if progress:
         print("\r\033[K", end="", file=sys.stderr)
-    return counts[0], counts[1]
+    return tally
 
 
 Item = tuple[int, tuple[bytes, object]]
 
 
-def _events(lines: Iterable[bytes], counts: list[int]) -> Iterator[Item]:
+@dataclass
+class Tally:
+    """What a publish run did."""
+
+    published: int = 0
+    failed: int = 0
+    unreachable: bool = False
+
+
+def _events(lines: Iterable[bytes], tally: Tally) -> Iterator[Item]:
     """(line number, (value, agent_id)) for each JSON object line; others reported, counted."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -101,7 +116,7 @@ def _events(lines: Iterable[bytes], counts: list[int]) -> Iterator[Item]:
             event = None
         if not isinstance(event, dict):
             print(f"line {number}: not_json", file=sys.stderr)
-            counts[1] += 1
+            tally.failed += 1
             continue
         # The line itself is sent, so the bytes the producer signs are the bytes it wrote.
         yield number, (line.strip(), event.get("agent_id"))

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -256,3 +258,37 @@ async def test_the_agent_os_sink_publishes_signed_records(
     await asyncio.wait_for(sink.wait_for_count(3), 60)
     await running.stop()
     assert running.sample("govpipe_inbound_verification_total", result="ok") == 3
+
+
+async def test_govpipe_publish_shows_progress_on_a_terminal(
+        kafka_broker: KafkaBroker, kafka_topic: str, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(numbered_events(600, "tty")) + b"\n")
+    controller, terminal = os.openpty()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            str(GOVPIPE), "publish", "--bootstrap-servers", kafka_broker.bootstrap,
+            "--topic", kafka_topic, str(events), stdout=asyncio.subprocess.PIPE,
+            stderr=terminal)
+        stdout, _ = await asyncio.wait_for(process.communicate(), 120)
+        shown = os.read(controller, 65536).decode()
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert (process.returncode, stdout.decode().strip()) == (0, "published 600, failed 0")
+    assert "\rpublished 500, failed 0…" in shown
+
+
+async def test_govpipe_publish_counts_every_line_as_failed_when_kafka_is_unreachable(
+        tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(numbered_events(3, "down")) + b"\n")
+    with socket.socket() as closed:  # a free port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        str(GOVPIPE), "publish", "--bootstrap-servers", f"127.0.0.1:{port}", "--topic", "t",
+        str(events), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert (process.returncode, stdout.decode().strip()) == (1, "published 0, failed 3")
+    assert f"cannot publish to 127.0.0.1:{port}" in stderr.decode()
