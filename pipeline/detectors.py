@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.metrics import Metrics
 
@@ -36,23 +36,61 @@ _I = re.IGNORECASE
 # that many unclosed "<system" do not make the scan quadratic.
 _TAG_START = re.compile(
     r"<\s*(important|system|instructions?|secret|admin|tool|tool_call|assistant)\b", _I)
+
+
+class _LeadThenTail:
+    """memory_guard's `LEAD[^STOPS]*TAIL`, found in linear time.
+
+    The regex retries the scan to the line's end from every LEAD, which is quadratic in a
+    line full of "curl" (a 16 KiB field took ~170 ms). Here every TAIL is found once, and
+    only the stretch since the previous TAIL (or the last stop character) is searched
+    for a LEAD that ends before it: the same matches, each character looked at a bounded
+    number of times. A LEAD is a word and a TAIL starts with a non-word character, so no
+    LEAD straddles a TAIL's start.
+    """
+
+    def __init__(self, lead: str, tail: str, stops: str) -> None:
+        self.pattern = f"{lead}[^{stops}]*{tail}"
+        self._lead = re.compile(lead, _I)
+        self._tail = re.compile(tail, _I)
+        self._stops = stops.replace("\\n", "\n").replace("\\|", "|")
+
+    def search(self, text: str) -> bool:
+        floor = 0  # no LEAD lies in [its segment's start, floor): searched already
+        for tail in self._tail.finditer(text):
+            at = tail.start()
+            start = max([floor] + [text.rfind(stop, floor, at) + 1 for stop in self._stops])
+            # endpos = at: the LEAD must end before the TAIL; its trailing \b is unchanged
+            # because the TAIL's first character is not a word character.
+            if self._lead.search(text, start, at):
+                return True
+            floor = at
+        return False
+
+
+class _Searcher(Protocol):
+    def search(self, text: str, /) -> object: ...
+
+
 # Each pattern with the lower-case literals any match must contain: `in` tests on the
 # lowered text are far cheaper than a regex search, and almost always fail.
-Rule = tuple[tuple[str, ...], re.Pattern[str]]
+Rule = tuple[tuple[str, ...], _Searcher]
 _DANGEROUS: list[Rule] = [
-    # Destructive commands.
-    (("rm",), re.compile(r"\brm\s+-[a-z]*r[a-z]*\b", _I)),
+    # Destructive commands. memory_guard's `-[a-z]*r[a-z]*\b` backtracks quadratically on a
+    # long word; the lookahead and possessive run below accept exactly the same words.
+    (("rm",), re.compile(r"\brm\s+-(?=[a-z]*r)[a-z]*+\b", _I)),
     (("mkfs.",), re.compile(r"\bmkfs\.[a-z0-9]+\b", _I)),
     (("dd", "if="), re.compile(r"\bdd\s+if=", _I)),
     (("{", "&"), re.compile(r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:")),
     (("chmod", "777"), re.compile(r"\bchmod\s+-?[a-z]*\s*777\b", _I)),
     (("/dev/sd",), re.compile(r">\s*/dev/sd[a-z]\b", _I)),
     # Pipe-to-shell and upload flags.
-    (("|",), re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(sudo\s+)?(ba|z|k)?sh\b", _I)),
-    (("|",), re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(python[0-9.]*|perl|ruby|node)\b", _I)),
-    (("curl", "-"),
-     re.compile(r"\bcurl\b[^\n]*\s(-d|--data|-T|--upload-file|-F|--form)\b", _I)),
-    (("wget", "--post"), re.compile(r"\bwget\b[^\n]*\s(--post-data|--post-file)\b", _I)),
+    (("|",), _LeadThenTail(r"\b(curl|wget)\b", r"\|\s*(sudo\s+)?(ba|z|k)?sh\b", r"\n|")),
+    (("|",), _LeadThenTail(r"\b(curl|wget)\b", r"\|\s*(python[0-9.]*|perl|ruby|node)\b",
+                           r"\n|")),
+    (("curl", "-"), _LeadThenTail(r"\bcurl\b", r"\s(-d|--data|-T|--upload-file|-F|--form)\b",
+                                  r"\n")),
+    (("wget", "--post"), _LeadThenTail(r"\bwget\b", r"\s(--post-data|--post-file)\b", r"\n")),
 ]
 _NETWORK_FETCH: list[Rule] = [
     ((), re.compile(r"\b(curl|wget)\s+\S*https?://", _I)),

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from pipeline.detectors import ALERTS, ToolPoisoningDetector, field_severity, scan
+from pipeline.detectors import (
+    _DANGEROUS,
+    ALERTS,
+    MAX_FIELD_CHARS,
+    ToolPoisoningDetector,
+    field_severity,
+    scan,
+)
 from pipeline.events import to_cloudevent
 from pipeline.metrics import Metrics
 from pipeline.model import Position, Record, SignedEvent
 from pipeline.processor import EventProcessor, build_processor
-from pipeline.settings import load_settings
+from pipeline.settings import load_settings as load_config
 from pipeline.signing import HmacSigner
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "events.jsonl"
@@ -148,7 +159,7 @@ def test_events_without_findings_are_byte_identical_with_the_detector_on_or_off(
 
 
 def test_the_detector_can_be_switched_off() -> None:
-    settings = load_settings(None, {"GOVPIPE_DETECTORS__TOOL_POISONING__ENABLED": "false"})
+    settings = load_config(None, {"GOVPIPE_DETECTORS__TOOL_POISONING__ENABLED": "false"})
     counted = metrics()
     processor = build_processor(settings, HmacSigner(bytes(range(32))), counted)
     assert not any(ALERTS in event.attributes for event in process_examples(processor))
@@ -177,3 +188,35 @@ def test_the_detector_can_be_switched_off() -> None:
 ])
 def test_agent_os_memory_guard_cases(text: str, expected: str | None) -> None:
     assert field_severity(text) == expected
+
+
+# memory_guard's own regexes, verbatim, for the rules rewritten to run in linear time.
+_ORIGINAL = [
+    re.compile(r"\brm\s+-[a-z]*r[a-z]*\b", re.IGNORECASE),
+    re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(sudo\s+)?(ba|z|k)?sh\b", re.IGNORECASE),
+    re.compile(r"\b(curl|wget)\b[^\n|]*\|\s*(python[0-9.]*|perl|ruby|node)\b", re.IGNORECASE),
+    re.compile(r"\bcurl\b[^\n]*\s(-d|--data|-T|--upload-file|-F|--form)\b", re.IGNORECASE),
+    re.compile(r"\bwget\b[^\n]*\s(--post-data|--post-file)\b", re.IGNORECASE),
+]
+_REWRITTEN = [_DANGEROUS[0][1], *(searcher for _, searcher in _DANGEROUS[6:])]
+_TOKENS = ["curl", "wget", "CURL", " ", "\t", "|", "\n", "sh", "bash", "zsh", "sudo ", "-d",
+           "--data", "-T", "-F", "python3", "perl", "x", "_", "1", "--post-data", "rm", "-",
+           "r", "a", "-rf", "R", "é", "."]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_TOKENS), max_size=14).map("".join))
+def test_the_linear_rules_match_exactly_what_memory_guard_matches(text: str) -> None:
+    for original, rewritten in zip(_ORIGINAL, _REWRITTEN, strict=True):
+        assert bool(rewritten.search(text)) == bool(original.search(text)), (original, text)
+
+
+@pytest.mark.parametrize("unit", ["curl ", "wget ", "<system ", "rm -" + "r" * 50 + "_ "])
+@pytest.mark.parametrize("tail", ["-x", "|x", "--postx", ""])
+def test_hostile_fields_are_scanned_in_bounded_time(unit: str, tail: str) -> None:
+    data = {str(n): unit * (MAX_FIELD_CHARS // len(unit)) + tail for n in range(8)}
+    data = {key: value[-MAX_FIELD_CHARS:] for key, value in data.items()}
+    started = time.perf_counter()
+    scan(data)
+    # ~1.3 s with memory_guard's regexes as written; linear now (a few ms).
+    assert time.perf_counter() - started < 0.25
