@@ -58,7 +58,7 @@ SINK_BUILDERS: Mapping[str, SinkBuilder] = {
 
 
 def refuse_unavailable(settings: Settings) -> None:
-    """Refuse, naming the key, what this version does not implement yet."""
+    """Refuse, naming the key, settings this version cannot run (or cannot run together)."""
     source = settings.source
     if source.require_signature and source.kind != "kafka":
         # JSON lines carry no headers, so every record would be rejected `unsigned`.
