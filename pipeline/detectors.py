@@ -72,15 +72,17 @@ class _Searcher(Protocol):
     def search(self, text: str, /) -> object: ...
 
 
-# Each pattern with the lower-case literals any match must contain: `in` tests on the
-# lowered text are far cheaper than a regex search, and almost always fail.
+# Each pattern with the literals any match must contain: `in` tests on the case-folded
+# text are far cheaper than a regex search, and almost always fail. (casefold, not lower:
+# IGNORECASE also matches U+017F long s for "s"; casefold maps it to "s", lower does not.
+# No literal here has an "i", which IGNORECASE also matches with U+0131 dotless i.)
 Rule = tuple[tuple[str, ...], _Searcher]
 _DANGEROUS: list[Rule] = [
     # Destructive commands. memory_guard's `-[a-z]*r[a-z]*\b` backtracks quadratically on a
     # long word; the lookahead and possessive run below accept exactly the same words.
     (("rm",), re.compile(r"\brm\s+-(?=[a-z]*r)[a-z]*+\b", _I)),
     (("mkfs.",), re.compile(r"\bmkfs\.[a-z0-9]+\b", _I)),
-    (("dd", "if="), re.compile(r"\bdd\s+if=", _I)),
+    (("dd",), re.compile(r"\bdd\s+if=", _I)),
     (("{", "&"), re.compile(r":\s*\(\s*\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:")),
     (("chmod", "777"), re.compile(r"\bchmod\s+-?[a-z]*\s*777\b", _I)),
     (("/dev/sd",), re.compile(r">\s*/dev/sd[a-z]\b", _I)),
@@ -105,14 +107,20 @@ _STANDING: list[Rule] = [((), pattern) for pattern in [
     re.compile(r"\balways\s+(respond|reply|say|answer|forward|send|include|append)", _I),
     re.compile(r"\bfrom\s+now\s+on\b", _I),
 ]]
-# Every rule above that can raise an alert needs one of these; almost all text has none,
-# so one search over the whole event settles the common case.
+# Every rule above that can raise an alert needs one of these tokens (the fork bomb its
+# "&"), and then this pattern; almost all text has none, so a few `in` tests over the
+# whole event settle the common case.
+_TOKENS = ("<", "rm", "mkfs.", "dd", "chmod", "/dev/sd", "curl", "wget", "&")
 _ANY_TRIGGER = re.compile(
     r"<|\brm\s|mkfs\.|\bdd\s|:\s*\(|\bchmod\s|/dev/sd|curl|wget", _I)
 
 
-def _matches(rules: list[Rule], text: str, lowered: str) -> bool:
-    return any(all(literal in lowered for literal in literals) and pattern.search(text)
+def _might_alert(text: str, folded: str) -> bool:
+    return any(token in folded for token in _TOKENS) and bool(_ANY_TRIGGER.search(text))
+
+
+def _matches(rules: list[Rule], text: str, folded: str) -> bool:
+    return any(all(literal in folded for literal in literals) and pattern.search(text)
                for literals, pattern in rules)
 
 
@@ -124,14 +132,14 @@ def _has_tag(text: str) -> bool:
 def field_severity(text: str) -> str | None:
     """memory_guard's verdict on one text: "high", "medium" or None."""
     text = text[:MAX_FIELD_CHARS]
-    if not _ANY_TRIGGER.search(text):
+    folded = text.casefold()
+    if not _might_alert(text, folded):
         return None
-    lowered = text.lower()
-    if _matches(_DANGEROUS, text, lowered):
+    if _matches(_DANGEROUS, text, folded):
         return HIGH
     if _has_tag(text):
-        return HIGH if _matches(_STANDING, text, lowered) else MEDIUM
-    return MEDIUM if _matches(_NETWORK_FETCH, text, lowered) else None
+        return HIGH if _matches(_STANDING, text, folded) else MEDIUM
+    return MEDIUM if _matches(_NETWORK_FETCH, text, folded) else None
 
 
 def _strings(value: Any, depth: int = 0) -> Iterator[str]:
@@ -159,7 +167,8 @@ def _bounded_fields(data: Any) -> list[str]:
 def scan(data: Any) -> list[str]:
     """The distinct severities found in the strings of `data`, high first."""
     fields = _bounded_fields(data)
-    if not _ANY_TRIGGER.search("\n".join(fields)):
+    joined = "\n".join(fields)
+    if not _might_alert(joined, joined.casefold()):
         return []
     found = {severity for text in fields if (severity := field_severity(text))}
     return [severity for severity in (HIGH, MEDIUM) if severity in found]
