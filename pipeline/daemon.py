@@ -17,7 +17,7 @@ from pipeline.health import Check, HealthRegistry, Status
 from pipeline.metrics import Metrics
 from pipeline.model import Record, Rejection, SignedEvent
 from pipeline.offsets import OffsetTracker
-from pipeline.processor import EventProcessor
+from pipeline.processor import build_processor
 from pipeline.server import OpsServer
 from pipeline.settings import Settings, SinkSettings
 from pipeline.signing import Signer
@@ -48,8 +48,7 @@ class Daemon:
         self._signer = signer
         self.metrics = metrics
         self.tracker = tracker
-        self._processor = EventProcessor(signer, settings.source.max_event_bytes,
-                                         settings.cloudevents.source)
+        self._processor = build_processor(settings, signer, metrics)
         self._destination = deadletter
         self._deadletter = DeadLetterWriter(deadletter, metrics)
         self.dispatchers = [
