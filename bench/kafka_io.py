@@ -112,16 +112,18 @@ class OutputTopic:
             latest = max([latest, *(r.timestamp for r in records.get(tp, []))])
         return latest
 
-    async def latencies_ms(self, expected: int) -> list[float]:
-        """Ack time minus embedded send time for every output record (from the start)."""
+    async def latencies_ms(self, expected: int, warmup_s: float = 0.0) -> list[float]:
+        """Ack time minus embedded send time for every output record sent ``warmup_s`` or
+        more after the first one (the start-up transient is not steady-state latency)."""
         for tp in self._tps:
             self._consumer.seek(tp, 0)
-        found: list[float] = []
+        pairs: list[tuple[float, float]] = []
         async with asyncio.timeout(120):
-            while len(found) < expected:
+            while len(pairs) < expected:
                 fetched = await self._consumer.getmany(timeout_ms=500, max_records=5000)
                 for record in (r for rs in fetched.values() for r in rs):
                     sent = sent_ms(record.value)
                     if sent is not None:
-                        found.append(record.timestamp - sent)
-        return found
+                        pairs.append((sent, record.timestamp - sent))
+        cutoff = min(sent for sent, _ in pairs) + warmup_s * 1000
+        return [latency for sent, latency in pairs if sent >= cutoff]

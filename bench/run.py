@@ -1,7 +1,8 @@
 """End-to-end benchmark: govpipe against a bare aiokafka passthrough on the same broker.
 
     .venv/bin/python -m bench.run [--events 200000] [--processes 2] [--json FILE]
-                                  [--plot FILE.png] [--latency-seconds 10] [--only a,b]
+                                  [--plot FILE.png] [--latency-seconds 10]
+                                  [--warmup-seconds 3] [--only a,b]
 
 Starts its own Kafka broker and OpenTelemetry Collector (tests/infra), then runs, in turns,
 each on fresh topics (2 input partitions) and a fresh consumer group:
@@ -13,7 +14,9 @@ each on fresh topics (2 input partitions) and a fresh consumer group:
 Throughput: N preloaded events; wall time from the first read (govpipe's /metrics, the
 baseline's own report) to the last broker ack (LogAppendTime of the output topic).
 Latency: a paced producer at half the measured rate stamps its send time into each event's
-attributes; latency = output LogAppendTime - send time. Peak RSS: VmHWM of the process(es).
+attributes; latency = output LogAppendTime - send time, over the events sent after the
+first ``--warmup-seconds`` (connection set-up and warm-up of a fresh process are not
+steady-state latency). Peak RSS: VmHWM of the process(es).
 The table goes to stdout, a progress line to stderr.
 """
 
@@ -96,6 +99,7 @@ class Context:
     hmac_key: str
     ed25519_key: Path
     progress: Progress
+    warmup_s: float = 0.0
 
 
 def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) -> dict[str, str]:
@@ -184,7 +188,7 @@ async def latency(scenario: Scenario, ctx: Context, rate: float, count: int
         await paced_load(ctx.bootstrap, topics.source, rate, count)
         async with OutputTopic(ctx.bootstrap, topics.output, PARTITIONS) as out:
             await out.wait_for(count, ctx.progress, timeout_s=120)
-            found = await out.latencies_ms(count)
+            found = await out.latencies_ms(count, ctx.warmup_s)
     finally:
         peak = await stop_all(workers)
     return found, peak
@@ -202,7 +206,7 @@ async def measure(scenario: Scenario, ctx: Context, values: Sequence[bytes],
     ctx.progress.scenario = scenario.name
     eps, rss_tp = await throughput(scenario, ctx, values)
     rate = eps / 2
-    count = max(1000, min(len(values), int(rate * latency_s)))
+    count = max(1000, min(len(values), int(rate * (latency_s + ctx.warmup_s))))
     found, rss_lat = await latency(scenario, ctx, rate, count)
     ctx.progress(f"{eps:,.0f} events/s, p99 {percentile(found, 0.99):.1f} ms")
     return Result(scenario.name, len(values), eps, eps / (baseline_eps or eps),
@@ -239,7 +243,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=2,
                         help="replicas in scenario e (1: skip e)")
     parser.add_argument("--latency-seconds", type=float, default=10.0,
-                        help="how long the paced latency load lasts (at most --events)")
+                        help="how long the measured paced load lasts (at most --events)")
+    parser.add_argument("--warmup-seconds", type=float, default=3.0,
+                        help="paced load sent before the measured part, not counted")
     parser.add_argument("--only", default="", help="comma-separated scenario keys, e.g. a,b")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
@@ -258,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         broker = stack.enter_context(KafkaBroker(extra_properties=BROKER_PROPERTIES))
         ctx = Context(broker.bootstrap, collector.grpc_endpoint, work,
                       base64.b64encode(secrets.token_bytes(32)).decode(), keygen(work),
-                      Progress())
+                      Progress(), args.warmup_seconds)
         results = asyncio.run(run_all(chosen, ctx, args.events, args.latency_seconds))
     print(table(results))
     print(f"\n{args.events:,} events per scenario; {os.cpu_count()} CPUs; load average "
