@@ -46,7 +46,7 @@ class BreakerSettings(_Model):
 
 class SinkSettings(_Model):
     enabled: bool = False
-    queue_size: int = Field(10_000, ge=1)
+    queue_size: int = Field(2_000, ge=1)
     batch_size: int = Field(500, ge=1)
     on_full: Literal["block", "drop"] = "block"
     on_open: Literal["deadletter", "block", "drop"] = "deadletter"
