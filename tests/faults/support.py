@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -191,6 +191,23 @@ async def produce_fast(bootstrap: str, topic: str, values: Iterable[bytes],
     return count
 
 
+async def produce_paced(bootstrap: str, topic: str, values: Sequence[bytes],
+                        per_second: float, chunk: int = 200) -> None:
+    """Produce `values` as a steady stream of about `per_second` records a second."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        for first in range(0, len(values), chunk):
+            pending = [await producer.send(topic, value)
+                       for value in values[first:first + chunk]]
+            await asyncio.gather(*pending)
+            due = started + (first + chunk) / per_second
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+    finally:
+        await producer.stop()
+
+
 def event_value(number: int, prefix: str) -> bytes:
     """A small valid Agent OS event with id `<prefix>-<number>`; agent ids spread keys."""
     return (b'{"schema_version":"1","event_id":"%s-%08d","occurred_at":'
@@ -224,3 +241,13 @@ class RateWindows:
         """Events per second of `name` over each pair of consecutive samples in the span."""
         inside = [(t, v[name]) for t, v in self.samples if since <= t <= until]
         return [(b - a) / (tb - ta) for (ta, a), (tb, b) in pairwise(inside) if tb > ta]
+
+
+async def eventually_async(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 30,
+                           interval_s: float = 0.2) -> None:
+    """`eventually` for a predicate that must await (a scrape, an admin request)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if await predicate():
+                return
+            await asyncio.sleep(interval_s)
