@@ -4,6 +4,7 @@ rare values orjson refuses (integers beyond 64 bits)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -13,6 +14,14 @@ from pipeline.events import InvalidEvent
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # float("1e400") is inf: signed as "Infinity" but written as null, it would never verify.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range for a double")
+    return value
 
 
 def decode_any(raw: bytes, max_bytes: int) -> Any:
@@ -42,7 +51,7 @@ def _decode_slow(raw: bytes) -> Any:
         raise InvalidEvent("invalid_utf8", f"not UTF-8 at byte {exc.start}") from None
     try:
         # Same strictness as orjson (no NaN/Infinity); only integer range differs.
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent("invalid_json", f"not JSON: {_first_line(exc)}") from None
 

@@ -1,0 +1,33 @@
+"""Regression tests for bugs the fault suite found, each at the smallest level that shows it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.codec import decode_object
+from pipeline.events import InvalidEvent
+from pipeline.model import Position, Record, Rejection, SignedEvent
+from pipeline.processor import EventProcessor
+from pipeline.signing import HmacSigner
+
+KEY = bytes(range(32))
+EVENT = (b'{"event_id":"e1","kind":"policy_check","agent_id":"a",'
+         b'"occurred_at":"2026-11-25T14:00:00+00:00",%s}')
+
+
+def _process(value: bytes) -> SignedEvent | Rejection:
+    processor = EventProcessor(HmacSigner(KEY), 1_048_576)
+    return processor.process(Record(value, Position("t", 0, 0)))
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e400", b"1.5e999"])
+def test_a_number_beyond_double_range_is_rejected_not_signed_as_infinity(
+        number: bytes) -> None:
+    # Was: the slow decode path turned it into inf; the HMAC covered "Infinity" while the
+    # body said null, so the event on the output never verified.
+    with pytest.raises(InvalidEvent) as caught:
+        decode_object(b'{"n": %s}' % number, 1024)
+    assert caught.value.reason == "invalid_json"
+    result = _process(EVENT % (b'"latency_ms":' + number))
+    assert isinstance(result, Rejection)
+    assert result.reason == "invalid_json"
