@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import orjson
 
 from pipeline.events import InvalidEvent
+
+# orjson reads integers beyond 64 bits as floats, silently dropping digits; a value holding
+# a run of 19+ digits (maybe such an integer) takes the exact standard-library path.
+_LONG_DIGITS = re.compile(rb"\d{19}")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -30,10 +35,12 @@ def decode_any(raw: bytes, max_bytes: int) -> Any:
         raise InvalidEvent("empty", "empty value")
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"value is {len(raw)} bytes, over max_event_bytes")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _decode_slow(raw)
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return _decode_slow(raw)
 
 
 def decode_object(raw: bytes, max_bytes: int) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline.codec import decode_object
@@ -31,3 +33,17 @@ def test_a_number_beyond_double_range_is_rejected_not_signed_as_infinity(
     result = _process(EVENT % (b'"latency_ms":' + number))
     assert isinstance(result, Rejection)
     assert result.reason == "invalid_json"
+
+
+@pytest.mark.parametrize("number", [123456789012345678901234567890, 2**64, -(2**63) - 1,
+                                    10**19 + 1])
+def test_integers_beyond_64_bits_keep_every_digit(number: int) -> None:
+    # Was: orjson parses them as floats without an error, so the signed output carried
+    # 1.2345678901234568e+29 for 123456789012345678901234567890.
+    assert decode_object(b'{"n": %d}' % number, 1024) == {"n": number}
+    result = _process(EVENT % (b'"attributes":{"n":%d}' % number))
+    assert isinstance(result, SignedEvent)
+    body = json.loads(result.body)
+    assert body["data"]["n"] == number
+    assert type(body["data"]["n"]) is int
+    assert HmacSigner(KEY).verify(body)
