@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 
 import pytest
 
 from pipeline.codec import decode_object
+from pipeline.deadletter import DeadLetterEntry, KafkaDeadLetter
 from pipeline.events import InvalidEvent
 from pipeline.model import Position, Record, Rejection, SignedEvent
 from pipeline.processor import EventProcessor
 from pipeline.signing import HmacSigner
+from tests.infra.kafka import KafkaBroker, consume_all, create_topics
 
 KEY = bytes(range(32))
 EVENT = (b'{"event_id":"e1","kind":"policy_check","agent_id":"a",'
@@ -47,3 +51,30 @@ def test_integers_beyond_64_bits_keep_every_digit(number: int) -> None:
     assert body["data"]["n"] == number
     assert type(body["data"]["n"]) is int
     assert HmacSigner(KEY).verify(body)
+
+
+async def test_an_entry_too_big_for_a_kafka_record_does_not_wedge_the_dead_letter(
+        own_broker: KafkaBroker) -> None:
+    # Was: every `too_large` rejection (a value over max_event_bytes, 1 MiB by default)
+    # made an entry over the producer's and the topic's 1 MB limit; the write failed with
+    # MessageSizeTooLargeError forever, holding every later entry and every offset with it.
+    await create_topics(own_broker.bootstrap, ["dlq"])
+    value = b"x" * 2_000_000
+    big = DeadLetterEntry(origin="source", reason="too_large", error="value is 2000000 bytes",
+                          position=Position("in", 0, 7), value=value, key=b"k")
+    small = DeadLetterEntry(origin="source", reason="invalid_json", error="not JSON",
+                            position=Position("in", 0, 8), value=b"{oops")
+    destination = KafkaDeadLetter(own_broker.bootstrap, "dlq")
+    try:
+        await asyncio.wait_for(destination.write([big, small]), 30)
+    finally:
+        await destination.aclose()
+    records = await consume_all(own_broker.bootstrap, "dlq", 2)
+    first, second = (json.loads(r.value) for r in records)
+    assert (first["reason"], first["source"]["offset"], first["truncated"]) == (
+        "too_large", 7, True)
+    assert first["value_bytes"] == len(value)
+    assert first["value_sha256"] == hashlib.sha256(value).hexdigest()
+    assert "value" not in first
+    assert second["value"] == "{oops"
+    assert "truncated" not in second
