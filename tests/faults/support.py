@@ -169,26 +169,32 @@ def metric_totals(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-async def produce_fast(bootstrap: str, topic: str, values: Iterable[bytes],
-                       keys: Sequence[bytes | None] | None = None) -> int:
-    """Bulk produce (large batches, linger): ~10x the rate of `produce`; returns the count."""
+async def produce_fast(
+        bootstrap: str, topic: str, values: Iterable[bytes | None],
+        headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
+        keys: Sequence[bytes | None] | None = None) -> list[Any]:
+    """Bulk produce, in order (large batches, linger, idempotent): ~10x the rate of
+    `produce`, and records up to 16 MB. Returns each record's metadata."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=50,
-                                max_batch_size=1_048_576, max_request_size=16_777_216)
+                                enable_idempotence=True, max_batch_size=1_048_576,
+                                max_request_size=16_777_216)
     await producer.start()
     count = 0
+    done: list[Any] = []
     try:
         pending: list[asyncio.Future[Any]] = []
         for value in values:
+            record_headers = None if headers is None else list(headers[count])
             key = None if keys is None else keys[count]
-            pending.append(await producer.send(topic, value, key=key))
+            pending.append(await producer.send(topic, value, key=key, headers=record_headers))
             count += 1
             if len(pending) >= 50_000:
-                await asyncio.gather(*pending)
+                done += await asyncio.gather(*pending)
                 pending.clear()
-        await asyncio.gather(*pending)
+        done += await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return count
+    return done
 
 
 async def produce_paced(bootstrap: str, topic: str, values: Sequence[bytes],
