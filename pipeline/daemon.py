@@ -132,6 +132,7 @@ class Daemon:
         while True:
             await asyncio.sleep(self._settings.source.commit_interval_s)
             await self._source.commit()
+            await self._source.refresh_metrics()
 
     async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
         for dispatcher in self.dispatchers:
@@ -173,11 +174,17 @@ class Daemon:
 
     def _register_health(self) -> None:
         self.health.add("source", self._source.health)
-        self.health.add("signer", lambda: (Status.HEALTHY, f"{self._signer.alg} key "
-                                           f"{self._signer.key_id} loaded"))
+        self.health.add("signer", self._signer_health)
         self.health.add("deadletter", self._deadletter_health)
         for dispatcher in self.dispatchers:
             self.health.add(f"sink:{dispatcher.name}", _sink_health(dispatcher, self))
+
+    def _signer_health(self) -> tuple[Status, str]:
+        signer = self._signer
+        if signer.ephemeral:
+            return Status.UNHEALTHY, (f"no signing key configured: {signer.alg} with an "
+                                      "ephemeral key; nothing it signs can be verified later")
+        return Status.HEALTHY, f"{signer.alg} key {signer.key_id} loaded"
 
     def _deadletter_health(self) -> tuple[Status, str]:
         problem = self._deadletter.last_error or self._destination.check()
@@ -194,10 +201,22 @@ class Daemon:
                 "deadletter": self._destination.description,
                 "listen": f"{self._settings.server.host}:{self.server.bound_port}"}
 
-    def _final_counts(self) -> dict[str, float]:
-        registry = self.metrics.registry
-        return {name: registry.get_sample_value(f"govpipe_{name}_total") or 0.0
-                for name in ("source_records", "events_accepted")}
+    def _final_counts(self) -> dict[str, object]:
+        """The shutdown summary: what was read, and where every event ended."""
+        sample = self.metrics.registry.get_sample_value
+        counts: dict[str, object] = {
+            name: sample(f"govpipe_{name}_total") or 0.0
+            for name in ("source_records", "events_accepted")}
+        counts["rejected"] = _sum_by_label(self.metrics, "govpipe_source_rejected_total")
+        counts["sinks"] = {d.name: {
+            outcome: _sum_by_label(self.metrics, f"govpipe_sink_{outcome}_total", d.name)
+            for outcome in ("delivered", "failed", "dropped")} for d in self.dispatchers}
+        return counts
+
+
+def _sum_by_label(metrics: Metrics, name: str, sink: str | None = None) -> float:
+    return sum(s.value for family in metrics.registry.collect() for s in family.samples
+               if s.name == name and (sink is None or s.labels.get("sink") == sink))
 
 
 class _Room:

@@ -28,6 +28,8 @@ from pipeline.model import Position
 
 log = logging.getLogger(__name__)
 
+FILE_PREFIX = "deadletter-"
+
 
 class DeadLetterError(Exception):
     """A dead-letter write failed; the entries are still pending."""
@@ -48,6 +50,16 @@ class DeadLetterEntry:
     sink: str | None = None
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
+    @property
+    def entry_id(self) -> str:
+        """Stable across restarts: the same record failing the same way has the same id,
+        so `govpipe replay` puts it back once."""
+        what = str(self.event.get("id")) if self.event is not None else hashlib.sha256(
+            self.value or b"").hexdigest()
+        p = self.position
+        text = f"{self.origin}|{p.topic}|{p.partition}|{p.offset}|{what}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
     def to_json(self, max_bytes: int | None = None) -> bytes:
         """The entry as JSON; over `max_bytes`, a summary that identifies the record instead
         (its position, size and SHA-256) without carrying its value, event, key or headers."""
@@ -66,8 +78,8 @@ class DeadLetterEntry:
 
     def _fields(self, *, full: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "time": self.time, "origin": self.origin, "sink": self.sink, "reason": self.reason,
-            "error": self.error, "source": self.position.as_dict(),
+            "id": self.entry_id, "time": self.time, "origin": self.origin, "sink": self.sink,
+            "reason": self.reason, "error": self.error, "source": self.position.as_dict(),
         }
         if not full:
             return entry
@@ -124,7 +136,7 @@ class FileDeadLetter:
 
     def _append(self, payload: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"deadletter-{datetime.now(UTC):%Y-%m-%d}.jsonl"
+        path = self.directory / f"{FILE_PREFIX}{datetime.now(UTC):%Y-%m-%d}.jsonl"
         with path.open("ab") as handle:
             handle.write(payload)
             handle.flush()

@@ -168,10 +168,11 @@ class SinkDispatcher:
             self._on_settled(event)
 
     def _settle_failed(self, batch: Sequence[SignedEvent], exc: SinkError) -> None:
-        self.last_error = str(exc)
         count = len(batch)
-        log.error("sink %s failed %d events: %s", self.name, count, exc,
-                  extra={"fields": {"sink": self.name, "reason": exc.reason}})
+        if exc.reason != "circuit_open":  # the open transition was logged once already
+            self.last_error = str(exc)
+            log.error("sink %s failed %d events: %s", self.name, count, exc,
+                      extra={"fields": {"sink": self.name, "reason": exc.reason}})
         self._metrics.sink_failed.labels(self.name, exc.reason).inc(count)
         self._metrics.sink_in_flight.labels(self.name).dec(count)
         for event in batch:

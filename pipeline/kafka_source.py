@@ -44,6 +44,7 @@ class KafkaSource:
         self._consumer: AIOKafkaConsumer | None = None
         self._committed: dict[TopicPartition, int] = {}
         self._epochs: dict[TopicPartition, int] = {}
+        self._next_offset: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
         self.error: str | None = None
         self.finished = False
@@ -92,7 +93,7 @@ class KafkaSource:
             self.last_fetch_ok = True
             records = [self._record(tp, message)
                        for tp, messages in fetched.items() for message in messages]
-            self._update_lag(consumer, fetched)
+            self._note_fetched(fetched)
             if records:
                 yield records
 
@@ -116,13 +117,26 @@ class KafkaSource:
         return Record(message.value if message.value is not None else b"", position,
                       key=message.key, headers=headers)
 
-    def _update_lag(self, consumer: AIOKafkaConsumer,
-                    fetched: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+    def _note_fetched(self, fetched: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
+                      ) -> None:
         for tp, messages in fetched.items():
-            highwater = consumer.highwater(tp)
-            if highwater is not None and messages:
-                lag = max(0, highwater - messages[-1].offset - 1)
-                self._metrics.source_lag.labels(str(tp.partition)).set(lag)
+            if messages:
+                self._next_offset[tp] = messages[-1].offset + 1
+
+    async def refresh_metrics(self) -> None:
+        """Lag per partition from the brokers' end offsets (fetched even while paused, so a
+        stalled pipeline shows a growing lag)."""
+        consumer = self._consumer
+        if consumer is None or not (assigned := consumer.assignment()):
+            return
+        try:
+            ends = await consumer.end_offsets(list(assigned))
+        except KafkaError as exc:
+            log.debug("end offsets unavailable: %s", exc)
+            return
+        for tp, end in ends.items():
+            read_to = self._next_offset.get(tp, self._committed.get(tp, end))
+            self._metrics.source_lag.labels(str(tp.partition)).set(max(0, end - read_to))
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         """Commit the settled prefix of every (or only the given) assigned partition."""
@@ -160,6 +174,7 @@ class KafkaSource:
         self._tracker.forget(keys)
         for tp in revoked:
             self._committed.pop(tp, None)
+            self._next_offset.pop(tp, None)
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
 
     def health(self) -> tuple[Status, str]:
@@ -174,12 +189,11 @@ class KafkaSource:
         return Status.HEALTHY, f"consuming {', '.join(assigned)}"
 
     async def aclose(self) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is None:
+        """Commit the settled prefix one last time, then leave the group."""
+        if self._consumer is None:
             return
-        self._consumer = consumer  # the final commit needs it
         await self.commit()
-        self._consumer = None
+        consumer, self._consumer = self._consumer, None
         await consumer.stop()
 
 

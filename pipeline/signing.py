@@ -48,6 +48,9 @@ class Signer(Protocol):
 
     alg: str
     key_id: str
+    # True for the random key of the embedded default: nothing signed with it can be
+    # verified once the process exits, so health reports the signer unhealthy.
+    ephemeral: bool
 
     def sign(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -90,6 +93,7 @@ class HmacSigner:
     """HMAC-SHA256 over the Agent OS canonical form."""
 
     alg = HMAC_ALG
+    ephemeral = False
 
     def __init__(self, key: bytes, key_id: str | None = None) -> None:
         if len(key) < MIN_HMAC_KEY_BYTES:
@@ -120,6 +124,7 @@ class Ed25519Signer:
     """Ed25519 over the RFC 8785 canonical form; agtkeyid is the public key fingerprint."""
 
     alg = ED25519_ALG
+    ephemeral = False
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self._private_key = private_key
@@ -159,6 +164,10 @@ def decode_key_text(text: str, origin: str) -> bytes:
 
 def ephemeral_signer(alg: str) -> Signer:
     """A signer with a random key, for the embedded default when no key is configured."""
+    signer: HmacSigner | Ed25519Signer
     if alg == ED25519_ALG:
-        return Ed25519Signer(Ed25519PrivateKey.generate())
-    return HmacSigner(secrets.token_bytes(MIN_HMAC_KEY_BYTES))
+        signer = Ed25519Signer(Ed25519PrivateKey.generate())
+    else:
+        signer = HmacSigner(secrets.token_bytes(MIN_HMAC_KEY_BYTES))
+    signer.ephemeral = True
+    return signer

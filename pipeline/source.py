@@ -44,6 +44,10 @@ class Source(Protocol):
         """Record progress up to the settled prefix (a no-op where nothing is kept)."""
         ...
 
+    async def refresh_metrics(self) -> None:
+        """Update source gauges that need a round trip (Kafka lag)."""
+        ...
+
     def health(self) -> tuple[Status, str]: ...
 
     async def aclose(self) -> None: ...
@@ -111,6 +115,9 @@ class LineSource:
 
     async def commit(self) -> None:
         return None  # lines carry no position to keep: a restart reads its input again
+
+    async def refresh_metrics(self) -> None:
+        return None
 
     def health(self) -> tuple[Status, str]:
         if self.error:

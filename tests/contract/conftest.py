@@ -1,5 +1,6 @@
-"""The contract suite runs every sink against its real peer: it reuses the integration
-fixtures (Kafka broker, OpenTelemetry Collector) and adds one harness fixture per sink."""
+"""The contract suite runs every sink against its real peer: it uses the session fixtures
+of tests/conftest.py (Kafka broker, OpenTelemetry Collector) and adds one harness fixture
+per sink."""
 
 from __future__ import annotations
 
@@ -16,14 +17,6 @@ from tests.contract.harnesses import (
 )
 from tests.infra.collector import Collector
 from tests.infra.kafka import KafkaBroker
-from tests.integration import conftest as integration
-
-# The integration fixtures, found by pytest under these names. (Being another conftest's,
-# the session-scoped ones start a second broker/collector when both directories run.)
-kafka_broker = integration.kafka_broker
-kafka_topic = integration.kafka_topic
-otel_collector = integration.otel_collector
-fresh_otel_collector = integration.fresh_otel_collector
 
 
 @pytest.fixture

@@ -164,3 +164,26 @@ async def test_short_signing_key_is_refused_without_leaking_it(tmp_path: Path) -
     assert b"at least 32" in stderr
     assert base64.b64encode(secret) not in stderr
     assert secret not in stderr
+
+
+async def test_readyz_is_503_without_a_signing_key(tmp_path: Path) -> None:
+    env = govpipe_env(secrets.token_bytes(32))
+    del env["GOVPIPE_SIGNING_KEY"]
+    proc = await asyncio.create_subprocess_exec(
+        str(GOVPIPE), "run", cwd=tmp_path, env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    port = await asyncio.wait_for(listening_port(proc.stderr), 30)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+            status, body = response.status, await response.json()
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200  # alive, just not trustworthy
+    proc.stdin.close()
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert status == 503
+    assert body["status"] == "unhealthy"
+    signer = next(c for c in body["components"] if c["name"] == "signer")
+    assert signer["status"] == "unhealthy"
+    assert "ephemeral" in signer["message"]

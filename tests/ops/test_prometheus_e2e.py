@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import aiohttp
 import pytest
 
 from tests.infra.prometheus import Alert, Prometheus, Sample
@@ -233,3 +234,56 @@ async def test_prometheus_sees_stdout_sink_failures_and_dead_letters(
     entries = read_deadletters(tmp_path / "deadletter")
     assert len(entries) == ROUNDS * len(GOOD)
     assert {(e["origin"], e["reason"]) for e in entries} == {("stdout", "broken_pipe")}
+
+
+async def test_prometheus_sees_an_open_breaker_and_readyz_says_degraded(
+        tmp_path: Path, prometheus: Prometheus) -> None:
+    # /dev/full fails every write with ENOSPC: a retriable failure, which the breaker counts.
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        running = await start_govpipe(
+            tmp_path, full, GOVPIPE_SINKS__STDOUT__BREAKER__FAILURE_THRESHOLD="2",
+            GOVPIPE_SINKS__STDOUT__BREAKER__COOLDOWN_S="600",
+            GOVPIPE_SINKS__STDOUT__RETRY__MAX_ATTEMPTS="1",
+            GOVPIPE_SINKS__STDOUT__BATCH_SIZE="5")
+    finally:
+        os.close(full)
+    logs = asyncio.create_task(drain_logs(running))
+    instance = running.address
+    try:
+        prometheus.set_targets([instance])
+        await scraped_records(prometheus, instance, 0)
+        await feed_rounds(prometheus, running, GOOD)
+
+        async def open_state() -> list[Sample] | None:
+            found = of(await prometheus.query('govpipe_sink_circuit_state{sink="stdout"}'),
+                       instance)
+            return found if found and found[0].value == 2 else None
+
+        await eventually(open_state, "govpipe_sink_circuit_state{sink=stdout} == 2")
+        failed = await rates(prometheus, "govpipe_sink_failed_total", instance, "sink, reason")
+        assert failed["stdout,circuit_open"] > 0
+        opened = of(await prometheus.query(
+            'govpipe_sink_circuit_transitions_total{sink="stdout",to="open"}'), instance)
+        assert [s.value for s in opened] == [1.0]
+        circuit = await eventually(
+            lambda: active_alerts(prometheus, "GovpipeCircuitOpen"), "GovpipeCircuitOpen")
+        assert [(a.state, a.labels["sink"]) for a in circuit] == [("pending", "stdout")]
+        await assert_identities_held_throughout(prometheus, instance)
+        ready = await readyz(instance)
+        assert ready[0] == 200
+        assert ready[1]["status"] == "degraded"
+        sink = next(c for c in ready[1]["components"] if c["name"] == "sink:stdout")
+        assert (sink["status"], sink["message"].split(";")[0]) == (
+            "degraded", "circuit breaker open")
+    finally:
+        exit_code = await running.finish()
+        await logs
+    assert exit_code == 0
+    reasons = {e["reason"] for e in read_deadletters(tmp_path / "deadletter")}
+    assert reasons == {"io_error", "circuit_open"}
+
+
+async def readyz(address: str) -> tuple[int, dict[str, object]]:
+    async with aiohttp.ClientSession() as http, http.get(f"http://{address}/readyz") as answer:
+        return answer.status, await answer.json()

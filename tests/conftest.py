@@ -1,15 +1,18 @@
-"""Fixtures giving integration tests a real Apache Kafka broker (see tests/infra/kafka.py)."""
+"""Session fixtures for every test directory: one real Apache Kafka broker and one real
+OpenTelemetry Collector per test run (see tests/infra/), and in-process daemons that are
+stopped even when a test fails."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.infra.collector import Collector
 from tests.infra.kafka import KafkaBroker, ServiceError, create_topics
+from tests.integration.daemon_harness import RunningDaemon
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +76,13 @@ def fresh_otel_collector(otel_collector: Collector) -> Iterator[Collector]:
         yield collector
     finally:
         collector.close()
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[RunningDaemon]]:
+    """In-process daemons a test started; stopped even when the test fails, so no consumer
+    lingers in its group and no task outlives the test's event loop."""
+    started: list[RunningDaemon] = []
+    yield started
+    for running in started:
+        await running.__aexit__(None, None, None)

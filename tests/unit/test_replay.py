@@ -1,0 +1,80 @@
+"""Choosing what `govpipe replay` puts back, and how an entry becomes a record again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from pipeline.commands.replay import make_plan
+from pipeline.deadletter import DeadLetterEntry
+from pipeline.model import Position
+from pipeline.replay import REPLAYED_HEADER, FileEntries, ReplayFilter, to_record
+
+POS = Position("events", 0, 7)
+
+
+def entry(**fields: object) -> dict[str, object]:
+    made = DeadLetterEntry(origin="source", reason="invalid_json", error="not JSON",
+                           position=POS, value=b"{broken", time="2026-11-25T10:00:00+00:00")
+    value: dict[str, object] = orjson.loads(made.to_json())
+    value.update(fields)
+    return value
+
+
+def test_source_rejections_come_back_as_their_original_bytes_and_headers() -> None:
+    made = DeadLetterEntry(origin="source", reason="bad_signature", error="x", position=POS,
+                           value=b"\xff\x00", key=b"agent-1",
+                           headers=(("agt-nonce", b"n1"),))
+    record = to_record(orjson.loads(made.to_json()))
+    assert record is not None
+    assert (record.value, record.key) == (b"\xff\x00", b"agent-1")
+    assert record.headers == (("agt-nonce", b"n1"), (REPLAYED_HEADER, made.entry_id.encode()))
+
+
+def test_sink_failures_come_back_as_the_signed_event_keyed_by_partition_key() -> None:
+    event = {"id": "e1", "partitionkey": "billing-bot", "agtsignature": "sig"}
+    made = DeadLetterEntry(origin="otlp", reason="circuit_open", error="open", position=POS,
+                           event=event, sink="otlp")
+    record = to_record(orjson.loads(made.to_json()))
+    assert record is not None
+    assert orjson.loads(record.value) == event
+    assert record.key == b"billing-bot"
+
+
+def test_entry_ids_are_stable_and_distinct() -> None:
+    first = DeadLetterEntry(origin="source", reason="r", error="e", position=POS, value=b"a")
+    again = DeadLetterEntry(origin="source", reason="r2", error="e2", position=POS, value=b"a",
+                            time="later")
+    other = DeadLetterEntry(origin="source", reason="r", error="e",
+                            position=Position("events", 0, 8), value=b"a")
+    assert first.entry_id == again.entry_id != other.entry_id
+
+
+def test_plan_filters_skips_replayed_and_counts_everything() -> None:
+    entries = [entry(id="a"), entry(id="b", reason="too_large"), entry(id="c"),
+               entry(id="d", value=None), {"replayed": "x"}]
+    plan = make_plan(entries, done={"c"}, selected=ReplayFilter(reason="invalid_json"),
+                     again=False)
+    assert [r.entry_id for r in plan.records] == ["a"]
+    assert (plan.already, plan.not_matching, plan.unusable) == (1, 1, 1)
+    again = make_plan(entries, done={"c"}, selected=ReplayFilter(), again=True)
+    assert [r.entry_id for r in again.records] == ["a", "b", "c"]
+
+
+def test_time_window_filter() -> None:
+    window = ReplayFilter(since=datetime(2026, 11, 25, 9, tzinfo=UTC),
+                          until=datetime(2026, 11, 25, 11, tzinfo=UTC))
+    assert window.matches(entry())
+    assert not window.matches(entry(time="2026-11-25T12:00:00+00:00"))
+    assert not window.matches(entry(time="garbage"))
+
+
+def test_file_markers_round_trip(tmp_path: Path) -> None:
+    store = FileEntries(tmp_path)
+    (tmp_path / "deadletter-2026-11-25.jsonl").write_bytes(
+        orjson.dumps(entry(id="a")) + b"\n" + b'{"cut short' )
+    assert [e["id"] for e in store.entries()] == ["a"]
+    store.mark(["a"])
+    assert store.replayed() == {"a"}
