@@ -5,7 +5,8 @@ breaker opens (gauge 2) and OTLP events fail fast to the dead-letter topic; stdo
 Kafka keep their throughput (medians of 1 s windows, during vs before: less than 20 % drop);
 once the Collector is back the breaker half-opens and closes, and OTLP delivers again.
 Every id is on stdout and on the Kafka topic, and for OTLP either at the Collector or in
-the dead-letter. (Replaying the dead-letter into the Collector needs `govpipe replay`.)
+the dead-letter. Last step: `govpipe replay --sink otlp` puts the dead-lettered events back
+on the input, and the Collector then has every id.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.support import (
+    GOVPIPE,
     GovpipeProcess,
     RateWindows,
     copies_by_id,
@@ -69,6 +71,7 @@ async def test_collector_down_30s_breaker_isolates_otlp(
         GOVPIPE_SINKS__OTLP__BREAKER__SUCCESS_THRESHOLD="2")
     daemon = GovpipeProcess(env, tmp_path, "run")
     windows, done = RateWindows(), asyncio.Event()
+    expected = event_ids(total, "o")
     try:
         await daemon.start()
         stream = asyncio.create_task(produce_paced(
@@ -88,6 +91,9 @@ async def test_collector_down_30s_breaker_isolates_otlp(
         await stream
         done.set()
         await sampler
+        outage_scrape = await daemon.settled_scrape()
+        replayed = await _replay_otlp_dead_letters(env, tmp_path)
+        await eventually(lambda: _collector_ids(own_collector) >= expected, 120, 0.5)
         final = await daemon.settled_scrape()
         assert await daemon.terminate() == 0
     finally:
@@ -109,25 +115,48 @@ async def test_collector_down_30s_breaker_isolates_otlp(
           + "; ".join(report))
 
     assert_reconciled(final)
-    transitions = {to: metric_value(final, "govpipe_sink_circuit_transitions_total",
+    transitions = {to: metric_value(outage_scrape, "govpipe_sink_circuit_transitions_total",
                                     sink="otlp", to=to) for to in ("open", "half_open", "closed")}
     assert all(transitions[to] >= 1 for to in transitions), transitions
-    failed = metric_value(final, "govpipe_sink_failed_total", sink="otlp")
-    delivered = metric_value(final, "govpipe_sink_delivered_total", sink="otlp")
-    assert metric_value(final, "govpipe_sink_failed_total", sink="otlp",
+    failed = metric_value(outage_scrape, "govpipe_sink_failed_total", sink="otlp")
+    delivered = metric_value(outage_scrape, "govpipe_sink_delivered_total", sink="otlp")
+    assert metric_value(outage_scrape, "govpipe_sink_failed_total", sink="otlp",
                         reason="circuit_open") > 0
-    assert metric_value(final, "govpipe_deadletter_written_total", origin="otlp") == failed
+    assert metric_value(outage_scrape, "govpipe_deadletter_written_total",
+                        origin="otlp") == failed
+    # After the replay nothing more failed, and the dead-lettered events came back once.
+    assert metric_value(final, "govpipe_sink_failed_total", sink="otlp") == failed
+    assert replayed == failed
+    assert metric_value(final, "govpipe_source_records_total") == total + failed
 
-    expected = event_ids(total, "o")
     assert set(copies_by_id(daemon.lines())) == expected
-    on_topic = await consume_all(bootstrap, out_topic, total, timeout_s=30)
+    on_topic = await consume_all(bootstrap, out_topic, int(total + failed), timeout_s=60)
     assert set(copies_by_id(r.value for r in on_topic)) == expected
     entries = [strict_json(r.value) for r in await consume_all(bootstrap, dlq, int(failed))]
+    entries = [e for e in entries if "origin" in e]  # replay's markers share the topic
     assert len(entries) == failed
     dead_lettered = {e["event"]["id"] for e in entries}
     assert all(e["sink"] == "otlp" for e in entries)
-    at_collector = {str(r.attributes["cloudevents.event_id"])
-                    for r in own_collector.wait_for_log_records(int(delivered))}
-    assert at_collector | dead_lettered == expected
+    assert len(dead_lettered) == failed
+    assert _collector_ids(own_collector) == expected
+    # Every copy of an event, first delivery or replayed, is byte-identical on stdout.
+    assert all(len(set(c)) == 1 for c in copies_by_id(daemon.lines()).values())
     print(f"otlp: delivered {delivered:.0f}, dead-lettered {failed:.0f}, "
-          f"transitions {transitions}")
+          f"transitions {transitions}; govpipe replay put back {replayed:.0f}")
+
+
+async def _replay_otlp_dead_letters(env: dict[str, str], tmp_path: Path) -> float:
+    """`govpipe replay --sink otlp` with the daemon's own settings; returns how many."""
+    proc = await asyncio.create_subprocess_exec(
+        str(GOVPIPE), "replay", "--sink", "otlp", cwd=tmp_path, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    summary = [line for line in err.decode().splitlines() if line.startswith("replayed ")]
+    assert summary, err.decode()[-2000:]
+    return float(summary[0].split()[1].rstrip(","))
+
+
+def _collector_ids(collector: Collector) -> set[str]:
+    return {str(r.attributes["cloudevents.event_id"]) for r in collector.log_records()}
