@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from typing import ClassVar
 
 import pytest
+from aiokafka.errors import OutOfOrderSequenceNumber
 
 from pipeline.codec import decode_object
 from pipeline.deadletter import DeadLetterEntry, KafkaDeadLetter
@@ -14,6 +16,9 @@ from pipeline.events import InvalidEvent
 from pipeline.model import Position, Record, Rejection, SignedEvent
 from pipeline.processor import EventProcessor
 from pipeline.signing import HmacSigner
+from sinks import kafka as kafka_sink_module
+from sinks.base import SinkError
+from sinks.kafka import KafkaSink
 from tests.infra.kafka import KafkaBroker, consume_all, create_topics
 
 KEY = bytes(range(32))
@@ -78,3 +83,53 @@ async def test_an_entry_too_big_for_a_kafka_record_does_not_wedge_the_dead_lette
     assert "value" not in first
     assert second["value"] == "{oops"
     assert "truncated" not in second
+
+
+class _SequenceBrokenProducer:
+    """A stand-in for AIOKafkaProducer: the first instance's sends fail the way an
+    idempotent producer does once its sequence numbers are out of step with the broker
+    (seen after a broker restart); later instances deliver."""
+
+    instances: ClassVar[list[_SequenceBrokenProducer]] = []
+
+    def __init__(self, **options: object) -> None:
+        self.broken = not self.instances
+        self.sent = 0
+        self.stopped = False
+        self.instances.append(self)
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
+                   headers: list[tuple[str, bytes]]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.broken:
+            future.set_exception(OutOfOrderSequenceNumber())
+        else:
+            self.sent += 1
+            future.set_result(None)
+        return future
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_kafka_sink_recovers_from_an_out_of_order_sequence_number(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Was: OutOfOrderSequenceNumber is fatal to an idempotent producer, and the sink kept
+    # that producer: after a broker restart every later batch failed the same way
+    # (non-retriable), so the Kafka sink dead-lettered everything until govpipe restarted.
+    _SequenceBrokenProducer.instances = []
+    monkeypatch.setattr(kafka_sink_module, "AIOKafkaProducer", _SequenceBrokenProducer)
+    sink = KafkaSink("127.0.0.1:9", "out", timeout_s=2)
+    signed = _process(EVENT % b'"latency_ms":1')
+    assert isinstance(signed, SignedEvent)
+    with pytest.raises(SinkError) as caught:
+        await sink.send([signed])
+    assert caught.value.retriable  # the dispatcher retries the batch...
+    await sink.send([signed])      # ...with a fresh producer, which delivers it
+    first, second = _SequenceBrokenProducer.instances
+    assert first.stopped
+    assert second.sent == 1
+    await sink.aclose()
