@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.commands import check_config, keygen, replay, run, verify
+from pipeline.commands import check_config, keygen, publish, replay, run, verify
 
-COMMANDS = (run, replay, verify, keygen, check_config)
+COMMANDS = (run, replay, verify, keygen, check_config, publish)
 
 
 def _parser() -> argparse.ArgumentParser:

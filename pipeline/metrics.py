@@ -9,6 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+INBOUND_RESULTS = ("ok", "unsigned", "bad_signature", "expired", "replay", "nonce_capacity")
+ALERT_SEVERITIES = ("high", "medium")
 
 
 class Metrics:
@@ -55,6 +57,16 @@ class Metrics:
             "govpipe_deadletter_errors", "Failed dead-letter writes.", registry=r)
         self.source_lag = Gauge(
             "govpipe_source_lag", "Records behind the partition end.", ["partition"], registry=r)
+        self.inbound_verification = Counter(
+            "govpipe_inbound_verification", "Producer signature checks, by result.",
+            ["result"], registry=r)
+        for result in INBOUND_RESULTS:
+            self.inbound_verification.labels(result)
+        self.poisoning_alerts = Counter(
+            "govpipe_poisoning_alerts", "Tool-poisoning findings, by severity.", ["severity"],
+            registry=r)
+        for severity in ALERT_SEVERITIES:
+            self.poisoning_alerts.labels(severity)
 
     def register_sink(self, sink: str) -> None:
         """Create a sink's series at zero so absent series never hide a problem."""

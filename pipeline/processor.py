@@ -1,4 +1,7 @@
-"""Turns one raw record into a signed, serialized CloudEvent, or a rejection with a reason."""
+"""Turns one raw record into a signed, serialized CloudEvent, or a rejection with a reason.
+
+Stages: inbound signature check (optional) → decode → map → tool-poisoning marks
+(optional) → sign → serialize."""
 
 from __future__ import annotations
 
@@ -7,9 +10,13 @@ from typing import Any
 
 from pipeline.binding import binary_to_structured, is_binary_mode
 from pipeline.codec import decode_object, encode
+from pipeline.detectors import ToolPoisoningDetector
 from pipeline.events import InvalidEvent, to_cloudevent
+from pipeline.inbound import InboundVerifier, load_inbound_keys
+from pipeline.metrics import Metrics
 from pipeline.model import Record, Rejection, SignedEvent
-from pipeline.signing import Signer
+from pipeline.settings import Settings
+from pipeline.signing import Signer, SigningKeyError
 
 log = logging.getLogger(__name__)
 
@@ -17,15 +24,24 @@ log = logging.getLogger(__name__)
 class EventProcessor:
     """decode → map → sign → serialize, once per record; never raises for bad input."""
 
-    def __init__(self, signer: Signer, max_event_bytes: int, configured_source: str = "") -> None:
+    def __init__(self, signer: Signer, max_event_bytes: int, configured_source: str = "", *,
+                 inbound: InboundVerifier | None = None,
+                 detector: ToolPoisoningDetector | None = None) -> None:
         self._signer = signer
         self._max_bytes = max_event_bytes
         self._configured_source = configured_source or None
+        self._inbound = inbound
+        self._detector = detector
 
     def process(self, record: Record) -> SignedEvent | Rejection:
+        if self._inbound is not None and (refused := self._inbound.check(record)):
+            return Rejection(refused, f"producer signature check failed: {refused}", record)
+        alerts: list[str] = []
         try:
-            obj = self._decode(record)
-            signed = self._signer.sign(to_cloudevent(obj, self._configured_source))
+            cloudevent = to_cloudevent(self._decode(record), self._configured_source)
+            if self._detector is not None:
+                alerts = self._detector.mark(cloudevent)
+            signed = self._signer.sign(cloudevent)
             body = encode(signed)
         except InvalidEvent as exc:
             return Rejection(exc.reason, exc.detail, record)
@@ -33,6 +49,8 @@ class EventProcessor:
             # Valid JSON that cannot be signed or written as strict JSON (lone surrogates,
             # nesting past the serializer's depth limit...).
             return Rejection("unserializable", f"{type(exc).__name__}: {str(exc)[:200]}", record)
+        if alerts and self._detector is not None:
+            self._detector.count(alerts)
         key = signed.get("partitionkey")
         return SignedEvent(id=signed["id"], attributes=signed, body=body,
                            position=record.position,
@@ -42,3 +60,18 @@ class EventProcessor:
         if record.headers and is_binary_mode(record.headers):
             return binary_to_structured(record.headers, record.value, self._max_bytes)
         return decode_object(record.value, self._max_bytes)
+
+
+def build_processor(settings: Settings, signer: Signer, metrics: Metrics) -> EventProcessor:
+    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file."""
+    source = settings.source
+    inbound = None
+    if source.require_signature:
+        if source.inbound_key_file is None:
+            raise SigningKeyError("source.inbound_key_file: required with require_signature")
+        inbound = InboundVerifier(load_inbound_keys(source.inbound_key_file),
+                                  source.replay_window_s, source.nonce_capacity, metrics)
+    detector = (ToolPoisoningDetector(metrics)
+                if settings.detectors.tool_poisoning.enabled else None)
+    return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
+                          inbound=inbound, detector=detector)

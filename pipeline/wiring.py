@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 
-from pipeline import __version__
 from pipeline.deadletter import DeadLetterDestination, FileDeadLetter, KafkaDeadLetter
 from pipeline.kafka_source import KafkaSource
 from pipeline.keys import load_signer
@@ -59,14 +58,15 @@ SINK_BUILDERS: Mapping[str, SinkBuilder] = {
 
 
 def refuse_unavailable(settings: Settings) -> None:
-    """Refuse, naming the key, what this version does not implement yet."""
-    unavailable = {
-        "source.require_signature": settings.source.require_signature,
-    }
-    for key, refused in unavailable.items():
-        if refused:
-            raise ConfigError(f"config error: {key}: this setting is not implemented yet in "
-                              f"govpipe {__version__}")
+    """Refuse, naming the key, settings this version cannot run (or cannot run together)."""
+    source = settings.source
+    if source.require_signature and source.kind != "kafka":
+        # JSON lines carry no headers, so every record would be rejected `unsigned`.
+        raise ConfigError("config error: source.require_signature: needs source.kind = "
+                          "\"kafka\" (producer signatures travel in Kafka headers)")
+    if source.require_signature and source.inbound_key_file is None:
+        raise ConfigError("config error: source.inbound_key_file: required when "
+                          "source.require_signature = true")
     if not enabled_sinks(settings):
         raise ConfigError("config error: sinks: no sink is enabled")
     if settings.signing.alg == ED25519_ALG and settings.signing.key_id:

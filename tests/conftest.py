@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, ServiceError, create_topics
+from tests.infra.kafka import KafkaBroker, create_topics
 from tests.integration.daemon_harness import RunningDaemon
+from tests.services import serve
 
 
 @pytest.fixture(scope="session")
@@ -22,16 +23,7 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     A broker that cannot start fails the tests that need it, locally and in CI alike:
     a skipped integration test would look green while proving nothing.
     """
-    broker = KafkaBroker()
-    try:
-        broker.start()
-    except ServiceError as exc:
-        broker.close()
-        pytest.fail(f"Kafka broker could not start: {exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from serve(KafkaBroker())
 
 
 @pytest.fixture
@@ -51,31 +43,13 @@ def otel_collector() -> Iterator[Collector]:
     Like the broker, a collector that cannot be built or started fails the tests that need
     it instead of skipping them.
     """
-    collector = Collector()
-    try:
-        collector.start()
-    except ServiceError as exc:
-        collector.close()
-        pytest.fail(f"OpenTelemetry Collector could not start: {exc}", pytrace=False)
-    try:
-        yield collector
-    finally:
-        collector.close()
+    yield from serve(Collector())
 
 
 @pytest.fixture
 def fresh_otel_collector(otel_collector: Collector) -> Iterator[Collector]:
     """A collector of this test's own (empty output, free to stop), same binary as the session's."""
-    collector = Collector(binary=otel_collector.binary)
-    try:
-        collector.start()
-    except ServiceError as exc:
-        collector.close()
-        pytest.fail(f"OpenTelemetry Collector could not start: {exc}", pytrace=False)
-    try:
-        yield collector
-    finally:
-        collector.close()
+    yield from serve(Collector(binary=otel_collector.binary))
 
 
 @pytest.fixture

@@ -85,6 +85,12 @@ async def test_an_entry_too_big_for_a_kafka_record_does_not_wedge_the_dead_lette
     assert "truncated" not in second
 
 
+class _Batch(list[object]):
+    def append(self, **record: object) -> object:  # type: ignore[override]
+        super().append(record)
+        return record
+
+
 class _SequenceBrokenProducer:
     """A stand-in for AIOKafkaProducer: the first instance's sends fail the way an
     idempotent producer does once its sequence numbers are out of step with the broker
@@ -101,8 +107,17 @@ class _SequenceBrokenProducer:
     async def start(self) -> None:
         return None
 
-    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
-                   headers: list[tuple[str, bytes]]) -> asyncio.Future[None]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def _partition(self, *args: object) -> int:
+        return 0
+
+    def create_batch(self) -> list[object]:
+        return _Batch()
+
+    async def send_batch(self, builder: object, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.broken:
             future.set_exception(OutOfOrderSequenceNumber())

@@ -17,26 +17,27 @@ Usage from a script::
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from tests.infra.kafka import ServiceError
+from tests.infra.process import (
+    ServiceError,
+    ServiceProcess,
+    cache_root,
+    free_ports,
+    port_open,
+    tail,
+)
 
 __all__ = [
     "COLLECTOR_VERSION",
@@ -52,7 +53,6 @@ READY_LINE = "Everything is ready. Begin running and processing data."
 _BINARY_NAME = "otelcol-govpipe"
 _BUILD_TIMEOUT_S = 3600.0  # a cold build compiles ~500 Go packages; slow on 2 cores
 _POLL_S = 0.05
-_TAIL_LINES = 40
 
 _CONTRIB = "github.com/open-telemetry/opentelemetry-collector-contrib"
 # Every component at the builder's own version: the builder refuses mixed core versions.
@@ -78,15 +78,6 @@ _BUILDER_CONFIG_KEYS = frozenset({
 
 
 # --------------------------------------------------------------------------- build
-
-
-def _cache_root() -> Path:
-    configured = os.environ.get("GOVPIPE_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "govpipe"
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _go_env(base: Path) -> dict[str, str]:
@@ -118,7 +109,7 @@ def _run_go_tool(argv: Sequence[str], what: str, env: Mapping[str, str], cwd: Pa
         raise ServiceError(f"{what} could not be run: {exc}") from exc
     if done.returncode != 0:
         raise ServiceError(
-            f"{what} failed (exit {done.returncode}):\n{_tail(done.stdout + done.stderr)}"
+            f"{what} failed (exit {done.returncode}):\n{tail(done.stdout + done.stderr)}"
         )
 
 
@@ -128,7 +119,7 @@ def ensure_collector() -> Path:
     A marker file (holding the manifest's hash) is written only after a successful build,
     so an interrupted build, or a changed manifest, is redone.
     """
-    base = _cache_root() / f"otelcol-{COLLECTOR_VERSION}"
+    base = cache_root() / f"otelcol-{COLLECTOR_VERSION}"
     binary, marker = base / "build" / _BINARY_NAME, base / "build.complete"
     manifest_hash = hashlib.sha256(_MANIFEST.encode()).hexdigest()
     base.mkdir(parents=True, exist_ok=True)
@@ -166,23 +157,6 @@ def _build(base: Path) -> None:
 
 
 # --------------------------------------------------------------------------- process
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for distinct free ports on 127.0.0.1 (all held open while choosing)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,12 +214,15 @@ def _key_values(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {item["key"]: _any_value(item.get("value", {})) for item in items}
 
 
-class Collector:
+class Collector(ServiceProcess):
     """One OpenTelemetry Collector process, in a temp dir, on 127.0.0.1.
 
     Ports and the output file are fixed at construction, so ``stop()`` then ``start()``
     (or ``restart()``) brings the same collector back on the same endpoints.
     """
+
+    name = "OpenTelemetry Collector"
+    poll_s = 0.05
 
     def __init__(
         self,
@@ -262,15 +239,12 @@ class Collector:
         misconfigured peer that refuses every log export looks to a client. ``tls`` serves
         both protocols over TLS (endpoints become ``https://``).
         """
+        super().__init__("govpipe-otelcol-", "collector.log", startup_timeout_s)
         self._binary = binary
         self._accept_logs = accept_logs
         self._tls = tls
-        self._startup_timeout_s = startup_timeout_s
-        self.grpc_port, self.http_port = _free_ports(2)
-        self.work_dir = Path(tempfile.mkdtemp(prefix="govpipe-otelcol-"))
-        self.log_path = self.work_dir / "collector.log"
+        self.grpc_port, self.http_port = free_ports(2)
         self.output_path = self.work_dir / "logs.jsonl"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def binary(self) -> Path:
@@ -291,62 +265,6 @@ class Collector:
     @property
     def _scheme(self) -> str:
         return "http" if self._tls is None else "https"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the running collector, or None when it is not running."""
-        return self._proc.pid if self.running and self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while the collector process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> None:
-        """Start the collector and block until it serves; ServiceError if it does not."""
-        if self.running:
-            return
-        self._write_config()
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self._proc = self._spawn(self.binary)
-        atexit.register(self.stop)  # a crashing benchmark script must not leak the process
-        try:
-            self._wait_ready(log_offset)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM the collector (by pid), wait, SIGKILL it if still alive after ``timeout_s``."""
-        atexit.unregister(self.stop)
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._proc = None
-
-    def restart(self) -> None:
-        """Stop then start again on the same ports and output file."""
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop the collector and delete its temp dir."""
-        self.stop()
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = _TAIL_LINES) -> str:
-        """The last ``lines`` lines of collector.log (its stdout+stderr)."""
-        try:
-            return _tail(self.log_path.read_text(errors="replace"), lines)
-        except FileNotFoundError:
-            return "(no collector.log)"
 
     def log_records(self) -> list[LogRecord]:
         """Every log record the file exporter has written so far, in arrival order."""
@@ -374,22 +292,6 @@ class Collector:
             time.sleep(_POLL_S)
             records = self.log_records()
         return records
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _write_config(self) -> None:
         pipelines = (
@@ -423,44 +325,15 @@ class Collector:
         # JSON is YAML, and needs no quoting rules for paths.
         (self.work_dir / "config.yaml").write_text(json.dumps(config, indent=2))
 
-    def _spawn(self, binary: Path) -> subprocess.Popen[bytes]:
-        argv = [str(binary), f"--config={self.work_dir / 'config.yaml'}"]
-        # Append: a restarted collector keeps the earlier run's log for post-mortems.
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.work_dir,
-                start_new_session=True,  # a terminal ^C goes to pytest, which then stops us
-            )
+    def _prepare(self) -> None:
+        self._write_config()
 
-    def _wait_ready(self, log_offset: int) -> None:
-        """Poll until this run logged READY_LINE and both ports accept TCP, or raise."""
-        deadline = time.monotonic() + self._startup_timeout_s
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise ServiceError(
-                    f"collector exited during startup (exit {code}); {self.log_path}:\n"
-                    f"{self.log_tail()}"
-                )
-            if self._logged_ready(log_offset) and all(
-                _port_open(port) for port in (self.grpc_port, self.http_port)
-            ):
-                return
-            time.sleep(_POLL_S)
-        raise ServiceError(
-            f"collector not ready within {self._startup_timeout_s:.0f}s; {self.log_path}:\n"
-            f"{self.log_tail()}"
-        )
+    def _command(self) -> list[str]:
+        return [str(self.binary), f"--config={self.work_dir / 'config.yaml'}"]
 
-    def _logged_ready(self, log_offset: int) -> bool:
-        with self.log_path.open("rb") as log:
-            log.seek(log_offset)  # only this run's output counts after a restart
-            return READY_LINE.encode() in log.read()
+    def _is_ready(self, log_offset: int) -> bool:
+        return self.logged_since(log_offset, READY_LINE) and all(
+            port_open(port) for port in (self.grpc_port, self.http_port))
 
 
 def _flatten(request: Mapping[str, Any]) -> list[LogRecord]:

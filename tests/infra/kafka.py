@@ -15,25 +15,18 @@ Usage from a script::
 from __future__ import annotations
 
 import asyncio
-import atexit
 import base64
-import contextlib
 import fcntl
 import hashlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from aiokafka import (  # type: ignore[import-untyped,unused-ignore]
     AIOKafkaConsumer,
@@ -48,7 +41,15 @@ from aiokafka.structs import (  # type: ignore[import-untyped,unused-ignore]
     RecordMetadata,
 )
 
-from tests.infra.process import die_with_parent
+from tests.infra.process import (
+    ServiceError,
+    ServiceProcess,
+    cache_root,
+    free_ports,
+    port_open,
+    require_tool,
+    tail,
+)
 
 __all__ = [
     "KafkaBroker",
@@ -66,7 +67,6 @@ _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 _MVN_TIMEOUT_S = 900.0
 _FORMAT_TIMEOUT_S = 120.0
 _POLL_S = 0.1
-_TAIL_LINES = 40
 _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 _BROKER_JVM = ("-Xms512m", "-Xmx512m", "-XX:+UseG1GC")
 _TOOL_JVM = ("-Xmx256M",)
@@ -113,10 +113,6 @@ broker.session.timeout.ms=3000
 """
 
 
-class ServiceError(RuntimeError):
-    """A test service (its tools, download or process) could not be prepared or started."""
-
-
 # --------------------------------------------------------------------------- jars
 
 
@@ -128,28 +124,12 @@ def kafka_version() -> str:
     return (node.text or "").strip()
 
 
-def _cache_root() -> Path:
-    configured = os.environ.get("GOVPIPE_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "govpipe"
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _require_tool(name: str, purpose: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise ServiceError(f"`{name}` not found on PATH; it is needed {purpose}")
-    return found
-
-
 def _java() -> str:
     """Prefer $JAVA_HOME/bin/java (as Kafka's own scripts do), else java on PATH."""
     home = os.environ.get("JAVA_HOME")
     if home and (Path(home) / "bin" / "java").is_file():
         return str(Path(home) / "bin" / "java")
-    return _require_tool("java", "to run the Kafka broker (Java 17+)")
+    return require_tool("java", "to run the Kafka broker (Java 17+)")
 
 
 def _run_tool(argv: Sequence[str], what: str, timeout_s: float) -> str:
@@ -158,11 +138,11 @@ def _run_tool(argv: Sequence[str], what: str, timeout_s: float) -> str:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout
-        raise ServiceError(f"{what} timed out after {timeout_s:.0f}s\n{_tail(out or '')}") from exc
+        raise ServiceError(f"{what} timed out after {timeout_s:.0f}s\n{tail(out or '')}") from exc
     except OSError as exc:
         raise ServiceError(f"{what} could not be run: {exc}") from exc
     if done.returncode != 0:
-        output = _tail(done.stdout + done.stderr)
+        output = tail(done.stdout + done.stderr)
         raise ServiceError(f"{what} failed (exit {done.returncode}):\n{output}")
     return done.stdout
 
@@ -174,7 +154,7 @@ def ensure_kafka_jars() -> Path:
     interrupted download, or a changed pom, is redone from scratch.
     """
     pom_hash = hashlib.sha256(POM_PATH.read_bytes()).hexdigest()
-    base = _cache_root() / f"kafka-{kafka_version()}"
+    base = cache_root() / f"kafka-{kafka_version()}"
     libs, marker = base / "libs", base / "libs.complete"
     base.mkdir(parents=True, exist_ok=True)
     # A file lock, because parallel test workers or benchmark runs may share the cache.
@@ -195,7 +175,7 @@ def ensure_kafka_jars() -> Path:
 
 
 def _copy_dependencies(libs: Path) -> None:
-    mvn = _require_tool("mvn", "to fetch the Kafka jars from Maven Central (install Maven)")
+    mvn = require_tool("mvn", "to fetch the Kafka jars from Maven Central (install Maven)")
     argv = [
         mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(POM_PATH),
         "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
@@ -209,23 +189,6 @@ def _copy_dependencies(libs: Path) -> None:
 # --------------------------------------------------------------------------- broker
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for distinct free ports on 127.0.0.1 (all held open while choosing)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _new_cluster_id() -> str:
     """Same format and rules as Kafka's Uuid.randomUuid(), without a 0.5 s JVM start."""
     while True:
@@ -234,12 +197,15 @@ def _new_cluster_id() -> str:
             return text
 
 
-class KafkaBroker:
+class KafkaBroker(ServiceProcess):
     """One single-node Kafka (KRaft) broker process, in a temp dir, on 127.0.0.1.
 
     Ports and ``log.dirs`` are fixed at construction, so ``stop()`` then ``start()`` (or
     ``restart()``) brings the same broker back on the same bootstrap address with its data.
     """
+
+    name = "Kafka broker"
+    stop_timeout_s = 30.0
 
     def __init__(
         self,
@@ -249,13 +215,10 @@ class KafkaBroker:
         extra_properties: Mapping[str, str] | None = None,
     ) -> None:
         """Prepare (not start) a broker; ``extra_properties`` are appended to server.properties."""
+        super().__init__("govpipe-kafka-", "kafka.log", startup_timeout_s)
         self._libs = libs
-        self._startup_timeout_s = startup_timeout_s
         self._extra = dict(extra_properties or {})
-        self._port, self._controller_port = _free_ports(2)
-        self.work_dir = Path(tempfile.mkdtemp(prefix="govpipe-kafka-"))
-        self.log_path = self.work_dir / "kafka.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._port, self._controller_port = free_ports(2)
         self._formatted = False
 
     @property
@@ -268,87 +231,22 @@ class KafkaBroker:
         """``bootstrap_servers`` value for clients: ``127.0.0.1:PORT``."""
         return f"127.0.0.1:{self._port}"
 
-    @property
-    def pid(self) -> int | None:
-        """Process id of the running broker JVM, or None when it is not running."""
-        return self._proc.pid if self.running and self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while the broker process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> None:
-        """Start the broker and block until it serves clients; ServiceError if it does not."""
-        if self.running:
-            return
+    def _prepare(self) -> None:
         libs = self._libs = self._libs or ensure_kafka_jars()
         if not self._formatted:
             self._write_config()
             self._format_storage(libs)
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self._proc = self._spawn(libs)
-        atexit.register(self.stop)  # a crashing benchmark script must not leak the JVM
-        try:
-            self._wait_ready(log_offset)
-        except BaseException:
-            self.stop()
-            raise
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM the broker (by pid), wait, SIGKILL it if still alive after ``timeout_s``."""
-        atexit.unregister(self.stop)
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._proc = None
+    def _command(self) -> list[str]:
+        assert self._libs is not None
+        argv = self._jvm(self._libs, _BROKER_JVM, "kafka.Kafka")
+        return [*argv, str(self.work_dir / "server.properties")]
 
-    def kill(self) -> None:
-        """SIGKILL the broker (a crash, no controlled shutdown); ``start()`` recovers it."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        self.stop()
+    def _is_ready(self, log_offset: int) -> bool:
+        return self.logged_since(log_offset, READY_LINE) and port_open(self._port)
 
-    def restart(self) -> None:
-        """Stop then start again on the same ports and data dir."""
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop the broker and delete its temp dir."""
-        self.stop()
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def log_tail(self, lines: int = _TAIL_LINES) -> str:
-        """The last ``lines`` lines of kafka.log (broker stdout+stderr)."""
-        try:
-            return _tail(self.log_path.read_text(errors="replace"), lines)
-        except FileNotFoundError:
-            return "(no kafka.log)"
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _where(self) -> str:
+        return f"({self.bootstrap})"
 
     def _write_config(self) -> None:
         data_dir = self.work_dir / "data"
@@ -372,45 +270,6 @@ class KafkaBroker:
         ]  # fmt: skip
         _run_tool(argv, "kafka StorageTool format", _FORMAT_TIMEOUT_S)
         self._formatted = True
-
-    def _spawn(self, libs: Path) -> subprocess.Popen[bytes]:
-        argv = self._jvm(libs, _BROKER_JVM, "kafka.Kafka")
-        argv.append(str(self.work_dir / "server.properties"))
-        # Append: a restarted broker keeps the earlier run's log for post-mortems.
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.work_dir,
-                start_new_session=True,  # a terminal ^C goes to pytest, which then stops us
-                preexec_fn=die_with_parent,
-            )
-
-    def _wait_ready(self, log_offset: int) -> None:
-        """Poll until this run logged READY_LINE and the port accepts TCP, or raise."""
-        deadline = time.monotonic() + self._startup_timeout_s
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise ServiceError(
-                    f"Kafka broker exited during startup (exit {code}); {self.log_path}:\n"
-                    f"{self.log_tail()}"
-                )
-            if self._logged_ready(log_offset) and _port_open(self._port):
-                return
-            time.sleep(_POLL_S)
-        raise ServiceError(
-            f"Kafka broker not ready within {self._startup_timeout_s:.0f}s "
-            f"({self.bootstrap}); {self.log_path}:\n{self.log_tail()}"
-        )
-
-    def _logged_ready(self, log_offset: int) -> bool:
-        with self.log_path.open("rb") as log:
-            log.seek(log_offset)  # only this run's output counts after a restart
-            return READY_LINE.encode() in log.read()
 
 
 # --------------------------------------------------------------------------- clients

@@ -12,34 +12,23 @@ service discovery, so a test can point Prometheus at a daemon whose port it lear
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
+
+from tests.infra.process import ServiceError, ServiceProcess, free_ports
 
 __all__ = ["Alert", "Prometheus", "QueryError", "Sample", "ServiceError"]
 
 JOB = "govpipe"
-_POLL_S = 0.1
-_TAIL_LINES = 40
-
-
-class ServiceError(Exception):
-    """Prometheus could not be started; the message carries the tail of its log."""
 
 
 class QueryError(Exception):
@@ -65,16 +54,6 @@ class Alert:
     value: float
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def _binary() -> str:
     path = shutil.which("prometheus")
     if path is None:
@@ -83,80 +62,27 @@ def _binary() -> str:
     return path
 
 
-class Prometheus:
+class Prometheus(ServiceProcess):
     """One Prometheus server process; ``start``/``stop``/``close`` are safe to repeat."""
+
+    name = "Prometheus"
+    stop_timeout_s = 10.0
 
     def __init__(self, targets: Sequence[str] = (), *, rule_files: Sequence[Path] = (),
                  scrape_interval_s: float = 1.0, startup_timeout_s: float = 30.0) -> None:
         """Prepare (not start) a server scraping ``targets`` (HOST:PORT; ``set_targets``
         changes them) and evaluating ``rule_files``, both every ``scrape_interval_s``."""
+        super().__init__("govpipe-prometheus-", "prometheus.log", startup_timeout_s)
         self._targets = list(targets)
         self._rule_files = [path.resolve() for path in rule_files]
         self._interval = f"{int(scrape_interval_s * 1000)}ms"
-        self._startup_timeout_s = startup_timeout_s
-        self.port = _free_port()
-        self.work_dir = Path(tempfile.mkdtemp(prefix="govpipe-prometheus-"))
-        self.log_path = self.work_dir / "prometheus.log"
+        (self.port,) = free_ports(1)
         self._targets_path = self.work_dir / "targets.json"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """Base URL of the web API, ``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the running server, or None when it is not running."""
-        return self._proc.pid if self.running and self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> None:
-        """Start the server and block until /-/ready answers 200; ServiceError if not."""
-        if self.running:
-            return
-        self._write_config()
-        self._proc = self._spawn()
-        atexit.register(self.stop)  # a crashed test run must not leak the server
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM the server (by pid), wait, SIGKILL it if still alive after ``timeout_s``."""
-        atexit.unregister(self.stop)
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def close(self) -> None:
-        """Stop the server and delete its temp dir."""
-        self.stop()
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     def set_targets(self, targets: Sequence[str], **labels: str) -> None:
         """Scrape exactly ``targets`` (HOST:PORT) from now on, with job="govpipe" + labels.
@@ -168,13 +94,6 @@ class Prometheus:
         partial = self._targets_path.with_suffix(".tmp")
         partial.write_text(json.dumps(groups))
         os.replace(partial, self._targets_path)
-
-    def log_tail(self, lines: int = _TAIL_LINES) -> str:
-        """The last ``lines`` lines of the server's log."""
-        try:
-            return _tail(self.log_path.read_text(errors="replace"), lines)
-        except FileNotFoundError:
-            return "(no prometheus.log)"
 
     async def query(self, expr: str) -> list[Sample]:
         """Evaluate ``expr`` now (/api/v1/query); a scalar comes back as one unlabelled sample."""
@@ -219,32 +138,23 @@ class Prometheus:
         # JSON is YAML: no YAML library needed to write Prometheus's config.
         (self.work_dir / "prometheus.yml").write_text(json.dumps(config, indent=2))
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        argv = [
+    def _prepare(self) -> None:
+        self._write_config()
+
+    def _command(self) -> list[str]:
+        return [
             _binary(),
             f"--config.file={self.work_dir / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.work_dir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
         ]
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    cwd=self.work_dir, start_new_session=True)
 
-    def _wait_ready(self) -> None:
-        """Poll /-/ready until it answers 200, the process exits, or the deadline passes."""
-        deadline = time.monotonic() + self._startup_timeout_s
-        while time.monotonic() < deadline:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise ServiceError(f"prometheus exited during startup (exit {code}); "
-                                   f"{self.log_path}:\n{self.log_tail()}")
-            if self._ready():
-                return
-            time.sleep(_POLL_S)
-        raise ServiceError(f"prometheus not ready within {self._startup_timeout_s:.0f}s "
-                           f"({self.url}); {self.log_path}:\n{self.log_tail()}")
+    def _is_ready(self, log_offset: int) -> bool:
+        return self._ready()
+
+    def _where(self) -> str:
+        return f"({self.url})"
 
     def _ready(self) -> bool:
         try:

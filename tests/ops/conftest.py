@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.infra.prometheus import Prometheus, ServiceError
+from tests.infra.prometheus import Prometheus
 from tests.ops.rules import ALERTS_YML
+from tests.services import serve
 
 
 @pytest.fixture
@@ -18,13 +19,4 @@ def prometheus() -> Iterator[Prometheus]:
     A server that cannot start fails the test, locally and in CI alike: a skipped end-to-end
     test would look green while proving nothing.
     """
-    server = Prometheus(rule_files=[ALERTS_YML])
-    try:
-        server.start()
-    except ServiceError as exc:
-        server.close()
-        pytest.fail(f"Prometheus could not start: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from serve(Prometheus(rule_files=[ALERTS_YML]))

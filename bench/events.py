@@ -1,0 +1,41 @@
+"""Benchmark input: the Agent OS examples (mixed kinds, ~500 bytes) with fresh ids."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "events.jsonl"
+SENT_ATTRIBUTE = "bench_sent_ms"
+
+
+def templates() -> list[dict[str, Any]]:
+    """The governance events of examples/events.jsonl (all twelve kinds)."""
+    lines = EXAMPLES.read_bytes().splitlines()
+    return [orjson.loads(line) for line in lines if line.strip()]
+
+
+def event_values(count: int) -> list[bytes]:
+    """``count`` serialized events cycling through the examples, each with a unique id."""
+    shapes = templates()
+    return [orjson.dumps(dict(shapes[i % len(shapes)], event_id=uuid.uuid4().hex))
+            for i in range(count)]
+
+
+def stamped_value(shape: dict[str, Any]) -> bytes:
+    """One event from ``shape`` with a fresh id and its send time (ms) in its attributes."""
+    attributes = dict(shape.get("attributes") or {}, **{SENT_ATTRIBUTE: time.time() * 1000})
+    return orjson.dumps(dict(shape, event_id=uuid.uuid4().hex, attributes=attributes))
+
+
+def sent_ms(value: bytes) -> float | None:
+    """The send time embedded by `stamped_value`, read back from an output record: a
+    CloudEvent (attributes are spread into ``data``) or the passed-through event."""
+    obj = orjson.loads(value)
+    data = obj.get("data", obj.get("attributes"))
+    sent = data.get(SENT_ATTRIBUTE) if isinstance(data, dict) else None
+    return float(sent) if isinstance(sent, int | float) else None

@@ -1,0 +1,280 @@
+"""End-to-end benchmark: govpipe against a bare aiokafka passthrough on the same broker.
+
+    .venv/bin/python -m bench.run [--events 200000] [--processes 2] [--json FILE]
+                                  [--plot FILE.png] [--latency-seconds 10]
+                                  [--warmup-seconds 3] [--only a,b]
+
+Starts its own Kafka broker and OpenTelemetry Collector (tests/infra), then runs, in turns,
+each on fresh topics (2 input partitions) and a fresh consumer group:
+  a  baseline: bench.passthrough, consume → produce, no parsing, no signing
+  b  govpipe, Kafka sink only, HMAC-SHA256
+  c  govpipe, Kafka + stdout (/dev/null) + OTLP gRPC (to the Collector), HMAC-SHA256
+  d  govpipe, Kafka sink only, Ed25519
+  e  govpipe as b, ``--processes`` replicas in one group
+Throughput: N preloaded events; wall time from the first read (govpipe's /metrics, the
+baseline's own report) to the last broker ack (LogAppendTime of the output topic).
+Latency: a paced producer at half the measured rate stamps its send time into each event's
+attributes; latency = output LogAppendTime - send time, over the events sent after the
+first ``--warmup-seconds`` (connection set-up and warm-up of a fresh process are not
+steady-state latency). Peak RSS: VmHWM of the process(es).
+The table goes to stdout, a progress line to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.events import event_values
+from bench.kafka_io import OutputTopic, paced_load, preload
+from bench.procs import GOVPIPE, GovpipeWorker, PassthroughWorker, Topics, Worker
+from bench.report import Result, table, write_json, write_plot
+from tests.infra.collector import Collector
+from tests.infra.kafka import KafkaBroker, create_topics
+
+PARTITIONS = 2
+# LogAppendTime: an output record's timestamp is its broker ack. The initial rebalance
+# delay lets replicas started together join the group's first generation together.
+BROKER_PROPERTIES = {"log.message.timestamp.type": "LogAppendTime",
+                     "group.initial.rebalance.delay.ms": "3000"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the table."""
+
+    key: str
+    name: str
+    sinks: tuple[str, ...] = ("kafka",)
+    alg: str = "HMAC-SHA256"
+    processes: int = 1
+    baseline: bool = False
+
+
+def scenarios(processes: int) -> list[Scenario]:
+    """The scenarios a-e (e only with more than one process)."""
+    found = [
+        Scenario("a", "a: baseline passthrough", baseline=True),
+        Scenario("b", "b: govpipe kafka, HMAC"),
+        Scenario("c", "c: govpipe kafka+stdout+otlp, HMAC", ("kafka", "stdout", "otlp")),
+        Scenario("d", "d: govpipe kafka, Ed25519", alg="Ed25519"),
+    ]
+    if processes > 1:
+        found.append(Scenario("e", f"e: govpipe kafka, HMAC, {processes} replicas",
+                              processes=processes))
+    return found
+
+
+class Progress:
+    """One overwritten status line on stderr."""
+
+    def __init__(self) -> None:
+        self.scenario = ""
+
+    def __call__(self, message: str) -> None:
+        """Show ``message`` for the current scenario."""
+        sys.stderr.write(f"\r\033[K[{self.scenario}] {message}")
+        sys.stderr.flush()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every measurement shares: the peers, keys and a work directory."""
+
+    bootstrap: str
+    otlp_endpoint: str
+    work: Path
+    hmac_key: str
+    ed25519_key: Path
+    progress: Progress
+    warmup_s: float = 0.0
+
+
+def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) -> dict[str, str]:
+    """`govpipe run` configured by GOVPIPE_* overrides for ``scenario``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
+    env.update({
+        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": topics.bootstrap,
+        "GOVPIPE_SOURCE__TOPIC": topics.source, "GOVPIPE_SOURCE__GROUP_ID": topics.group,
+        "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0", "GOVPIPE_DEADLETTER__KIND": "file",
+        "GOVPIPE_DEADLETTER__PATH": str(work / "dlq"),
+        "GOVPIPE_SINKS__KAFKA__TOPIC": topics.output,
+        "GOVPIPE_SINKS__OTLP__ENDPOINT": ctx.otlp_endpoint,
+        "GOVPIPE_SINKS__OTLP__PROTOCOL": "grpc",
+    })
+    for sink in ("kafka", "stdout", "otlp"):
+        env[f"GOVPIPE_SINKS__{sink.upper()}__ENABLED"] = str(sink in scenario.sinks).lower()
+    if scenario.alg == "Ed25519":
+        env.update({"GOVPIPE_SIGNING__ALG": "Ed25519",
+                    "GOVPIPE_SIGNING__KEY_FILE": str(ctx.ed25519_key)})
+    else:
+        env["GOVPIPE_SIGNING_KEY"] = ctx.hmac_key
+    return env
+
+
+async def fresh_topics(ctx: Context, label: str) -> Topics:
+    """New input and output topics and a new group name."""
+    tag = f"{label}-{uuid.uuid4().hex[:8]}"
+    topics = Topics(ctx.bootstrap, f"in-{tag}", f"out-{tag}", f"g-{tag}")
+    await create_topics(ctx.bootstrap, [topics.source, topics.output], partitions=PARTITIONS)
+    return topics
+
+
+def start_workers(scenario: Scenario, topics: Topics, ctx: Context) -> list[Worker]:
+    """The scenario's process(es), each with its own work directory."""
+    workers: list[Worker] = []
+    for index in range(scenario.processes):
+        work = Path(tempfile.mkdtemp(prefix=f"{scenario.key}{index}-", dir=ctx.work))
+        if scenario.baseline:
+            workers.append(PassthroughWorker.start(topics, work))
+        else:
+            workers.append(GovpipeWorker.start(govpipe_env(scenario, topics, ctx, work), work))
+    return workers
+
+
+async def first_read(workers: Sequence[Worker]) -> float:
+    """The earliest first-read time over the workers (a replica may get no partition)."""
+    tasks = [asyncio.create_task(w.first_consume()) for w in workers]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return min(task.result() for task in done)
+
+
+async def stop_all(workers: Sequence[Worker]) -> float:
+    """Peak RSS (max over the workers, MiB), then SIGTERM each and wait."""
+    peak = max(w.peak_rss_mb() for w in workers)
+    await asyncio.gather(*(w.stop() for w in workers))
+    return peak
+
+
+async def throughput(scenario: Scenario, ctx: Context, values: Sequence[bytes]
+                     ) -> tuple[float, float]:
+    """(events/s, peak RSS MiB) draining ``values`` preloaded on a fresh input topic."""
+    topics = await fresh_topics(ctx, f"{scenario.key}-tp")
+    await preload(ctx.bootstrap, topics.source, values, PARTITIONS, ctx.progress)
+    workers = start_workers(scenario, topics, ctx)
+    try:
+        started = await first_read(workers)
+        async with OutputTopic(ctx.bootstrap, topics.output, PARTITIONS) as out:
+            await out.wait_for(len(values), ctx.progress, timeout_s=60 + len(values) / 500)
+            finished = await out.last_ack_ms() / 1000
+    finally:
+        peak = await stop_all(workers)
+    return len(values) / (finished - started), peak
+
+
+async def latency(scenario: Scenario, ctx: Context, rate: float, count: int
+                  ) -> tuple[list[float], float]:
+    """(latencies ms, peak RSS MiB) for ``count`` events offered at ``rate`` per second."""
+    topics = await fresh_topics(ctx, f"{scenario.key}-lat")
+    workers = start_workers(scenario, topics, ctx)
+    try:
+        await asyncio.gather(*(w.wait_ready() for w in workers))
+        ctx.progress(f"latency: {count:,} events at {rate:,.0f}/s")
+        await paced_load(ctx.bootstrap, topics.source, rate, count)
+        async with OutputTopic(ctx.bootstrap, topics.output, PARTITIONS) as out:
+            await out.wait_for(count, ctx.progress, timeout_s=120)
+            found = await out.latencies_ms(count, ctx.warmup_s)
+    finally:
+        peak = await stop_all(workers)
+    return found, peak
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+async def measure(scenario: Scenario, ctx: Context, values: Sequence[bytes],
+                  latency_s: float, baseline_eps: float | None) -> Result:
+    """Both phases of one scenario."""
+    ctx.progress.scenario = scenario.name
+    eps, rss_tp = await throughput(scenario, ctx, values)
+    rate = eps / 2
+    count = max(1000, min(len(values), int(rate * (latency_s + ctx.warmup_s))))
+    found, rss_lat = await latency(scenario, ctx, rate, count)
+    ctx.progress(f"{eps:,.0f} events/s, p99 {percentile(found, 0.99):.1f} ms")
+    return Result(scenario.name, len(values), eps, eps / (baseline_eps or eps),
+                  percentile(found, 0.50), percentile(found, 0.99), max(rss_tp, rss_lat))
+
+
+async def run_all(chosen: Sequence[Scenario], ctx: Context, events: int,
+                  latency_s: float) -> list[Result]:
+    """Every chosen scenario in turn; ratios against the baseline's rate (a runs first)."""
+    values = event_values(events)
+    results: list[Result] = []
+    baseline: float | None = None
+    for scenario in chosen:
+        result = await measure(scenario, ctx, values, latency_s, baseline)
+        if scenario.baseline:
+            baseline = result.eps
+        results.append(result)
+    sys.stderr.write("\n")
+    return results
+
+
+def keygen(work: Path) -> Path:
+    """An Ed25519 private key made by `govpipe keygen`."""
+    path = work / "ed25519.pem"
+    subprocess.run([str(GOVPIPE), "keygen", "--alg", "ed25519", "--out", str(path)],
+                   check=True, capture_output=True)
+    return path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--processes", type=int, default=2,
+                        help="replicas in scenario e (1: skip e)")
+    parser.add_argument("--latency-seconds", type=float, default=10.0,
+                        help="how long the measured paced load lasts (at most --events)")
+    parser.add_argument("--warmup-seconds", type=float, default=3.0,
+                        help="paced load sent before the measured part, not counted")
+    parser.add_argument("--only", default="", help="comma-separated scenario keys, e.g. a,b")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark and print the table."""
+    args = parse_args(argv)
+    chosen = [s for s in scenarios(args.processes)
+              if not args.only or s.key in args.only.split(",")]
+    started = time.monotonic()
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="govpipe-bench-")))
+        collector = stack.enter_context(Collector())
+        broker = stack.enter_context(KafkaBroker(extra_properties=BROKER_PROPERTIES))
+        ctx = Context(broker.bootstrap, collector.grpc_endpoint, work,
+                      base64.b64encode(secrets.token_bytes(32)).decode(), keygen(work),
+                      Progress(), args.warmup_seconds)
+        results = asyncio.run(run_all(chosen, ctx, args.events, args.latency_seconds))
+    print(table(results))
+    print(f"\n{args.events:,} events per scenario; {os.cpu_count()} CPUs; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+          f"{time.monotonic() - started:.0f}s")
+    if args.json:
+        write_json(results, args.json)
+    if args.plot:
+        write_plot(results, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Inbound signature settings: refused when they cannot work, named in the message."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pipeline.metrics import Metrics
+from pipeline.processor import build_processor
+from pipeline.settings import ConfigError, load_settings
+from pipeline.signing import HmacSigner, SigningKeyError
+from pipeline.wiring import refuse_unavailable
+
+
+def test_require_signature_needs_the_kafka_source() -> None:
+    settings = load_settings(None, {"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true",
+                                    "GOVPIPE_SOURCE__INBOUND_KEY_FILE": "k"})
+    with pytest.raises(ConfigError, match=r"source\.require_signature"):
+        refuse_unavailable(settings)
+
+
+def test_require_signature_needs_a_key_file() -> None:
+    settings = load_settings(None, {"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true",
+                                    "GOVPIPE_SOURCE__KIND": "kafka"})
+    with pytest.raises(ConfigError, match=r"source\.inbound_key_file"):
+        refuse_unavailable(settings)
+
+
+def test_a_bad_inbound_key_file_stops_the_processor_naming_the_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "inbound.key"
+    key_file.write_text(base64.b64encode(b"short-secret").decode())
+    settings = load_settings(None, {"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true",
+                                    "GOVPIPE_SOURCE__KIND": "kafka",
+                                    "GOVPIPE_SOURCE__INBOUND_KEY_FILE": str(key_file)})
+    refuse_unavailable(settings)
+    with pytest.raises(SigningKeyError, match="at least 32") as info:
+        build_processor(settings, HmacSigner(bytes(32)), Metrics(CollectorRegistry()))
+    assert "short-secret" not in str(info.value)
