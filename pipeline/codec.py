@@ -4,15 +4,29 @@ rare values orjson refuses (integers beyond 64 bits)."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 import orjson
 
 from pipeline.events import InvalidEvent
 
+# orjson reads integers beyond 64 bits as floats, silently dropping digits; a value holding
+# a run of 19+ digits (maybe such an integer) takes the exact standard-library path.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # float("1e400") is inf: signed as "Infinity" but written as null, it would never verify.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range for a double")
+    return value
 
 
 def decode_any(raw: bytes, max_bytes: int) -> Any:
@@ -21,10 +35,12 @@ def decode_any(raw: bytes, max_bytes: int) -> Any:
         raise InvalidEvent("empty", "empty value")
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"value is {len(raw)} bytes, over max_event_bytes")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _decode_slow(raw)
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return _decode_slow(raw)
 
 
 def decode_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
@@ -42,7 +58,7 @@ def _decode_slow(raw: bytes) -> Any:
         raise InvalidEvent("invalid_utf8", f"not UTF-8 at byte {exc.start}") from None
     try:
         # Same strictness as orjson (no NaN/Infinity); only integer range differs.
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent("invalid_json", f"not JSON: {_first_line(exc)}") from None
 

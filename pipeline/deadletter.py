@@ -60,11 +60,29 @@ class DeadLetterEntry:
         text = f"{self.origin}|{p.topic}|{p.partition}|{p.offset}|{what}"
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
-    def to_json(self) -> bytes:
+    def to_json(self, max_bytes: int | None = None) -> bytes:
+        """The entry as JSON; over `max_bytes`, a summary that identifies the record instead
+        (its position, size and SHA-256) without carrying its value, event, key or headers."""
+        full = encode(self._fields(full=True))
+        if max_bytes is None or len(full) <= max_bytes:
+            return full
+        summary = self._fields(full=False)
+        summary["truncated"] = True
+        summary["entry_bytes"] = len(full)
+        if self.value is not None:
+            summary["value_bytes"] = len(self.value)
+            summary["value_sha256"] = hashlib.sha256(self.value).hexdigest()
+        if self.event is not None:
+            summary["event_id"] = self.event.get("id")
+        return encode(summary)
+
+    def _fields(self, *, full: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "id": self.entry_id, "time": self.time, "origin": self.origin, "sink": self.sink,
             "reason": self.reason, "error": self.error, "source": self.position.as_dict(),
         }
+        if not full:
+            return entry
         if self.event is not None:
             entry["event"] = self.event
         if self.value is not None:
@@ -73,7 +91,7 @@ class DeadLetterEntry:
             entry.update(_bytes_field("key", self.key))
         if self.headers:
             entry["headers"] = [[name, _b64(value)] for name, value in self.headers]
-        return encode(entry)
+        return entry
 
 
 def _b64(value: bytes) -> str:
@@ -134,7 +152,17 @@ class FileDeadLetter:
 
 
 class KafkaDeadLetter:
-    """Entries as JSON records on a Kafka topic, acknowledged by all in-sync replicas."""
+    """Entries as JSON records on a Kafka topic, acknowledged by all in-sync replicas.
+
+    An entry bigger than one record may be (a `too_large` rejection always is: its value is
+    over max_event_bytes) is written as a summary (`DeadLetterEntry.to_json`); the original
+    stays at the recorded source position. Written whole, it would fail forever and hold
+    every later entry and offset behind it.
+    """
+
+    # Under the producer's max_request_size and the topics' max.message.bytes defaults
+    # (1 MiB), with room for the key and record overhead.
+    MAX_ENTRY_BYTES = 1_000_000
 
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self._bootstrap = bootstrap_servers
@@ -158,7 +186,8 @@ class KafkaDeadLetter:
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
         try:
             producer = await self._started()
-            futures = [await producer.send(self._topic, entry.to_json(), key=entry.key)
+            futures = [await producer.send(self._topic, entry.to_json(self.MAX_ENTRY_BYTES),
+                                           key=_bounded_key(entry.key))
                        for entry in entries]
             await asyncio.gather(*futures)
         except KafkaError as exc:
@@ -174,6 +203,11 @@ class KafkaDeadLetter:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+def _bounded_key(key: bytes | None) -> bytes | None:
+    # A key too big for a record goes too; the entry's source position identifies it.
+    return key if key is None or len(key) <= 16_384 else None
 
 
 @dataclass(slots=True)

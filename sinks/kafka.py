@@ -12,8 +12,11 @@ partition. The producer is idempotent with ``acks=all``: a batch counts as deliv
 when the broker acknowledged every record of it.
 
 Failures: aiokafka's ``KafkaError.retriable`` decides, except that connection errors and
-timeouts are always retriable (the broker may come back). The reason is the error class in
-snake_case (``kafka_timeout_error``, ``message_size_too_large_error``…).
+timeouts are always retriable (the broker may come back), and so are the errors that only
+break the idempotent producer's state (``OutOfOrderSequenceNumber`` after a broker restart,
+an invalid epoch, fencing): that producer is dropped and the retry starts a new one. The
+reason is the error class in snake_case (``kafka_timeout_error``,
+``message_size_too_large_error``…).
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ from typing import Any, Literal
 import orjson
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
 from aiokafka.errors import (  # type: ignore[import-untyped,unused-ignore]
+    InvalidProducerEpoch,
     KafkaConnectionError,
     KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
 )
 
 from pipeline.model import SignedEvent
@@ -42,6 +48,9 @@ ContentMode = Literal["structured", "binary"]
 Headers = list[tuple[str, bytes]]
 _Message = tuple[bytes | None, bytes | None, Headers]  # key, value, headers
 _ALWAYS_RETRIABLE = (KafkaConnectionError, KafkaTimeoutError, TimeoutError, OSError)
+# Fatal to an idempotent producer (its producer id / sequence numbers are out of step with
+# the broker, e.g. after a broker restart), not to the sink: a new producer gets a new id.
+_PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, InvalidProducerEpoch, ProducerFenced)
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -87,7 +96,8 @@ def _reason(exc: BaseException) -> str:
 
 def to_sink_error(exc: BaseException) -> SinkError:
     """The SinkError for a producer failure (see the module docstring)."""
-    retriable = isinstance(exc, _ALWAYS_RETRIABLE) or bool(getattr(exc, "retriable", False))
+    retriable = isinstance(exc, _ALWAYS_RETRIABLE + _PRODUCER_STATE_ERRORS) or bool(
+        getattr(exc, "retriable", False))
     return SinkError(f"kafka: {type(exc).__name__}: {exc}", retriable=retriable,
                      reason=_reason(exc))
 
@@ -213,8 +223,17 @@ class KafkaSink:
         for outcome in outcomes:
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
+            if isinstance(outcome, _PRODUCER_STATE_ERRORS):
+                await self._replace_producer()
             if isinstance(outcome, Exception):
                 raise to_sink_error(outcome) from outcome
+
+    async def _replace_producer(self) -> None:
+        """Drop a producer whose idempotence state is broken; the next send starts anew."""
+        async with self._start_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_within(producer, self._timeout_s)
 
     def _message(self, event: SignedEvent) -> tuple[bytes | None, Headers]:
         if self._content_mode == "binary":
