@@ -9,6 +9,7 @@ import pytest
 
 from tests.infra.collector import Collector
 from tests.infra.kafka import KafkaBroker, ServiceError
+from tests.services import serve
 
 
 def start_broker(**extra: str) -> KafkaBroker:
@@ -24,23 +25,10 @@ def start_broker(**extra: str) -> KafkaBroker:
 @pytest.fixture
 def own_broker() -> Iterator[KafkaBroker]:
     """A fresh single-node broker in a temp dir, for this test only."""
-    broker = start_broker()
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from serve(KafkaBroker())
 
 
 @pytest.fixture
 def own_collector() -> Iterator[Collector]:
     """A fresh OpenTelemetry Collector for this test only."""
-    collector = Collector()
-    try:
-        collector.start()
-    except ServiceError as exc:
-        collector.close()
-        pytest.fail(f"OpenTelemetry Collector could not start: {exc}", pytrace=False)
-    try:
-        yield collector
-    finally:
-        collector.close()
+    yield from serve(Collector())
