@@ -39,6 +39,7 @@ from aiokafka.admin import (  # type: ignore[import-untyped,unused-ignore]
 from aiokafka.structs import (  # type: ignore[import-untyped,unused-ignore]
     ConsumerRecord,
     RecordMetadata,
+    TopicPartition,
 )
 
 from tests.infra.process import (
@@ -55,6 +56,7 @@ __all__ = [
     "KafkaBroker",
     "ServiceError",
     "consume_all",
+    "consume_to_end",
     "create_topics",
     "ensure_kafka_jars",
     "kafka_version",
@@ -378,6 +380,47 @@ async def consume_all(
             batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
             for partition_records in batch.values():
                 records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def partition_numbers(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of an existing ``topic``, sorted (ServiceError if it has none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    numbers = sorted(int(p["partition"]) for t in described if t.get("error_code") == 0
+                     for p in t.get("partitions", []))
+    if not numbers:
+        raise ServiceError(f"topic {topic!r} has no partitions: {described}")
+    return numbers
+
+
+async def consume_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0
+                         ) -> list[ConsumerRecord]:
+    """Every record on ``topic`` up to its end offsets taken now, duplicates included.
+
+    Unlike :func:`consume_all`, the stop condition does not depend on a count, so a topic
+    holding redelivered copies is read whole. TimeoutError if the end is not reached.
+    """
+    partitions = [TopicPartition(topic, n) for n in await partition_numbers(bootstrap, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    records: list[ConsumerRecord] = []
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                batch = await consumer.getmany(timeout_ms=500)
+                for partition_records in batch.values():
+                    records.extend(partition_records)
     finally:
         await consumer.stop()
     return records
