@@ -13,30 +13,36 @@ still in ``agt.audit.meta.severity``.
 | high, error         | ERROR (17)      | ERROR         |
 | critical, fatal     | FATAL (21)      | FATAL         |
 | anything else       | UNSPECIFIED (0) | (none)        |
+
+Encoding. Each record is written straight to protobuf wire bytes (``encode_log_record``) and
+a batch is framed as one ``ExportLogsServiceRequest`` (``logs_request``). The SDK's path
+(an SDK ``LogRecord`` per event, then ``encode_logs`` building a message object per
+attribute) cost ~58 µs per event, the largest share of the daemon's CPU with three sinks;
+this one costs a fraction of that. A unit test parses the bytes and compares them with the
+SDK's encoding of the same record, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.context import Context
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from opentelemetry._logs import SeverityNumber
 
 from pipeline.events import KIND_TYPES, TYPE_PREFIX
 from pipeline.model import SignedEvent
 
-__all__ = ["RESOURCE", "SCOPE", "log_attributes", "severity", "to_log_record"]
+__all__ = [
+    "SCOPE_NAME", "SERVICE_NAME", "encode_log_record", "log_attributes", "logs_request",
+    "severity",
+]  # fmt: skip
 
-RESOURCE = Resource({"service.name": "govpipe"})
-SCOPE = InstrumentationScope("govpipe.sinks.otlp")
+SERVICE_NAME = "govpipe"
+SCOPE_NAME = "govpipe.sinks.otlp"
 EVENT_DOMAIN = "agent_os.governance"
 
 _SEVERITIES: Mapping[str, SeverityNumber] = {
@@ -114,28 +120,6 @@ def _add_meta(
         attributes["agt.audit.meta.schema_version"] = str(ce["schemaversion"])
 
 
-def _trace_context(ce: Mapping[str, Any]) -> Context:
-    """A context carrying the event's trace and span ids when they are valid hex ids.
-
-    An empty Context, never the ambient one: a record's ids come from its event only.
-    """
-    trace_id = _hex_id(ce.get("traceid"), _TRACE_ID)
-    span_id = _hex_id(ce.get("spanid"), _SPAN_ID)
-    if not trace_id:
-        return Context()
-    span = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=True,
-                                        trace_flags=TraceFlags(TraceFlags.DEFAULT)))
-    return trace.set_span_in_context(span, Context())
-
-
-def _hex_id(value: object, pattern: re.Pattern[str]) -> int:
-    """The id as an int; 0 (no id) unless it is hex of the right length. All zeros is 0
-    too, which W3C Trace Context calls invalid."""
-    if not isinstance(value, str) or not pattern.fullmatch(value.lower()):
-        return 0
-    return int(value, 16)
-
-
 def _timestamp_ns(value: object) -> int | None:
     if not isinstance(value, str):
         return None
@@ -145,24 +129,131 @@ def _timestamp_ns(value: object) -> int | None:
         return None
     if moment.tzinfo is None:
         return None  # no offset: which instant it names is unknown
-    return (moment - _EPOCH) // timedelta(microseconds=1) * 1_000
-
-
-def to_log_record(event: SignedEvent) -> ReadableLogRecord:
-    """One OTLP log record: body = the signed CloudEvent JSON, attributes as above."""
-    ce = event.attributes
-    number, text = severity(_data(ce).get("severity"))
-    record = LogRecord(
-        timestamp=_timestamp_ns(ce.get("time")),
-        context=_trace_context(ce),
-        severity_number=number,
-        severity_text=text,
-        body=event.body.decode("utf-8"),
-        attributes=log_attributes(ce),
-    )
-    return ReadableLogRecord(log_record=record, resource=RESOURCE, instrumentation_scope=SCOPE)
+    nanos = (moment - _EPOCH) // timedelta(microseconds=1) * 1_000
+    # OTLP's time is a fixed64 where 0 means unknown: before 1970 or after 2554 is unset.
+    return nanos if 0 < nanos < 1 << 64 else None
 
 
 def _data(ce: Mapping[str, Any]) -> Mapping[str, Any]:
     data = ce.get("data")
     return data if isinstance(data, Mapping) else {}
+
+
+def _hex_id(value: object, pattern: re.Pattern[str], size: int) -> bytes:
+    """The id's bytes; empty (no id) unless it is hex of the right length. All zeros is no
+    id too, which W3C Trace Context calls invalid."""
+    if not isinstance(value, str) or not pattern.fullmatch(value.lower()):
+        return b""
+    number = int(value, 16)
+    return number.to_bytes(size, "big") if number else b""
+
+
+# --------------------------------------------------------------------------- protobuf wire
+# opentelemetry/proto/logs/v1/logs.proto and common/v1/common.proto field numbers. A field
+# key is (number << 3) | wire type: 0 varint, 1 fixed64, 2 length-delimited, 5 fixed32.
+# Proto3 leaves zero scalars out, and so does this encoder.
+
+_FIXED64 = struct.Struct("<Q")
+_DOUBLE = struct.Struct("<d")
+_ANY_STRING, _ANY_BOOL, _ANY_INT, _ANY_DOUBLE = b"\x0a", b"\x10", b"\x18", b"\x21"
+_KV_VALUE = b"\x12"
+_LOG_TIME, _LOG_SEVERITY_NUMBER, _LOG_SEVERITY_TEXT = b"\x09", b"\x10", b"\x1a"
+_LOG_BODY, _LOG_ATTRIBUTE = b"\x2a", b"\x32"
+_LOG_TRACE_ID, _LOG_SPAN_ID, _LOG_OBSERVED_TIME = b"\x4a", b"\x52", b"\x59"
+_SCOPE_LOGS_SCOPE, _SCOPE_LOGS_RECORD = b"\x0a", b"\x12"
+_RESOURCE_LOGS_RESOURCE, _RESOURCE_LOGS_SCOPE_LOGS = b"\x0a", b"\x12"
+_REQUEST_RESOURCE_LOGS = b"\x0a"
+
+
+def _varint_slow(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Lengths and small numbers are looked up: this encoder runs for every attribute of every
+# event, and the lookup is several times faster than the loop.
+_SMALL_VARINTS = tuple(_varint_slow(n) for n in range(1 << 14))
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL_VARINTS[value] if 0 <= value < 1 << 14 else _varint_slow(value)
+
+
+def _delimited(key: bytes, payload: bytes) -> bytes:
+    return key + _varint(len(payload)) + payload
+
+
+def _any_value(value: str | float | bool | int) -> bytes:
+    # AnyValue's fields are a oneof, which has presence: "", False, 0 and 0.0 are written.
+    if isinstance(value, str):
+        return _delimited(_ANY_STRING, value.encode("utf-8"))
+    if isinstance(value, bool):
+        return _ANY_BOOL + (b"\x01" if value else b"\x00")
+    if isinstance(value, int):
+        return _ANY_INT + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    return _ANY_DOUBLE + _DOUBLE.pack(value)
+
+
+@cache
+def _kv_key(key: str) -> bytes:
+    return _delimited(b"\x0a", key.encode("utf-8"))
+
+
+def _key_value(key: str, value: str | float | bool | int) -> bytes:
+    return _kv_key(key) + _delimited(_KV_VALUE, _any_value(value))
+
+
+def _attributes(attributes: Mapping[str, str | float | bool | int]) -> Iterable[bytes]:
+    """Each attribute as a LogRecord ``attributes`` field; strings, nearly all of them, on
+    an inlined path."""
+    varint, kv_key = _varint, _kv_key
+    for key, value in attributes.items():
+        if type(value) is str:
+            raw = value.encode("utf-8")
+            any_value = _ANY_STRING + varint(len(raw)) + raw
+            pair = kv_key(key) + _KV_VALUE + varint(len(any_value)) + any_value
+        else:
+            pair = _key_value(key, value)
+        yield _LOG_ATTRIBUTE + varint(len(pair)) + pair
+
+
+def encode_log_record(event: SignedEvent, observed_ns: int) -> bytes:
+    """One OTLP ``LogRecord`` as wire bytes: body = the signed CloudEvent JSON, attributes,
+    severity, time and trace/span ids as described in the module docstring."""
+    ce = event.attributes
+    number, text = severity(_data(ce).get("severity"))
+    parts: list[bytes] = []
+    timestamp = _timestamp_ns(ce.get("time"))
+    if timestamp:
+        parts.append(_LOG_TIME + _FIXED64.pack(timestamp))
+    if number:
+        parts.append(_LOG_SEVERITY_NUMBER + _varint(number.value))
+    if text:
+        parts.append(_delimited(_LOG_SEVERITY_TEXT, text.encode("ascii")))
+    parts.append(_delimited(_LOG_BODY, _any_value(event.body.decode("utf-8"))))
+    parts.extend(_attributes(log_attributes(ce)))
+    trace_id = _hex_id(ce.get("traceid"), _TRACE_ID, 16)
+    if trace_id:
+        parts.append(_delimited(_LOG_TRACE_ID, trace_id))
+        span_id = _hex_id(ce.get("spanid"), _SPAN_ID, 8)
+        if span_id:
+            parts.append(_delimited(_LOG_SPAN_ID, span_id))
+    parts.append(_LOG_OBSERVED_TIME + _FIXED64.pack(observed_ns))
+    return b"".join(parts)
+
+
+_RESOURCE = _delimited(_RESOURCE_LOGS_RESOURCE,
+                       _delimited(b"\x0a", _key_value("service.name", SERVICE_NAME)))
+_SCOPE = _delimited(_SCOPE_LOGS_SCOPE, _delimited(b"\x0a", SCOPE_NAME.encode()))
+
+
+def logs_request(records: Iterable[bytes]) -> bytes:
+    """A serialized ``ExportLogsServiceRequest``: one resource (``service.name = govpipe``),
+    one scope, the given encoded log records in order."""
+    scope_logs = _SCOPE + b"".join(_delimited(_SCOPE_LOGS_RECORD, r) for r in records)
+    resource_logs = _RESOURCE + _delimited(_RESOURCE_LOGS_SCOPE_LOGS, scope_logs)
+    return _delimited(_REQUEST_RESOURCE_LOGS, resource_logs)

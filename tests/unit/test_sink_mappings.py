@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from pipeline.model import SignedEvent
 from sinks.base import SinkError
 from sinks.kafka import binary_message, to_sink_error
 from sinks.otlp import logs_url
-from sinks.otlp_records import event_type, log_attributes, severity, to_log_record
+from sinks.otlp_records import encode_log_record, event_type, log_attributes, severity
 from tests.contract.support import signed_examples
 
 
@@ -61,22 +63,28 @@ def test_log_attributes_follow_agent_os_names() -> None:
     }
 
 
+def log_record(event: SignedEvent) -> LogRecord:
+    return LogRecord.FromString(encode_log_record(event, observed_ns=42))
+
+
 def test_log_record_carries_body_time_and_valid_trace_ids() -> None:
     event = signed_examples()[0]
-    record = to_log_record(event).log_record
-    assert record.body == event.body.decode()
-    assert record.trace_id == int("1c5f39e191095278da7bb8a0aece3e47", 16)
-    assert record.span_id == int("de6e169f233c5ae6", 16)
-    assert record.timestamp == 1_795_615_330_039_522_000  # 2026-11-25T14:02:10.039522Z
+    record = log_record(event)
+    assert record.body.string_value == event.body.decode()
+    assert record.trace_id.hex() == "1c5f39e191095278da7bb8a0aece3e47"
+    assert record.span_id.hex() == "de6e169f233c5ae6"
+    assert record.time_unix_nano == 1_795_615_330_039_522_000  # 2026-11-25T14:02:10.039522Z
+    assert record.observed_time_unix_nano == 42
+    assert (record.severity_number, record.severity_text) == (SeverityNumber.INFO.value, "INFO")
 
 
 @pytest.mark.parametrize("traceid", ["xyz", "1c5f39e1", "0" * 32, 42])
 def test_invalid_trace_ids_are_left_out(traceid: object) -> None:
     event = signed_examples()[0]
     attributes = {**event.attributes, "traceid": traceid, "spanid": "nothex!!nothex!!"}
-    record = to_log_record(type(event)(event.id, attributes, event.body, event.position))
-    assert record.log_record.trace_id == 0
-    assert record.log_record.span_id == 0
+    record = log_record(type(event)(event.id, attributes, event.body, event.position))
+    assert record.trace_id == b""
+    assert record.span_id == b""
 
 
 def test_logs_url_appends_the_signal_path_once() -> None:
