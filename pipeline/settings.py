@@ -58,8 +58,12 @@ class StdoutSinkSettings(SinkSettings):
     enabled: bool = True
 
 
+OTLP_DEFAULT_ENDPOINTS = {"grpc": "http://127.0.0.1:4317", "http/protobuf": "http://127.0.0.1:4318"}
+
+
 class OtlpSinkSettings(SinkSettings):
-    endpoint: str = "http://127.0.0.1:4317"
+    # Unset: the OTLP default port of the protocol (4317 gRPC, 4318 HTTP), on loopback.
+    endpoint: str = OTLP_DEFAULT_ENDPOINTS["grpc"]
     protocol: Literal["grpc", "http/protobuf"] = "grpc"
     headers: dict[str, SecretStr] = Field(default_factory=dict)  # may carry credentials
     timeout_s: float = Field(10.0, gt=0)
@@ -68,6 +72,14 @@ class OtlpSinkSettings(SinkSettings):
     ca_file: Path | None = None           # PEM CA bundle to verify the collector (TLS)
     client_cert_file: Path | None = None  # PEM client certificate (mutual TLS)
     client_key_file: Path | None = None   # PEM client key (mutual TLS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_for_protocol(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("endpoint") is None:
+            protocol = values.get("protocol", "grpc")
+            values = {**values, "endpoint": OTLP_DEFAULT_ENDPOINTS.get(protocol, "")}
+        return values
 
     @field_validator("headers", mode="before")
     @classmethod

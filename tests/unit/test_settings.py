@@ -94,3 +94,13 @@ def test_header_secrets_are_hidden_when_dumped() -> None:
     assert settings.sinks.otlp.headers["authorization"].get_secret_value() == "Bearer s3cr3t"
     assert "s3cr3t" not in settings.model_dump_json()
     assert "s3cr3t" not in repr(settings)
+
+
+@pytest.mark.parametrize(("protocol", "endpoint"), [("grpc", "http://127.0.0.1:4317"),
+                                                    ("http/protobuf", "http://127.0.0.1:4318")])
+def test_otlp_endpoint_defaults_to_the_port_of_its_protocol(protocol: str, endpoint: str) -> None:
+    settings = load_settings(None, {"GOVPIPE_SINKS__OTLP__PROTOCOL": protocol})
+    assert settings.sinks.otlp.endpoint == endpoint
+    given = load_settings(None, {"GOVPIPE_SINKS__OTLP__PROTOCOL": protocol,
+                                 "GOVPIPE_SINKS__OTLP__ENDPOINT": "https://otel.example:443"})
+    assert given.sinks.otlp.endpoint == "https://otel.example:443"
