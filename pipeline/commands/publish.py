@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.commands.run import EXIT_CONFIG, add_config_argument
 from pipeline.inbound import load_inbound_keys
+from pipeline.logs import configure_logging
 from pipeline.publisher import Publisher
 from pipeline.settings import ConfigError, load_settings
 from pipeline.signing import SigningKeyError
@@ -52,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, SigningKeyError) as exc:
         print(f"govpipe: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    configure_logging(settings.log.level)  # aiokafka's warnings as JSON, like `run`
     publisher_args = (args.bootstrap_servers or settings.source.bootstrap_servers,
                       args.topic or settings.source.topic)
     try:
