@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.commands.run import EXIT_CONFIG, add_config_argument, load_or_explain
+from pipeline.logs import configure_logging
 from pipeline.replay import FileEntries, ReplayFilter, ReplayRecord, is_marker, to_record
 from pipeline.replay_kafka import KafkaReplayWriter, read_topic, replayed_ids
 from pipeline.settings import Settings
@@ -85,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
         print("govpipe: replay from a Kafka dead-letter needs source.kind = \"kafka\"",
               file=sys.stderr)
         return EXIT_CONFIG
+    configure_logging(settings.log.level)  # aiokafka's warnings as JSON, like `run`
     selected = ReplayFilter(args.sink, args.reason, args.origin, args.since, args.until)
     return asyncio.run(_replay(settings, args, selected))
 
