@@ -4,11 +4,8 @@ log line, /metrics scrapes, peak RSS), a fast bulk producer, strict JSON and id 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import signal
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -20,10 +17,9 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.daemon_harness import KEY
+from tests.integration.daemon_harness import GOVPIPE, complete_lines
+from tests.integration.daemon_harness import run_env as harness_run_env
 from tests.waiting import eventually
-
-GOVPIPE = Path(sys.executable).parent / "govpipe"
 
 
 def _refuse_constant(name: str) -> Any:
@@ -37,18 +33,10 @@ def strict_json(raw: bytes | str) -> Any:
 
 def run_env(bootstrap: str, topic: str, group: str, tmp_path: Path,
             **overrides: str) -> dict[str, str]:
-    """The environment of a `govpipe run` on a Kafka source; overrides are GOVPIPE_* keys."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
-    env.update({
-        "GOVPIPE_SIGNING_KEY": base64.b64encode(KEY).decode(),
-        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": bootstrap,
-        "GOVPIPE_SOURCE__TOPIC": topic, "GOVPIPE_SOURCE__GROUP_ID": group,
-        "GOVPIPE_SOURCE__COMMIT_INTERVAL_S": "0.5", "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0",
-        "GOVPIPE_DEADLETTER__KIND": "file", "GOVPIPE_DEADLETTER__PATH": str(tmp_path / "dlq"),
-        "GOVPIPE_SHUTDOWN__TIMEOUT_S": "20",
-    })
-    env.update(overrides)
-    return env
+    """The harness's `govpipe run` environment, with a shutdown timeout the suite's
+    SIGTERMs can wait out."""
+    return harness_run_env(bootstrap, topic, group, tmp_path,
+                           **{"GOVPIPE_SHUTDOWN__TIMEOUT_S": "20", **overrides})
 
 
 class GovpipeProcess:
@@ -145,12 +133,6 @@ class GovpipeProcess:
 
     def lines(self) -> list[bytes]:
         return complete_lines(self.out)
-
-
-def complete_lines(path: Path) -> list[bytes]:
-    """Whole lines only: a SIGKILL can cut the last write short."""
-    data = path.read_bytes()
-    return data[: data.rfind(b"\n") + 1].splitlines()
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +26,29 @@ from pipeline.signing import HmacSigner
 from sinks.base import Sink
 
 KEY = bytes(range(32))
+GOVPIPE = Path(sys.executable).parent / "govpipe"
+
+
+def run_env(bootstrap: str, topic: str, group: str, tmp_path: Path,
+            **overrides: str) -> dict[str, str]:
+    """The environment of a `govpipe run` child on a Kafka source; overrides are GOVPIPE_*
+    keys. Nothing of the caller's GOVPIPE_* environment leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
+    env.update({
+        "GOVPIPE_SIGNING_KEY": base64.b64encode(KEY).decode(),
+        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": bootstrap,
+        "GOVPIPE_SOURCE__TOPIC": topic, "GOVPIPE_SOURCE__GROUP_ID": group,
+        "GOVPIPE_SOURCE__COMMIT_INTERVAL_S": "0.5", "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0",
+        "GOVPIPE_DEADLETTER__KIND": "file", "GOVPIPE_DEADLETTER__PATH": str(tmp_path / "dlq"),
+    })
+    env.update(overrides)
+    return env
+
+
+def complete_lines(path: Path) -> list[bytes]:
+    """Whole lines only: a SIGKILL can cut the last write short."""
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].splitlines()
 EXAMPLES = Path(__file__).parents[2] / "examples" / "events.jsonl"
 
 

@@ -23,8 +23,15 @@ from pipeline.publisher import AgentOsSink, ExportResult
 from pipeline.settings import SinkSettings
 from sinks.memory import MemorySink
 from tests.infra.kafka import KafkaBroker, consume_all, create_topics, produce
-from tests.integration.daemon_harness import RunningDaemon, kafka_settings, numbered_events
-from tests.integration.test_kafka_crash import GOVPIPE, complete_lines, run_env, start
+from tests.integration.daemon_harness import (
+    GOVPIPE,
+    RunningDaemon,
+    complete_lines,
+    kafka_settings,
+    numbered_events,
+    run_env,
+)
+from tests.integration.test_kafka_crash import start
 from tests.unit.fakes import FlakySink
 from tests.waiting import eventually
 

@@ -8,6 +8,8 @@ trace ids)."""
 
 from __future__ import annotations
 
+import calendar
+import contextlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -52,16 +54,13 @@ def _sdk_id(value: object, digits: int) -> int:
 
 
 def _sdk_time(value: object) -> int | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    nanos = int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
-    return nanos if 0 < nanos < 1 << 64 else None  # the SDK would fail the whole batch
+    """Nanoseconds since the epoch from an RFC 3339 time with an offset, else None."""
+    with contextlib.suppress(TypeError, ValueError):
+        moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
+        nanos = calendar.timegm(moment.utctimetuple()) * 1_000_000_000 + moment.microsecond * 1000
+        if moment.utcoffset() is not None and 0 < nanos < 1 << 64:
+            return nanos  # outside that range the SDK would fail the whole batch
+    return None
 
 
 def sdk_reference(event: SignedEvent) -> ReadableLogRecord:
