@@ -42,6 +42,9 @@ class Worker(Protocol):
     def peak_rss_mb(self) -> float:
         """VmHWM of the process, in MiB."""
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process has used so far."""
+
     async def stop(self) -> None:
         """SIGTERM by PID and wait for the exit."""
 
@@ -52,6 +55,13 @@ def vm_hwm_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far, in seconds, from /proc (threads included)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _log_lines(path: Path) -> list[dict[str, object]]:
@@ -66,6 +76,9 @@ class _Process:
 
     def peak_rss_mb(self) -> float:
         return vm_hwm_mb(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
 
     async def stop(self) -> None:
         if self.proc.poll() is None:

@@ -19,19 +19,26 @@ class Result:
     p50_ms: float
     p99_ms: float
     peak_rss_mb: float
+    # CPU over the throughput window, in cores (CPU seconds / wall seconds): the process(es)
+    # under test, and the broker serving them. With two cores, their sum is the ceiling.
+    cpu_cores: float = 0.0
+    broker_cpu_cores: float = 0.0
 
 
 def table(results: Sequence[Result]) -> str:
     """A markdown table, one row per scenario."""
-    lines = ["| scenario | events | events/s | x baseline | p50 ms | p99 ms | peak RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| scenario | events | events/s | x baseline | p50 ms | p99 ms | peak RSS MB "
+             "| CPU cores | broker CPU cores |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r.name} | {r.events:,} | {r.eps:,.0f} | {r.ratio_to_baseline:.2f} | "
-              f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.peak_rss_mb:.0f} |" for r in results]
+              f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.peak_rss_mb:.0f} | {r.cpu_cores:.2f} | "
+              f"{r.broker_cpu_cores:.2f} |" for r in results]
     return "\n".join(lines)
 
 
 def write_json(results: Sequence[Result], path: Path) -> None:
-    """``[{name, events, eps, ratio_to_baseline, p50_ms, p99_ms, peak_rss_mb}, …]``."""
+    """``[{name, events, eps, ratio_to_baseline, p50_ms, p99_ms, peak_rss_mb, cpu_cores,
+    broker_cpu_cores}, …]``."""
     path.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
 
 

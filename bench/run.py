@@ -16,7 +16,9 @@ baseline's own report) to the last broker ack (LogAppendTime of the output topic
 Latency: a paced producer at half the measured rate stamps its send time into each event's
 attributes; latency = output LogAppendTime - send time, over the events sent after the
 first ``--warmup-seconds`` (connection set-up and warm-up of a fresh process are not
-steady-state latency). Peak RSS: VmHWM of the process(es).
+steady-state latency). Peak RSS: VmHWM of the process(es). CPU cores: CPU seconds over the
+throughput window (first read to all events out) per wall second, for the process(es)
+under test and for the broker: on two cores their sum shows how much was left.
 The table goes to stdout, a progress line to stderr.
 """
 
@@ -39,7 +41,14 @@ from pathlib import Path
 
 from bench.events import event_values
 from bench.kafka_io import OutputTopic, paced_load, preload
-from bench.procs import GOVPIPE, GovpipeWorker, PassthroughWorker, Topics, Worker
+from bench.procs import (
+    GOVPIPE,
+    GovpipeWorker,
+    PassthroughWorker,
+    Topics,
+    Worker,
+    cpu_seconds,
+)
 from bench.report import Result, table, write_json, write_plot
 from tests.infra.collector import Collector
 from tests.infra.kafka import KafkaBroker, create_topics
@@ -100,6 +109,7 @@ class Context:
     ed25519_key: Path
     progress: Progress
     warmup_s: float = 0.0
+    broker_pid: int | None = None
 
 
 def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) -> dict[str, str]:
@@ -161,20 +171,40 @@ async def stop_all(workers: Sequence[Worker]) -> float:
     return peak
 
 
-async def throughput(scenario: Scenario, ctx: Context, values: Sequence[bytes]
-                     ) -> tuple[float, float]:
-    """(events/s, peak RSS MiB) draining ``values`` preloaded on a fresh input topic."""
+@dataclass(frozen=True)
+class Throughput:
+    """The throughput phase of one scenario."""
+
+    eps: float
+    peak_rss_mb: float
+    cpu_cores: float
+    broker_cpu_cores: float
+
+
+def _cpu(workers: Sequence[Worker], ctx: Context) -> tuple[float, float]:
+    """CPU seconds so far: the workers together, and the broker."""
+    broker = cpu_seconds(ctx.broker_pid) if ctx.broker_pid is not None else 0.0
+    return sum(w.cpu_seconds() for w in workers), broker
+
+
+async def throughput(scenario: Scenario, ctx: Context, values: Sequence[bytes]) -> Throughput:
+    """Events/s, peak RSS and CPU use draining ``values`` preloaded on a fresh input topic.
+    CPU is sampled at the first read and once every event is out."""
     topics = await fresh_topics(ctx, f"{scenario.key}-tp")
     await preload(ctx.bootstrap, topics.source, values, PARTITIONS, ctx.progress)
     workers = start_workers(scenario, topics, ctx)
     try:
         started = await first_read(workers)
+        cpu_start, clock_start = _cpu(workers, ctx), time.monotonic()
         async with OutputTopic(ctx.bootstrap, topics.output, PARTITIONS) as out:
             await out.wait_for(len(values), ctx.progress, timeout_s=60 + len(values) / 500)
+            cpu_end, clock_end = _cpu(workers, ctx), time.monotonic()
             finished = await out.last_ack_ms() / 1000
     finally:
         peak = await stop_all(workers)
-    return len(values) / (finished - started), peak
+    wall = clock_end - clock_start
+    return Throughput(len(values) / (finished - started), peak,
+                      (cpu_end[0] - cpu_start[0]) / wall, (cpu_end[1] - cpu_start[1]) / wall)
 
 
 async def latency(scenario: Scenario, ctx: Context, rate: float, count: int
@@ -204,13 +234,16 @@ async def measure(scenario: Scenario, ctx: Context, values: Sequence[bytes],
                   latency_s: float, baseline_eps: float | None) -> Result:
     """Both phases of one scenario."""
     ctx.progress.scenario = scenario.name
-    eps, rss_tp = await throughput(scenario, ctx, values)
+    measured = await throughput(scenario, ctx, values)
+    eps = measured.eps
     rate = eps / 2
     count = max(1000, min(len(values), int(rate * (latency_s + ctx.warmup_s))))
     found, rss_lat = await latency(scenario, ctx, rate, count)
     ctx.progress(f"{eps:,.0f} events/s, p99 {percentile(found, 0.99):.1f} ms")
     return Result(scenario.name, len(values), eps, eps / (baseline_eps or eps),
-                  percentile(found, 0.50), percentile(found, 0.99), max(rss_tp, rss_lat))
+                  percentile(found, 0.50), percentile(found, 0.99),
+                  max(measured.peak_rss_mb, rss_lat), measured.cpu_cores,
+                  measured.broker_cpu_cores)
 
 
 async def run_all(chosen: Sequence[Scenario], ctx: Context, events: int,
@@ -264,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         broker = stack.enter_context(KafkaBroker(extra_properties=BROKER_PROPERTIES))
         ctx = Context(broker.bootstrap, collector.grpc_endpoint, work,
                       base64.b64encode(secrets.token_bytes(32)).decode(), keygen(work),
-                      Progress(), args.warmup_seconds)
+                      Progress(), args.warmup_seconds, broker.pid)
         results = asyncio.run(run_all(chosen, ctx, args.events, args.latency_seconds))
     print(table(results))
     print(f"\n{args.events:,} events per scenario; {os.cpu_count()} CPUs; load average "
