@@ -33,6 +33,10 @@ class Topics:
 class Worker(Protocol):
     """One process of a scenario."""
 
+    @property
+    def pid(self) -> int:
+        """Its process id."""
+
     async def wait_ready(self) -> None:
         """Return once the process owns partitions (it is consuming)."""
 
@@ -73,6 +77,10 @@ def _log_lines(path: Path) -> list[dict[str, object]]:
 class _Process:
     proc: subprocess.Popen[bytes]
     log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def peak_rss_mb(self) -> float:
         return vm_hwm_mb(self.proc.pid)

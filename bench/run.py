@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run [--events 200000] [--processes 2] [--json FILE]
                                   [--plot FILE.png] [--latency-seconds 10]
-                                  [--warmup-seconds 3] [--only a,b]
+                                  [--warmup-seconds 3] [--only a,b] [--profile DIR]
 
 Starts its own Kafka broker and OpenTelemetry Collector (tests/infra), then runs, in turns,
 each on fresh topics (2 input partitions) and a fresh consumer group:
@@ -19,6 +19,8 @@ first ``--warmup-seconds`` (connection set-up and warm-up of a fresh process are
 steady-state latency). Peak RSS: VmHWM of the process(es). CPU cores: CPU seconds over the
 throughput window (first read to all events out) per wall second, for the process(es)
 under test and for the broker: on two cores their sum shows how much was left.
+``--profile DIR`` records a py-spy profile of each govpipe process over its throughput
+window (bench/profile.py: collapsed stacks and a summary of the top functions).
 The table goes to stdout, a progress line to stderr.
 """
 
@@ -49,6 +51,7 @@ from bench.procs import (
     Worker,
     cpu_seconds,
 )
+from bench.profile import Profiler
 from bench.report import Result, table, write_json, write_plot
 from tests.infra.collector import Collector
 from tests.infra.kafka import KafkaBroker, create_topics
@@ -110,6 +113,7 @@ class Context:
     progress: Progress
     warmup_s: float = 0.0
     broker_pid: int | None = None
+    profile_dir: Path | None = None  # py-spy profiles of govpipe's throughput phase
 
 
 def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) -> dict[str, str]:
@@ -181,6 +185,15 @@ class Throughput:
     broker_cpu_cores: float
 
 
+def start_profilers(scenario: Scenario, workers: Sequence[Worker], ctx: Context
+                    ) -> list[Profiler]:
+    """With ``--profile DIR``: py-spy on each govpipe worker, to ``DIR/<key><n>.txt``."""
+    if ctx.profile_dir is None or scenario.baseline:
+        return []
+    return [Profiler(w.pid, ctx.profile_dir / f"{scenario.key}{n}.txt")
+            for n, w in enumerate(workers)]
+
+
 def _cpu(workers: Sequence[Worker], ctx: Context) -> tuple[float, float]:
     """CPU seconds so far: the workers together, and the broker."""
     broker = cpu_seconds(ctx.broker_pid) if ctx.broker_pid is not None else 0.0
@@ -195,11 +208,14 @@ async def throughput(scenario: Scenario, ctx: Context, values: Sequence[bytes]) 
     workers = start_workers(scenario, topics, ctx)
     try:
         started = await first_read(workers)
+        profilers = start_profilers(scenario, workers, ctx)
         cpu_start, clock_start = _cpu(workers, ctx), time.monotonic()
         async with OutputTopic(ctx.bootstrap, topics.output, PARTITIONS) as out:
             await out.wait_for(len(values), ctx.progress, timeout_s=60 + len(values) / 500)
             cpu_end, clock_end = _cpu(workers, ctx), time.monotonic()
             finished = await out.last_ack_ms() / 1000
+        for profiler in profilers:
+            ctx.progress(f"profile summary: {profiler.stop()}")
     finally:
         peak = await stop_all(workers)
     wall = clock_end - clock_start
@@ -282,6 +298,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated scenario keys, e.g. a,b")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy profile of each govpipe throughput phase into DIR")
     return parser.parse_args(argv)
 
 
@@ -297,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         broker = stack.enter_context(KafkaBroker(extra_properties=BROKER_PROPERTIES))
         ctx = Context(broker.bootstrap, collector.grpc_endpoint, work,
                       base64.b64encode(secrets.token_bytes(32)).decode(), keygen(work),
-                      Progress(), args.warmup_seconds, broker.pid)
+                      Progress(), args.warmup_seconds, broker.pid, args.profile)
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
         results = asyncio.run(run_all(chosen, ctx, args.events, args.latency_seconds))
     print(table(results))
     print(f"\n{args.events:,} events per scenario; {os.cpu_count()} CPUs; load average "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -77,5 +78,14 @@ async def _run(settings: Settings, environ: Mapping[str, str]) -> int:
                     sinks=build_sinks(settings), signer=build_signer(settings, environ),
                     deadletter=build_deadletter(settings), metrics=metrics, tracker=tracker)
     daemon.install_signal_handlers()
+    freeze_long_lived_objects()
     outcome = await daemon.run()
     return outcome.exit_code
+
+
+def freeze_long_lived_objects() -> None:
+    """Move everything allocated so far (modules, settings, the wired pipeline) out of the
+    garbage collector's reach. They live as long as the process, yet every full collection
+    would walk them again: ~40 ms on an idle machine, a stall of every event in flight."""
+    gc.collect()
+    gc.freeze()
