@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run [--events 200000] [--processes 2] [--json FILE]
                                   [--plot FILE.png] [--latency-seconds 10]
                                   [--warmup-seconds 3] [--only a,b] [--profile DIR]
+                                  [--set GOVPIPE_KEY=VALUE ...]
 
 Starts its own Kafka broker and OpenTelemetry Collector (tests/infra), then runs, in turns,
 each on fresh topics (2 input partitions) and a fresh consumer group:
@@ -114,6 +115,7 @@ class Context:
     warmup_s: float = 0.0
     broker_pid: int | None = None
     profile_dir: Path | None = None  # py-spy profiles of govpipe's throughput phase
+    overrides: tuple[tuple[str, str], ...] = ()  # GOVPIPE_* settings for every govpipe run
 
 
 def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) -> dict[str, str]:
@@ -135,6 +137,7 @@ def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) ->
                     "GOVPIPE_SIGNING__KEY_FILE": str(ctx.ed25519_key)})
     else:
         env["GOVPIPE_SIGNING_KEY"] = ctx.hmac_key
+    env.update(ctx.overrides)
     return env
 
 
@@ -285,6 +288,13 @@ def keygen(work: Path) -> Path:
     return path
 
 
+def _override(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("GOVPIPE_"):
+        raise argparse.ArgumentTypeError(f"expected GOVPIPE_<SECTION>__<KEY>=VALUE: {text!r}")
+    return name, value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -298,6 +308,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated scenario keys, e.g. a,b")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="GOVPIPE_KEY=VALUE",
+                        type=_override, dest="overrides",
+                        help="a setting for every govpipe run (repeatable), e.g. "
+                             "GOVPIPE_SINKS__KAFKA__BATCH_SIZE=1000")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy profile of each govpipe throughput phase into DIR")
     return parser.parse_args(argv)
@@ -315,7 +329,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         broker = stack.enter_context(KafkaBroker(extra_properties=BROKER_PROPERTIES))
         ctx = Context(broker.bootstrap, collector.grpc_endpoint, work,
                       base64.b64encode(secrets.token_bytes(32)).decode(), keygen(work),
-                      Progress(), args.warmup_seconds, broker.pid, args.profile)
+                      Progress(), args.warmup_seconds, broker.pid, args.profile,
+                      tuple(args.overrides))
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         results = asyncio.run(run_all(chosen, ctx, args.events, args.latency_seconds))

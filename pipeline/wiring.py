@@ -47,6 +47,7 @@ def _kafka_sink(settings: Settings) -> Sink:
         kafka.topic,
         content_mode=kafka.content_mode,
         timeout_s=kafka.timeout_s,
+        record_batch_bytes=kafka.record_batch_bytes,
     )
 
 

@@ -14,6 +14,7 @@ async def test_enabled_otlp_and_kafka_sinks_are_built() -> None:
         "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": "broker-a:9092",
         "GOVPIPE_SINKS__KAFKA__ENABLED": "true",
         "GOVPIPE_SINKS__KAFKA__CONTENT_MODE": "binary",
+        "GOVPIPE_SINKS__KAFKA__RECORD_BATCH_BYTES": "65536",
         "GOVPIPE_SINKS__OTLP__ENABLED": "true",
         "GOVPIPE_SINKS__OTLP__PROTOCOL": "http/protobuf",
         "GOVPIPE_SINKS__OTLP__HEADERS": "authorization=Bearer x",
@@ -29,6 +30,7 @@ async def test_enabled_otlp_and_kafka_sinks_are_built() -> None:
         # No sinks.kafka.bootstrap_servers: the source's brokers are used.
         assert kafka.bootstrap_servers == "broker-a:9092"
         assert kafka.content_mode == "binary"
+        assert kafka.record_batch_bytes == 65536
     finally:
         for sink in sinks.values():
             if sink.name != "stdout":
