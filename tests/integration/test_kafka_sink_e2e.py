@@ -14,17 +14,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, from_structured
 from cloudevents.core.formats.json import JSONFormat
 
+from pipeline.model import SignedEvent
 from pipeline.signing import HmacSigner
 from sinks.base import SinkError
 from sinks.kafka import KafkaSink
 from tests.contract.support import EXAMPLES, TEST_KEY, example_lines, signed_examples
 from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, consume_all
+from tests.infra.kafka import KafkaBroker, consume_all, consume_to_end, create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +140,25 @@ async def test_a_stopped_broker_fails_retriably_within_the_timeout(
     records = await consume_all(kafka_broker.bootstrap, kafka_topic, 10)
     # At least once: the timed-out batch may land too, before its retry.
     assert {json.loads(r.value)["id"] for r in records} == {e.id for e in events[:10]}
+
+
+async def test_each_key_lands_on_the_partition_the_default_partitioner_picks(
+        kafka_broker: KafkaBroker) -> None:
+    """The sink groups a batch by partition itself (one partitioner call per distinct key):
+    the placement must still be the Java-compatible murmur2 one, for every key."""
+    topic = f"keyed-{secrets.token_hex(4)}"
+    await create_topics(kafka_broker.bootstrap, [topic], partitions=5)
+    template = signed_examples()[0]
+    events = [SignedEvent(f"e{n}", template.attributes, template.body, template.position,
+                          partition_key=f"agent-{n % 37}") for n in range(400)]
+    sink = KafkaSink(kafka_broker.bootstrap, topic, timeout_s=10)
+    try:
+        await sink.send(events)
+    finally:
+        await sink.aclose()
+    records = await consume_to_end(kafka_broker.bootstrap, topic)
+    assert len(records) == len(events)
+    partitions = list(range(5))
+    pick = DefaultPartitioner()
+    assert all(r.partition == pick(r.key, partitions, partitions) for r in records)
+    assert len({r.partition for r in records}) > 1  # the keys really spread
