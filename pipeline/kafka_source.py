@@ -112,7 +112,10 @@ class KafkaSource:
             consumer.resume(*(tp for tp in assigned if tp in consumer.assignment()))
 
     def _record(self, tp: TopicPartition, message: ConsumerRecord[Any, Any]) -> Record:
-        headers = tuple((name, value or b"") for name, value in message.headers or ())
+        raw_headers = message.headers
+        # Most records have no headers: no generator for them (this runs per record).
+        headers = tuple((name, value or b"") for name, value in raw_headers) \
+            if raw_headers else ()
         position = Position(tp.topic, tp.partition, message.offset, self._epochs.get(tp, 0))
         return Record(message.value if message.value is not None else b"", position,
                       key=message.key, headers=headers)
