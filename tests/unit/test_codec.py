@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
@@ -38,3 +39,18 @@ def test_big_integers_survive_decode_and_encode() -> None:
 
 def test_encode_is_strict_compact_utf8() -> None:
     assert encode({"a": "é", "b": [1, 2.5]}) == '{"a":"é","b":[1,2.5]}'.encode()
+
+
+def test_encoded_bodies_hold_no_more_memory_than_their_bytes() -> None:
+    """Signed bodies wait in sink queues; orjson's own result keeps its ~8 KiB buffer."""
+    values = [{"id": f"e{n}", "data": {"text": "x" * 900, "n": n}} for n in range(500)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        bodies = [encode(value) for value in values]
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    payload = sum(len(body) for body in bodies)
+    assert held < 1.5 * payload, (held, payload)
