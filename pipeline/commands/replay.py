@@ -64,17 +64,21 @@ class Plan:
 def make_plan(entries: Sequence[dict[str, Any]], done: set[str], selected: ReplayFilter,
               again: bool) -> Plan:
     plan = Plan()
+    # A dead-letter write retried after a partial failure can store an entry twice (same
+    # id): it goes back once, and the copy counts as already replayed.
+    planned: set[str] = set()
     for entry in entries:
         if is_marker(entry):
             continue
         if not selected.matches(entry):
             plan.not_matching += 1
-        elif not again and entry.get("id") in done:
+        elif (not again and entry.get("id") in done) or entry.get("id") in planned:
             plan.already += 1
         elif (record := to_record(entry)) is None:
             plan.unusable += 1
         else:
             plan.records.append(record)
+            planned.add(record.entry_id)
     return plan
 
 

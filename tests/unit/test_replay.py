@@ -78,3 +78,14 @@ def test_file_markers_round_trip(tmp_path: Path) -> None:
     assert [e["id"] for e in store.entries()] == ["a"]
     store.mark(["a"])
     assert store.replayed() == {"a"}
+
+
+def test_an_entry_stored_twice_is_replayed_once() -> None:
+    """A Kafka dead-letter batch retried after a partial failure may hold an entry twice."""
+    twice = entry(id="a")
+    plan = make_plan([twice, entry(id="b"), dict(twice)], done=set(), selected=ReplayFilter(),
+                     again=False)
+    assert [r.entry_id for r in plan.records] == ["a", "b"]
+    assert plan.already == 1
+    again = make_plan([twice, dict(twice)], done=set(), selected=ReplayFilter(), again=True)
+    assert [r.entry_id for r in again.records] == ["a"]
