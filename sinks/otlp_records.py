@@ -234,7 +234,8 @@ def encode_log_record(event: SignedEvent, observed_ns: int) -> bytes:
         parts.append(_LOG_SEVERITY_NUMBER + _varint(number.value))
     if text:
         parts.append(_delimited(_LOG_SEVERITY_TEXT, text.encode("ascii")))
-    parts.append(_delimited(_LOG_BODY, _any_value(event.body.decode("utf-8"))))
+    # The body is already UTF-8 (orjson writes nothing else): its bytes are the string.
+    parts.append(_delimited(_LOG_BODY, _delimited(_ANY_STRING, event.body)))
     parts.extend(_attributes(log_attributes(ce)))
     trace_id = _hex_id(ce.get("traceid"), _TRACE_ID, 16)
     if trace_id:
