@@ -207,18 +207,25 @@ def _key_value(key: str, value: str | float | bool | int) -> bytes:
     return _kv_key(key) + _delimited(_KV_VALUE, _any_value(value))
 
 
-def _attributes(attributes: Mapping[str, str | float | bool | int]) -> Iterable[bytes]:
-    """Each attribute as a LogRecord ``attributes`` field; strings, nearly all of them, on
-    an inlined path."""
-    varint, kv_key = _varint, _kv_key
+def _add_attributes(parts: list[bytes],
+                    attributes: Mapping[str, str | float | bool | int]) -> None:
+    """Append each attribute's LogRecord ``attributes`` field to ``parts``.
+
+    Strings, nearly all of them, take an inlined path that computes the nested lengths
+    instead of concatenating each level: this runs for every attribute of every event."""
+    small, kv_key = _SMALL_VARINTS, _kv_key
     for key, value in attributes.items():
         if type(value) is str:
             raw = value.encode("utf-8")
-            any_value = _ANY_STRING + varint(len(raw)) + raw
-            pair = kv_key(key) + _KV_VALUE + varint(len(any_value)) + any_value
-        else:
-            pair = _key_value(key, value)
-        yield _LOG_ATTRIBUTE + varint(len(pair)) + pair
+            size = len(raw)
+            if size < 126:  # then every length below fits one varint byte
+                key_part = kv_key(key)
+                value_size = size + 2
+                parts += (_LOG_ATTRIBUTE, small[len(key_part) + value_size + 2], key_part,
+                          _KV_VALUE, small[value_size], _ANY_STRING, small[size], raw)
+                continue
+        pair = _key_value(key, value)
+        parts += (_LOG_ATTRIBUTE, _varint(len(pair)), pair)
 
 
 def encode_log_record(event: SignedEvent, observed_ns: int) -> bytes:
@@ -236,7 +243,7 @@ def encode_log_record(event: SignedEvent, observed_ns: int) -> bytes:
         parts.append(_delimited(_LOG_SEVERITY_TEXT, text.encode("ascii")))
     # The body is already UTF-8 (orjson writes nothing else): its bytes are the string.
     parts.append(_delimited(_LOG_BODY, _delimited(_ANY_STRING, event.body)))
-    parts.extend(_attributes(log_attributes(ce)))
+    _add_attributes(parts, log_attributes(ce))
     trace_id = _hex_id(ce.get("traceid"), _TRACE_ID, 16)
     if trace_id:
         parts.append(_delimited(_LOG_TRACE_ID, trace_id))

@@ -105,7 +105,8 @@ def test_an_empty_batch_is_an_empty_scope() -> None:
     assert [len(s.log_records) for s in resource_logs.scope_logs] == [0]
 
 
-texts = st.text(max_size=40)
+# Short and long: the encoder inlines strings under 126 UTF-8 bytes.
+texts = st.one_of(st.text(max_size=40), st.text(min_size=100, max_size=300))
 scalars = st.one_of(texts, st.booleans(), st.integers(-(2**63), 2**63 - 1),
                     st.floats(allow_nan=False, allow_infinity=False), st.none())
 hex_ids = st.one_of(st.text("0123456789abcdefABCDEF", min_size=15, max_size=33), texts,
