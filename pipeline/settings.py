@@ -98,7 +98,7 @@ class KafkaSinkSettings(SinkSettings):
     topic: str = Field("governance.cloudevents", min_length=1)
     content_mode: Literal["structured", "binary"] = "structured"
     timeout_s: float = Field(30.0, gt=0)  # metadata wait and delivery deadline per record
-    # Bytes per partition in one produce request; at most the topic's max.message.bytes.
+    # Bytes per partition in one produce request (halved if a topic refuses it as too large).
     record_batch_bytes: int = Field(1_048_576, ge=16_384)
 
 

@@ -34,6 +34,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped,unused-ignore]
     InvalidProducerEpoch,
     KafkaConnectionError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
 )
@@ -180,18 +181,42 @@ class KafkaSink:
         await self.start()
         producer = self._producer
         assert producer is not None  # start() set it or raised
+        todo = list((await self._by_partition(producer, batch)).items())
+        while todo:
+            todo = await self._send_round(producer, todo)
+
+    async def _send_round(self, producer: AIOKafkaProducer,
+                          todo: Sequence[tuple[int, list[_Message]]]
+                          ) -> list[tuple[int, list[_Message]]]:
+        """Send each partition's messages and wait for every acknowledgement; return the
+        halves of any record batch the broker refused as too large, to send again.
+
+        A topic's max.message.bytes can be below ``record_batch_bytes``; the Java producer
+        splits such a batch too. Only a single record over the limit fails the send
+        (non-retriable). The halves follow the partition's other record batches, so a split
+        batch's records can land after later ones, as with any retry."""
+        sent: list[tuple[int, list[_Message]]] = []
         pending: list[asyncio.Future[Any]] = []
         try:
             # One record batch (one future) per partition and ~max_batch_size bytes, not one
             # future per event: per-event send() and its futures were a hot spot in profiles.
-            for partition, messages in (await self._by_partition(producer, batch)).items():
-                for builder in self._record_batches(producer, messages):
+            for partition, messages in todo:
+                for builder, packed in self._record_batches(producer, messages):
                     pending.append(await producer.send_batch(builder, self._topic,
                                                              partition=partition))
+                    sent.append((partition, packed))
         except Exception as exc:  # KafkaError mostly; anything else must not leak futures
             await asyncio.gather(*pending, return_exceptions=True)  # none left unobserved
             raise to_sink_error(exc) from exc
-        await self._wait_acks(pending)
+        outcomes = await self._wait_acks(pending)
+        again: list[tuple[int, list[_Message]]] = []
+        for (partition, packed), outcome in zip(sent, outcomes, strict=True):
+            if isinstance(outcome, MessageSizeTooLargeError) and len(packed) > 1:
+                middle = len(packed) // 2
+                again += [(partition, packed[:middle]), (partition, packed[middle:])]
+            elif isinstance(outcome, Exception):
+                raise to_sink_error(outcome) from outcome
+        return again
 
     async def _by_partition(self, producer: AIOKafkaProducer, batch: Sequence[SignedEvent]
                             ) -> dict[int, list[_Message]]:
@@ -218,20 +243,26 @@ class KafkaSink:
 
     @staticmethod
     def _record_batches(producer: AIOKafkaProducer, messages: Sequence[_Message]
-                        ) -> list[Any]:
-        """``messages`` packed into record batches of at most the producer's batch size."""
-        builders = [producer.create_batch()]
-        for key, value, headers in messages:
-            if builders[-1].append(timestamp=None, key=key, value=value,
-                                   headers=headers) is None:
-                builders.append(producer.create_batch())  # full: the next one takes it
-                builders[-1].append(timestamp=None, key=key, value=value, headers=headers)
-        return builders
+                        ) -> list[tuple[Any, list[_Message]]]:
+        """``messages`` packed into record batches of at most the producer's batch size,
+        each with the messages it holds."""
+        batches: list[tuple[Any, list[_Message]]] = [(producer.create_batch(), [])]
+        for message in messages:
+            key, value, headers = message
+            builder, packed = batches[-1]
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                builder, packed = producer.create_batch(), []  # full: the next one takes it
+                builder.append(timestamp=None, key=key, value=value, headers=headers)
+                batches.append((builder, packed))
+            packed.append(message)
+        return batches
 
-    async def _wait_acks(self, pending: Sequence[asyncio.Future[Any]]) -> None:
-        # An idempotent aiokafka producer never expires a batch: while the broker is down it
-        # retries forever, so the sink bounds the wait itself. Records still in flight at the
-        # deadline may land later; the retry then duplicates them (consumers dedupe on id).
+    async def _wait_acks(self, pending: Sequence[asyncio.Future[Any]]) -> list[Any]:
+        """Every future's outcome (a result or an exception), in order.
+
+        An idempotent aiokafka producer never expires a batch: while the broker is down it
+        retries forever, so the sink bounds the wait itself. Records still in flight at the
+        deadline may land later; the retry then duplicates them (consumers dedupe on id)."""
         try:
             async with asyncio.timeout(self._timeout_s):
                 # All, not the first failure: every future's outcome must be observed.
@@ -246,8 +277,8 @@ class KafkaSink:
                 raise outcome
             if isinstance(outcome, _PRODUCER_STATE_ERRORS):
                 await self._replace_producer()
-            if isinstance(outcome, Exception):
                 raise to_sink_error(outcome) from outcome
+        return outcomes
 
     async def _replace_producer(self) -> None:
         """Drop a producer whose idempotence state is broken; the next send starts anew."""

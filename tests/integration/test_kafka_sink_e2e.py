@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
@@ -162,3 +163,33 @@ async def test_each_key_lands_on_the_partition_the_default_partitioner_picks(
     pick = DefaultPartitioner()
     assert all(r.partition == pick(r.key, partitions, partitions) for r in records)
     assert len({r.partition for r in records}) > 1  # the keys really spread
+
+
+async def test_a_record_batch_over_the_topic_limit_is_split_not_failed(
+        kafka_broker: KafkaBroker) -> None:
+    """A topic's max.message.bytes below record_batch_bytes: the broker refuses the record
+    batch as too large; the sink halves it until it fits and delivers every event. Only a
+    single record over the limit is a (non-retriable) failure."""
+    topic = f"small-{secrets.token_hex(4)}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1,
+                                            topic_configs={"max.message.bytes": "60000"})])
+    finally:
+        await admin.close()
+    await create_topics(kafka_broker.bootstrap, [topic], partitions=2)  # waits for leaders
+    events = signed_examples(unique_ids=True) * 12  # ~500 events, ~900 B each
+    sink = KafkaSink(kafka_broker.bootstrap, topic, timeout_s=10)
+    try:
+        await sink.send(events)
+        template = events[0]
+        huge = SignedEvent("huge", template.attributes, b"x" * 70_000, template.position)
+        with pytest.raises(SinkError) as refused:
+            await sink.send([huge])
+    finally:
+        await sink.aclose()
+    assert (refused.value.retriable, refused.value.reason) == (
+        False, "message_size_too_large_error")
+    records = await consume_to_end(kafka_broker.bootstrap, topic)
+    assert sorted(r.value for r in records) == sorted(e.body for e in events)
