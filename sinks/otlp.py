@@ -41,8 +41,7 @@ from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompressio
 from opentelemetry.exporter.otlp.proto.http._log_exporter import (
     OTLPLogExporter as HttpLogExporter,
 )
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc import LogsServiceStub
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from pipeline.model import SignedEvent
@@ -66,6 +65,7 @@ _RETRYABLE_GRPC = frozenset({
 _RETRY_INFO_KEY = "google.rpc.retryinfo-bin"
 _RETRIABLE_4XX = frozenset({408, 429})
 _LOGS_PATH = "/v1/logs"
+_EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,9 @@ class OtlpOptions:
 
 
 class _Transport(Protocol):
-    def export(self, payload: bytes) -> bool:
-        """Send one serialized ExportLogsServiceRequest; True when the collector took it."""
+    def export(self, payload: bytes, count: int) -> bool:
+        """Send one serialized ExportLogsServiceRequest of ``count`` records; True when the
+        collector took it."""
         ...
 
     def shutdown(self) -> None: ...
@@ -116,12 +117,12 @@ class OtlpSink:
         observed_ns = time.time_ns()
         payload = logs_request([encode_log_record(event, observed_ns) for event in batch])
         async with self._lock:
-            if not await asyncio.to_thread(self._export, payload):
+            if not await asyncio.to_thread(self._export, payload, len(batch)):
                 raise self._transport.failure()
 
-    def _export(self, payload: bytes) -> bool:
+    def _export(self, payload: bytes, count: int) -> bool:
         self._transport.reset()
-        return self._transport.export(payload)
+        return self._transport.export(payload, count)
 
     async def aclose(self) -> None:
         """Shut the exporter down (ends an export's retry wait early); safe to call twice."""
@@ -197,7 +198,7 @@ class _HttpTransport:
     def _record(self, response: requests.Response, *args: object, **kwargs: object) -> None:
         self.status = response.status_code
 
-    def export(self, payload: bytes) -> bool:
+    def export(self, payload: bytes, count: int) -> bool:
         return self._exporter.export_serialized(payload)
 
     def shutdown(self) -> None:
@@ -249,21 +250,36 @@ class _RecordingGrpcExporter(GrpcLogExporter):
         self._recorder = recorder
         super().__init__(**kwargs)
 
-    # The mixin's hooks: what `export` is given is already the request.
-    def _translate_data(self, data: Any) -> ExportLogsServiceRequest:
-        return cast(ExportLogsServiceRequest, data)
+    # The mixin's hooks: what `export` is given is already the serialized request (and a
+    # record count), which the stub below sends as it is.
+    def _translate_data(self, data: Any) -> Any:
+        return cast(_Serialized, data).payload
 
     def _count_data(self, data: Any) -> int:
-        request = cast(ExportLogsServiceRequest, data)
-        return sum(len(scope.log_records) for resource in request.resource_logs
-                   for scope in resource.scope_logs)
+        return cast(_Serialized, data).count
 
     def _initialize_channel_and_stub(self) -> None:
         super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
         # The SDK declares both attributes as None-typed; they hold a channel and a stub.
         channel = grpc.intercept_channel(cast(grpc.Channel, self._channel), self._recorder)
         self._channel = channel  # type: ignore[assignment]
-        self._client = LogsServiceStub(channel)  # type: ignore[no-untyped-call,assignment]
+        self._client = _BytesLogsStub(channel)  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class _Serialized:
+    payload: bytes
+    count: int
+
+
+class _BytesLogsStub:
+    """The generated ``LogsServiceStub`` with the request serializer left out: the request
+    is already wire bytes, so it is neither parsed into a message nor serialized again."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.Export: grpc.UnaryUnaryMultiCallable[bytes, Any] = channel.unary_unary(
+            _EXPORT_METHOD, request_serializer=None,
+            response_deserializer=ExportLogsServiceResponse.FromString)
 
 
 def _grpc_credentials(options: OtlpOptions) -> grpc.ChannelCredentials | None:
@@ -294,9 +310,8 @@ class _GrpcTransport:
             retryable_error_codes=_RETRYABLE_GRPC,
         )
 
-    def export(self, payload: bytes) -> bool:
-        request = ExportLogsServiceRequest.FromString(payload)
-        result = self._exporter.export(request)
+    def export(self, payload: bytes, count: int) -> bool:
+        result = self._exporter.export(_Serialized(payload, count))  # type: ignore[arg-type]
         return result is LogRecordExportResult.SUCCESS
 
     def shutdown(self) -> None:
