@@ -156,7 +156,7 @@ def _bounded_fields(data: Any) -> list[str]:
 
     def walk(container: dict[str, Any] | list[Any], depth: int) -> None:
         nonlocal total
-        for item in container.values() if type(container) is dict else container:
+        for item in container.values() if isinstance(container, dict) else container:
             if isinstance(item, str):
                 if len(fields) >= MAX_STRINGS or total >= MAX_TOTAL_CHARS:
                     raise _Bounded

@@ -78,7 +78,10 @@ class OtlpSinkSettings(SinkSettings):
     def _endpoint_for_protocol(cls, values: Any) -> Any:
         if isinstance(values, dict) and values.get("endpoint") is None:
             protocol = values.get("protocol", "grpc")
-            values = {**values, "endpoint": OTLP_DEFAULT_ENDPOINTS.get(protocol, "")}
+            # A protocol that is not a known string is reported by its own validation.
+            default = OTLP_DEFAULT_ENDPOINTS.get(protocol, "") if isinstance(protocol, str) \
+                else ""
+            values = {**values, "endpoint": default}
         return values
 
     @field_validator("headers", mode="before")

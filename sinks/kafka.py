@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -44,6 +46,8 @@ from sinks.base import SinkError
 
 __all__ = ["STRUCTURED_CONTENT_TYPE", "KafkaSink", "binary_message"]
 
+log = logging.getLogger(__name__)
+
 STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
 ContentMode = Literal["structured", "binary"]
 Headers = list[tuple[str, bytes]]
@@ -52,6 +56,7 @@ _ALWAYS_RETRIABLE = (KafkaConnectionError, KafkaTimeoutError, TimeoutError, OSEr
 # Fatal to an idempotent producer (its producer id / sequence numbers are out of step with
 # the broker, e.g. after a broker restart), not to the sink: a new producer gets a new id.
 _PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, InvalidProducerEpoch, ProducerFenced)
+_MIN_BATCH_BYTES = 16_384
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -183,18 +188,36 @@ class KafkaSink:
         assert producer is not None  # start() set it or raised
         todo = list((await self._by_partition(producer, batch)).items())
         while todo:
+            await self.start()  # a round that met a refusal replaced the producer
+            producer = self._producer
+            assert producer is not None
             todo = await self._send_round(producer, todo)
 
     async def _send_round(self, producer: AIOKafkaProducer,
                           todo: Sequence[tuple[int, list[_Message]]]
                           ) -> list[tuple[int, list[_Message]]]:
-        """Send each partition's messages and wait for every acknowledgement; return the
-        halves of any record batch the broker refused as too large, to send again.
+        """Send each partition's messages and wait for every acknowledgement; return what
+        has to be sent again because the broker refused a record batch as too large.
 
         A topic's max.message.bytes can be below ``record_batch_bytes``; the Java producer
-        splits such a batch too. Only a single record over the limit fails the send
-        (non-retriable). The halves follow the partition's other record batches, so a split
-        batch's records can land after later ones, as with any retry."""
+        splits such a batch too. The refused batch goes back in halves (so the rounds end),
+        and the producer is replaced, because the refused batch's sequence numbers leave a
+        gap that fails every later batch of that partition (``OutOfOrderSequenceNumber``):
+        those go back too. The new producer makes batches half the size, so later sends
+        fit. Only a single record over the limit fails the send (non-retriable). Records
+        sent again land after the partition's other batches, as with any retry."""
+        sent, pending = await self._hand_over(producer, todo)
+        again, refused, failure = _triage(sent, await self._wait_acks(pending))
+        if refused or isinstance(failure, _PRODUCER_STATE_ERRORS):
+            await self._replace_producer(shrink=bool(refused))
+        if failure is not None:
+            raise to_sink_error(failure) from failure
+        return again
+
+    async def _hand_over(self, producer: AIOKafkaProducer,
+                         todo: Sequence[tuple[int, list[_Message]]]
+                         ) -> tuple[list[tuple[int, list[_Message]]], list[asyncio.Future[Any]]]:
+        """Give the producer every record batch; each with its future, in order."""
         sent: list[tuple[int, list[_Message]]] = []
         pending: list[asyncio.Future[Any]] = []
         try:
@@ -206,17 +229,9 @@ class KafkaSink:
                                                              partition=partition))
                     sent.append((partition, packed))
         except Exception as exc:  # KafkaError mostly; anything else must not leak futures
-            await asyncio.gather(*pending, return_exceptions=True)  # none left unobserved
+            await self._abandon(pending)
             raise to_sink_error(exc) from exc
-        outcomes = await self._wait_acks(pending)
-        again: list[tuple[int, list[_Message]]] = []
-        for (partition, packed), outcome in zip(sent, outcomes, strict=True):
-            if isinstance(outcome, MessageSizeTooLargeError) and len(packed) > 1:
-                middle = len(packed) // 2
-                again += [(partition, packed[:middle]), (partition, packed[middle:])]
-            elif isinstance(outcome, Exception):
-                raise to_sink_error(outcome) from outcome
-        return again
+        return sent, pending
 
     async def _by_partition(self, producer: AIOKafkaProducer, batch: Sequence[SignedEvent]
                             ) -> dict[int, list[_Message]]:
@@ -275,15 +290,30 @@ class KafkaSink:
         for outcome in outcomes:
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
-            if isinstance(outcome, _PRODUCER_STATE_ERRORS):
-                await self._replace_producer()
-                raise to_sink_error(outcome) from outcome
         return outcomes
 
-    async def _replace_producer(self) -> None:
-        """Drop a producer whose idempotence state is broken; the next send starts anew."""
+    async def _abandon(self, pending: Sequence[asyncio.Future[Any]]) -> None:
+        """After a failed send_batch: give the batches already handed over ``timeout_s`` to
+        settle (they never do while the broker is down), then leave their outcomes to
+        ``_observe`` so none is logged as never retrieved."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._timeout_s):
+                await asyncio.gather(*pending, return_exceptions=True)
+        for future in pending:
+            future.add_done_callback(_observe)
+
+    async def _replace_producer(self, shrink: bool = False) -> None:
+        """Drop a producer whose idempotence state is broken; the next send starts anew.
+        ``shrink``: a record batch was refused as too large, so the next producer makes
+        batches half the size (not below 16 KiB, aiokafka's default)."""
         async with self._start_lock:
             producer, self._producer = self._producer, None
+            if shrink:
+                size = max(_MIN_BATCH_BYTES, self.record_batch_bytes // 2)
+                if size < self.record_batch_bytes:
+                    log.warning("kafka: a record batch was refused as too large for topic "
+                                "%s; record batches are now %d bytes", self._topic, size)
+                self._options["max_batch_size"] = size
         if producer is not None:
             await _stop_within(producer, self._timeout_s)
 
@@ -301,6 +331,29 @@ class KafkaSink:
             producer, self._producer = self._producer, None
         if producer is not None:
             await _stop_within(producer, self._timeout_s)
+
+
+def _triage(sent: Sequence[tuple[int, list[_Message]]], outcomes: Sequence[Any]
+            ) -> tuple[list[tuple[int, list[_Message]]], set[int], BaseException | None]:
+    """From a round's outcomes: what to send again (the halves of each refused batch of
+    several records, and the batches behind a refusal's sequence gap), the partitions with
+    a refusal, and the first failure that ends the send."""
+    again: list[tuple[int, list[_Message]]] = []
+    refused: set[int] = set()
+    failure: BaseException | None = None
+    for (partition, packed), outcome in zip(sent, outcomes, strict=True):
+        if isinstance(outcome, MessageSizeTooLargeError):
+            refused.add(partition)
+            if len(packed) > 1:
+                middle = len(packed) // 2
+                again += [(partition, packed[:middle]), (partition, packed[middle:])]
+            else:
+                failure = failure or outcome  # one record over the limit: nothing to split
+        elif isinstance(outcome, _PRODUCER_STATE_ERRORS) and partition in refused:
+            again.append((partition, packed))
+        elif isinstance(outcome, Exception):
+            failure = failure or outcome
+    return again, refused, failure
 
 
 def _observe(future: asyncio.Future[Any]) -> None:

@@ -70,9 +70,10 @@ def make_plan(entries: Sequence[dict[str, Any]], done: set[str], selected: Repla
     for entry in entries:
         if is_marker(entry):
             continue
+        entry_id = str(entry.get("id") or "")
         if not selected.matches(entry):
             plan.not_matching += 1
-        elif (not again and entry.get("id") in done) or entry.get("id") in planned:
+        elif (not again and entry_id in done) or (entry_id and entry_id in planned):
             plan.already += 1
         elif (record := to_record(entry)) is None:
             plan.unusable += 1

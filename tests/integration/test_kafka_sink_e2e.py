@@ -168,8 +168,10 @@ async def test_each_key_lands_on_the_partition_the_default_partitioner_picks(
 async def test_a_record_batch_over_the_topic_limit_is_split_not_failed(
         kafka_broker: KafkaBroker) -> None:
     """A topic's max.message.bytes below record_batch_bytes: the broker refuses the record
-    batch as too large; the sink halves it until it fits and delivers every event. Only a
-    single record over the limit is a (non-retriable) failure."""
+    batch as too large; the sink halves it until it fits and delivers every event once,
+    also on partitions it wrote before (the refusal leaves a gap in the idempotent
+    producer's sequence numbers). Only a single record over the limit is a
+    (non-retriable) failure, and the sink goes on working after it."""
     topic = f"small-{secrets.token_hex(4)}"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     await admin.start()
@@ -179,17 +181,26 @@ async def test_a_record_batch_over_the_topic_limit_is_split_not_failed(
     finally:
         await admin.close()
     await create_topics(kafka_broker.bootstrap, [topic], partitions=2)  # waits for leaders
-    events = signed_examples(unique_ids=True) * 12  # ~500 events, ~900 B each
+    first = signed_examples(unique_ids=True)  # 42 events, ~900 B each: under the limit
+    big = [e for _ in range(12) for e in signed_examples(unique_ids=True)]  # ~500 events
+    more = [e for _ in range(4) for e in signed_examples(unique_ids=True)]
+    after = signed_examples(unique_ids=True)
+    template = first[0]
+    huge = SignedEvent("huge", template.attributes, b"x" * 70_000, template.position,
+                       partition_key=template.partition_key)
     sink = KafkaSink(kafka_broker.bootstrap, topic, timeout_s=10)
     try:
-        await sink.send(events)
-        template = events[0]
-        huge = SignedEvent("huge", template.attributes, b"x" * 70_000, template.position)
+        await sink.send(first)  # the producer now has sequence state on both partitions
+        await sink.send(big)
+        assert sink.record_batch_bytes < 1_048_576  # learned from the refusals
+        await sink.send(more)
         with pytest.raises(SinkError) as refused:
             await sink.send([huge])
+        await sink.send(after)
     finally:
         await sink.aclose()
     assert (refused.value.retriable, refused.value.reason) == (
         False, "message_size_too_large_error")
     records = await consume_to_end(kafka_broker.bootstrap, topic)
-    assert sorted(r.value for r in records) == sorted(e.body for e in events)
+    expected = first + big + more + after
+    assert sorted(r.value for r in records) == sorted(e.body for e in expected)

@@ -104,3 +104,10 @@ def test_otlp_endpoint_defaults_to_the_port_of_its_protocol(protocol: str, endpo
     given = load_settings(None, {"GOVPIPE_SINKS__OTLP__PROTOCOL": protocol,
                                  "GOVPIPE_SINKS__OTLP__ENDPOINT": "https://otel.example:443"})
     assert given.sinks.otlp.endpoint == "https://otel.example:443"
+
+
+def test_a_protocol_that_is_not_a_string_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "govpipe.toml"
+    config.write_text('[sinks.otlp]\nprotocol = ["grpc"]\n')
+    with pytest.raises(ConfigError, match=r"sinks\.otlp\.protocol"):
+        load_settings(config, {})
