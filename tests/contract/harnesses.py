@@ -22,7 +22,7 @@ from sinks.otlp import OtlpOptions, OtlpSink
 from sinks.stdout import StdoutSink
 from tests.contract.support import oversized_event, signed_examples
 from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, consume_all
+from tests.infra.kafka import KafkaBroker, consume_all, create_topics
 
 PEER_TIMEOUT_S = 20.0
 
@@ -200,4 +200,5 @@ class KafkaHarness(Harness):
                                                 topic_configs={"max.message.bytes": "4096"})])
         finally:
             await admin.close()
+        await create_topics(self._broker.bootstrap, [topic])  # exists: waits for its leader
         return self._sink(self._broker.bootstrap, topic), [oversized_event(16_384)]

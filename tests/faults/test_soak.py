@@ -89,6 +89,8 @@ def _dead_lettered(directory: Path) -> dict[str, Counter[str]]:
 async def test_soak_random_sink_failures_and_a_broker_restart(own_broker: KafkaBroker,
                                                               tmp_path: Path) -> None:
     bootstrap, topic = own_broker.bootstrap, "soak"
+    # First, so a failed run can be replayed with GOVPIPE_SOAK_SEED whatever fails.
+    print(f"\nsoak seed {SEED} (GOVPIPE_SOAK_SEED), {EVENTS} events")
     await create_topics(bootstrap, [topic], partitions=PARTITIONS)
     started = time.monotonic()
     await produce_fast(bootstrap, topic, (event_value(n, "s") for n in range(EVENTS)))

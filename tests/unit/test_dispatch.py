@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+import tenacity.wait
 from prometheus_client import CollectorRegistry
 
 from pipeline.dispatch import SinkDispatcher
@@ -139,7 +141,10 @@ async def test_full_queue_with_drop_policy_drops_and_counts() -> None:
     assert [event.id for event in sink.delivered] == ["e0", "e1"]
 
 
-async def test_stop_retrying_cuts_the_backoff_short() -> None:
+async def test_stop_retrying_cuts_the_backoff_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The jittered wait is uniform(0, 30 s): pinned to its top, so no second attempt can
+    # come before stop_retrying() on a slow machine.
+    monkeypatch.setattr(tenacity.wait.random, "uniform", lambda low, high: high)
     sink = FlakySink(failures=100)
     registry = CollectorRegistry()
     failed: list[str] = []
