@@ -183,15 +183,16 @@ class KafkaSink:
             raise SinkError("kafka sink is closed", retriable=False, reason="closed")
         if not batch:
             return
-        await self.start()
-        producer = self._producer
-        assert producer is not None  # start() set it or raised
-        todo = list((await self._by_partition(producer, batch)).items())
+        todo = list((await self._by_partition(await self._started(), batch)).items())
         while todo:
-            await self.start()  # a round that met a refusal replaced the producer
-            producer = self._producer
-            assert producer is not None
-            todo = await self._send_round(producer, todo)
+            # A round that met a refusal replaced the producer: the next one starts anew.
+            todo = await self._send_round(await self._started(), todo)
+
+    async def _started(self) -> AIOKafkaProducer:
+        """The producer, started if there is none (raises SinkError if it cannot start)."""
+        await self.start()
+        assert self._producer is not None  # start() set it or raised
+        return self._producer
 
     async def _send_round(self, producer: AIOKafkaProducer,
                           todo: Sequence[tuple[int, list[_Message]]]

@@ -12,8 +12,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import IO, Any, Literal
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 from pipeline.model import SignedEvent
 from sinks.base import Sink, SinkError
 from sinks.kafka import KafkaSink
@@ -193,12 +191,6 @@ class KafkaHarness(Harness):
     async def refusing(self) -> tuple[Sink, Sequence[SignedEvent]]:
         # The broker refuses a record over the topic's max.message.bytes: MESSAGE_TOO_LARGE.
         topic = f"{self._topic}-small"
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1,
-                                                topic_configs={"max.message.bytes": "4096"})])
-        finally:
-            await admin.close()
-        await create_topics(self._broker.bootstrap, [topic])  # exists: waits for its leader
+        await create_topics(self._broker.bootstrap, [topic],
+                            configs={"max.message.bytes": "4096"})
         return self._sink(self._broker.bootstrap, topic), [oversized_event(16_384)]

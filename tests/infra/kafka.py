@@ -278,9 +278,11 @@ class KafkaBroker(ServiceProcess):
 
 
 async def create_topics(
-    bootstrap: str, names: Sequence[str], partitions: int = 1, timeout_s: float = 30.0
+    bootstrap: str, names: Sequence[str], partitions: int = 1, timeout_s: float = 30.0,
+    configs: Mapping[str, str] | None = None,
 ) -> None:
-    """Create topics (replication 1) and wait until metadata shows every partition led.
+    """Create topics (replication 1, with topic ``configs`` such as max.message.bytes) and
+    wait until metadata shows every partition led.
 
     Topics that already exist are accepted (so it can be re-run after a broker restart);
     ServiceError if creation fails or the partitions have no leader within ``timeout_s``.
@@ -288,7 +290,8 @@ async def create_topics(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         await admin.start()
-        topics = [NewTopic(name, partitions, 1) for name in names]
+        topics = [NewTopic(name, partitions, 1, topic_configs=dict(configs or {}))
+                  for name in names]
         response = await admin.create_topics(topics, timeout_ms=int(timeout_s * 1000))
         errors = response.to_object()["topic_errors"]
         failed = [t for t in errors if t["error_code"] not in (0, _TOPIC_ALREADY_EXISTS)]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from cloudevents.core.base import BaseCloudEvent
@@ -182,14 +181,8 @@ async def test_a_record_batch_over_the_topic_limit_is_split_not_failed(
     producer's sequence numbers). Only a single record over the limit is a
     (non-retriable) failure, and the sink goes on working after it."""
     topic = f"small-{secrets.token_hex(4)}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 2, 1,
-                                            topic_configs={"max.message.bytes": "60000"})])
-    finally:
-        await admin.close()
-    await create_topics(kafka_broker.bootstrap, [topic], partitions=2)  # waits for leaders
+    await create_topics(kafka_broker.bootstrap, [topic], partitions=2,
+                        configs={"max.message.bytes": "60000"})
     first = signed_examples(unique_ids=True)  # 42 events, ~900 B each: under the limit
     big = [e for _ in range(12) for e in signed_examples(unique_ids=True)]  # ~500 events
     more = [e for _ in range(4) for e in signed_examples(unique_ids=True)]
