@@ -26,6 +26,11 @@ from sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)
 
+# Time the closing steps get after the drain: past the drain's deadline when it used all of
+# shutdown.timeout_s, so the final commit still gets a chance.
+CLOSE_GRACE_S = 5.0
+MIN_STEP_S = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -50,13 +55,14 @@ class Daemon:
         self.tracker = tracker
         self._processor = build_processor(settings, signer, metrics)
         self._destination = deadletter
-        self._deadletter = DeadLetterWriter(deadletter, metrics)
+        self._deadletter = DeadLetterWriter(deadletter, metrics,
+                                            max_pending=settings.deadletter.max_pending)
         self.dispatchers = [
             SinkDispatcher(sink, sink_settings, metrics,
                            on_settled=self._settle, on_failed=self._dead_letter_failed)
             for sink, sink_settings in sinks
         ]
-        self.room = _Room(self.dispatchers)
+        self.room = _Room(self.dispatchers, self._deadletter, metrics)
         self.health = HealthRegistry()
         self._register_health()
         self.server = OpsServer(metrics.registry, self.health, settings.server.host,
@@ -69,8 +75,11 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> Outcome:
+        self._destination.recover()  # before the first write: report and set aside torn lines
         await self.server.start()
         log.info("govpipe started", extra={"fields": self._summary()})
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 workers = [tasks.create_task(d.run(), name=f"dispatch-{d.name}")
@@ -78,11 +87,15 @@ class Daemon:
                 workers.append(tasks.create_task(self._deadletter.run(), name="deadletter"))
                 committer = tasks.create_task(self._commit_periodically(), name="committer")
                 await self._pump_until_stopped()
-                await self._drain(workers)
+                deadline = loop.time() + self._settings.shutdown.timeout_s
+                await self._drain(workers, deadline)
                 committer.cancel()
         finally:
-            await self._close()
+            await self._close(max(deadline or 0.0, loop.time() + CLOSE_GRACE_S))
         unsettled = self.tracker.outstanding
+        if unsettled:
+            log.error("%d records left unsettled: their offsets were not committed, so they "
+                      "are read again (by this group) after a restart or rebalance", unsettled)
         log.info("govpipe stopped", extra={"fields": {"unsettled": unsettled,
                                                       **self._final_counts()}})
         return Outcome(exit_code=0 if unsettled == 0 else 1, unsettled=unsettled)
@@ -139,13 +152,13 @@ class Daemon:
             await self._source.commit()
             await self._source.refresh_metrics()
 
-    async def _drain(self, workers: list[asyncio.Task[None]]) -> None:
+    async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
         for dispatcher in self.dispatchers:
             dispatcher.close()
             if self._stop.is_set():
                 dispatcher.stop_retrying()  # a signal cuts retry waits short
         try:
-            async with asyncio.timeout(self._settings.shutdown.timeout_s):
+            async with asyncio.timeout_at(deadline):
                 await self.tracker.wait_idle()
         except TimeoutError:
             log.error("shutdown.timeout_s passed with %d records unsettled; cancelling",
@@ -154,13 +167,20 @@ class Daemon:
                 task.cancel()
         self._deadletter.close()
 
-    async def _close(self) -> None:
-        # The source commits the settled prefix as it closes.
-        for name, closer in [(d.name, d.sink.aclose) for d in self.dispatchers] + [
-                ("deadletter", self._destination.aclose), ("source", self._source.aclose),
-                ("server", self.server.aclose)]:
+    async def _close(self, deadline: float) -> None:
+        """Commit, then close every client, each step bounded: a broker or collector that
+        does not answer must not hold the exit past `deadline` (a little past, at worst)."""
+        loop = asyncio.get_running_loop()
+        steps = [("source commit", self._source.commit)] + [
+            (d.name, d.sink.aclose) for d in self.dispatchers] + [
+            ("deadletter", self._destination.aclose), ("source", self._source.aclose),
+            ("server", self.server.aclose)]
+        for name, step in steps:
             try:
-                await closer()
+                async with asyncio.timeout_at(max(deadline, loop.time() + MIN_STEP_S)):
+                    await step()
+            except TimeoutError:
+                log.error("closing %s timed out; going on with the shutdown", name)
             except Exception:
                 log.exception("closing %s failed", name)
 
@@ -225,17 +245,29 @@ def _sum_by_label(metrics: Metrics, name: str, sink: str | None = None) -> float
 
 
 class _Room:
-    """The sinks have room when every dispatcher's queue does."""
+    """The pipeline has room when every sink's queue does and the dead-letter backlog is
+    under its bound."""
 
-    def __init__(self, dispatchers: Sequence[SinkDispatcher]) -> None:
+    def __init__(self, dispatchers: Sequence[SinkDispatcher], deadletter: DeadLetterWriter,
+                 metrics: Metrics) -> None:
         self._dispatchers = dispatchers
+        self._deadletter = deadletter
+        self._metrics = metrics
 
     def available(self) -> bool:
-        return all(d.has_room() for d in self._dispatchers)
+        return self._deadletter.has_room() and all(d.has_room() for d in self._dispatchers)
 
     async def wait(self) -> None:
         for dispatcher in self._dispatchers:
             await dispatcher.wait_for_room()
+        await self._deadletter.wait_for_room()
+
+    def note_pause(self) -> None:
+        cause = "sink_queue_full" if self._deadletter.has_room() else "deadletter_backlog"
+        self._metrics.source_paused.labels(cause).inc()
+        log.debug("reading paused: %s", cause.replace("_", " "),
+                 extra={"fields": {"cause": cause, "deadletter_pending": self._deadletter.pending,
+                                   "queued": {d.name: d.queued for d in self._dispatchers}}})
 
 
 def _sink_health(dispatcher: SinkDispatcher, daemon: Daemon) -> Check:

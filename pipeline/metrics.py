@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 INBOUND_RESULTS = ("ok", "unsigned", "bad_signature", "expired", "replay", "nonce_capacity")
 ALERT_SEVERITIES = ("high", "medium")
+PAUSE_CAUSES = ("sink_queue_full", "deadletter_backlog")
 
 
 class Metrics:
@@ -55,6 +56,18 @@ class Metrics:
             ["origin"], registry=r)
         self.deadletter_errors = Counter(
             "govpipe_deadletter_errors", "Failed dead-letter writes.", registry=r)
+        self.deadletter_pending = Gauge(
+            "govpipe_deadletter_pending", "Entries waiting to be written to the dead-letter "
+            "destination.", registry=r)
+        self.source_paused = Counter(
+            "govpipe_source_paused", "Times reading stopped for back-pressure, by cause "
+            "(a sink's queue full, or the dead-letter backlog full).", ["cause"], registry=r)
+        for cause in PAUSE_CAUSES:
+            self.source_paused.labels(cause)
+        self.source_offset_gaps = Counter(
+            "govpipe_source_offset_gaps", "Offsets the consumer skipped without handing their "
+            "records on (a bug; the records were read again; the log names the partition).",
+            registry=r)
         self.source_lag = Gauge(
             "govpipe_source_lag", "Records behind the partition end.", ["partition"], registry=r)
         self.inbound_verification = Counter(

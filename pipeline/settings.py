@@ -145,6 +145,8 @@ class DeadLetterSettings(_Model):
     kind: Literal["kafka", "file"] | None = None
     topic: str = Field("governance.events.dlq", min_length=1)
     path: Path = Path("deadletter")
+    # Entries waiting for a write that keeps failing; past it the source stops reading.
+    max_pending: int = Field(10_000, ge=1)
 
 
 class ServerSettings(_Model):

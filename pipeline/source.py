@@ -30,6 +30,10 @@ class Room(Protocol):
 
     async def wait(self) -> None: ...
 
+    def note_pause(self) -> None:
+        """Count that reading stops now until `available` (once per pause)."""
+        ...
+
 
 class Source(Protocol):
     """Where records come from: a Kafka topic, or lines of stdin or a file."""
@@ -84,6 +88,7 @@ class LineSource:
         while (batch := await self._queue.get()) is not _END:
             yield batch
             if not room.available():
+                room.note_pause()
                 await room.wait()
         self.finished = True
 

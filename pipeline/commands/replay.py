@@ -104,14 +104,32 @@ async def _replay(settings: Settings, args: argparse.Namespace, selected: Replay
     else:
         store = FileEntries(args.directory or settings.deadletter.path)
         values, done = list(store.entries()), store.replayed()
+    unreadable, salvaged = _report_problems(store)
     plan = make_plan(values, done, selected, args.again)
     if not args.dry_run:
         await _put_back(settings, plan.records, store)
     verb = "would replay" if args.dry_run else "replayed"
     print(f"{verb} {len(plan.records)}, already replayed {plan.already}, "
-          f"not matching {plan.not_matching}, without a record {plan.unusable}",
-          file=sys.stderr)
-    return 0
+          f"not matching {plan.not_matching}, without a record {plan.unusable}, "
+          f"unreadable {unreadable}, salvaged {salvaged}", file=sys.stderr)
+    # An unreadable line may hold an entry nobody can replay: not a clean run.
+    return 1 if unreadable else 0
+
+
+def _report_problems(store: FileEntries | None) -> tuple[int, int]:
+    """Each unreadable line on stderr; (unreadable, salvaged) entry lines.
+
+    Marker lines are reported but not counted: a lost marker means its entry may be put
+    back a second time, but no entry is lost.
+    """
+    if store is None:
+        return 0, 0
+    for problem in store.marker_problems:
+        print(f"govpipe replay: {problem} (a lost marker: its entry may be replayed again)",
+              file=sys.stderr)
+    for problem in store.problems:
+        print(f"govpipe replay: {problem}", file=sys.stderr)
+    return len(store.problems), sum(problem.salvaged for problem in store.problems)
 
 
 async def _put_back(settings: Settings, records: list[ReplayRecord],

@@ -177,6 +177,9 @@ class BrokenDeadLetter:
     def check(self) -> str | None:
         return "disk full"
 
+    def recover(self) -> list[str]:
+        return []
+
     async def aclose(self) -> None:
         return None
 

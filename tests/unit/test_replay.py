@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,9 +13,17 @@ import orjson
 from pipeline.commands.replay import make_plan
 from pipeline.deadletter import DeadLetterEntry
 from pipeline.model import Position
-from pipeline.replay import REPLAYED_HEADER, FileEntries, ReplayFilter, to_record
+from pipeline.replay import (
+    MARKER_FILE,
+    REPLAYED_HEADER,
+    FileEntries,
+    ReplayFilter,
+    marker,
+    to_record,
+)
 
 POS = Position("events", 0, 7)
+GOVPIPE = Path(sys.executable).parent / "govpipe"
 
 
 def entry(**fields: object) -> dict[str, object]:
@@ -89,3 +100,60 @@ def test_an_entry_stored_twice_is_replayed_once() -> None:
     assert plan.already == 1
     again = make_plan([twice, dict(twice)], done=set(), selected=ReplayFilter(), again=True)
     assert [r.entry_id for r in again.records] == ["a"]
+
+
+def replay(directory: Path) -> tuple[int, bytes, str]:
+    """`govpipe replay --from directory` with the embedded default config (to stdout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
+    done = subprocess.run([str(GOVPIPE), "replay", "--from", str(directory)], cwd=directory,
+                          env=env, capture_output=True, timeout=120, check=False)
+    return done.returncode, done.stdout, done.stderr.decode()
+
+
+def test_replay_reports_every_unreadable_line_and_salvages_a_retried_entry(
+        tmp_path: Path) -> None:
+    good = orjson.dumps(entry(id="good", value="good-value"))
+    # What the old retry bug left: a write cut short, then the whole batch after it.
+    cut = orjson.dumps(entry(id="cut", value="PAYLOAD-cut"))[:60]
+    retried = orjson.dumps(entry(id="retried", value="retried-value"))
+    torn = orjson.dumps(entry(id="torn", value="PAYLOAD-torn"))[:50]
+    (tmp_path / "deadletter-2026-11-25.jsonl").write_bytes(
+        good + b"\n" + cut + retried + b"\n" + b"PAYLOAD not JSON\n" + torn)
+
+    code, out, err = replay(tmp_path)
+    assert code == 1
+    assert out.splitlines() == [b"good-value", b"retried-value"]
+    reported = err.splitlines()
+    assert "deadletter-2026-11-25.jsonl:2: " in reported[0]
+    assert "salvaged" in reported[0]
+    assert "deadletter-2026-11-25.jsonl:3: " in reported[1]
+    assert "deadletter-2026-11-25.jsonl:4: torn last line, probably a crash mid-write" \
+        in reported[2]
+    assert reported[-1] == ("replayed 2, already replayed 0, not matching 0, "
+                            "without a record 0, unreadable 3, salvaged 1")
+    assert "PAYLOAD" not in err  # where the bad lines are, never what they hold
+
+    code, out, err = replay(tmp_path)  # the salvaged entry was marked like any other
+    assert (code, out) == (1, b"")
+    assert err.splitlines()[-1].startswith("replayed 0, already replayed 2")
+
+
+def test_replay_of_readable_files_reports_nothing_and_exits_0(tmp_path: Path) -> None:
+    (tmp_path / "deadletter-2026-11-25.jsonl").write_bytes(
+        orjson.dumps(entry(id="a", value="a-value")) + b"\n")
+    code, out, err = replay(tmp_path)
+    assert (code, out) == (0, b"a-value\n")
+    assert err.splitlines() == [
+        "replayed 1, already replayed 0, not matching 0, without a record 0, "
+        "unreadable 0, salvaged 0"]
+
+
+def test_a_torn_marker_is_reported_and_the_next_mark_starts_a_new_line(
+        tmp_path: Path) -> None:
+    (tmp_path / MARKER_FILE).write_bytes(marker("a") + b"\n" + marker("b")[:12])
+    store = FileEntries(tmp_path)
+    assert store.replayed() == {"a"}
+    assert [str(p) for p in store.marker_problems] == [
+        f"{tmp_path / MARKER_FILE}:2: torn last line, probably a crash mid-write; skipped"]
+    store.mark(["c"])
+    assert FileEntries(tmp_path).replayed() == {"a", "c"}

@@ -1,0 +1,143 @@
+"""KafkaSource's reads against a fake consumer: nothing fetched is ever thrown away.
+
+The real-broker version of these (a second replica joining while one is paused) is in
+tests/faults/test_rebalance_while_paused.py; these pin the logic down step by step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
+
+from pipeline.kafka_source import KafkaSource
+from pipeline.metrics import Metrics
+from pipeline.model import Record
+from pipeline.offsets import OffsetTracker
+from pipeline.settings import SourceSettings
+
+TP = TopicPartition("events", 0)
+
+
+@dataclass
+class FakeMessage:
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class FakeConsumer:
+    """One partition holding `size` records; pause state belongs to the assignment, as in
+    aiokafka: `reassign` hands the partition back unpaused."""
+
+    def __init__(self, size: int) -> None:
+        self.log = [FakeMessage(offset, b"%d" % offset) for offset in range(size)]
+        self.position = 0
+        self.paused: set[TopicPartition] = set()
+        self.assigned = {TP}
+        self.seeks: list[int] = []
+        self.was_paused = asyncio.Event()
+        self.was_rewound = asyncio.Event()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+        self.was_paused.set()
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append(offset)
+        self.position = offset
+        self.was_rewound.set()
+
+    def reassign(self) -> None:
+        self.paused.clear()
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None
+                      ) -> dict[TopicPartition, list[Any]]:
+        await asyncio.sleep(0)
+        if TP in self.paused or self.position >= len(self.log):
+            return {}
+        taken = self.log[self.position:self.position + 10]  # a fetch returns a few
+        self.position += len(taken)
+        return {TP: taken}
+
+
+class Room:
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+        self.pauses = 0
+
+    def available(self) -> bool:
+        return self.open.is_set()
+
+    async def wait(self) -> None:
+        await self.open.wait()
+
+    def note_pause(self) -> None:
+        self.pauses += 1
+
+
+def source_with(consumer: FakeConsumer) -> tuple[KafkaSource, Metrics]:
+    metrics = Metrics(CollectorRegistry())
+    source = KafkaSource(SourceSettings(kind="kafka", topic="events"), OffsetTracker(),
+                         metrics)
+    source._consumer = consumer  # type: ignore[assignment]
+    return source, metrics
+
+
+async def read(source: KafkaSource, room: Room, count: int) -> list[Record]:
+    records: list[Record] = []
+    async for batch in source.batches(room):  # type: ignore[arg-type]
+        records.extend(batch)
+        if len(records) >= count:
+            break
+    return records
+
+
+async def test_records_returned_while_paused_after_a_rebalance_are_read_again() -> None:
+    # Was: the partition came back unpaused from a rebalance, the keep-alive poll returned
+    # its records and dropped them; reading resumed after them and the commit passed them.
+    consumer = FakeConsumer(100)
+    source, metrics = source_with(consumer)
+    room = Room()
+    room.open.clear()  # the sinks are full from the start
+    async with asyncio.timeout(20):
+        reader = asyncio.create_task(read(source, room, 100))
+        await consumer.was_paused.wait()
+        consumer.reassign()  # the rebalance: the partition is back, no longer paused
+        await consumer.was_rewound.wait()  # the keep-alive poll fetched them, and rewound
+        assert consumer.seeks == [0]
+        assert consumer.paused == {TP}, "a partition assigned while paused is paused again"
+        room.open.set()
+        records = await reader
+    assert [r.position.offset for r in records] == list(range(100))
+    assert room.pauses == 1
+    assert metrics.registry.get_sample_value("govpipe_source_offset_gaps_total") == 0
+
+
+async def test_a_consumer_that_skips_records_is_caught_and_read_again() -> None:
+    consumer = FakeConsumer(60)
+    source, metrics = source_with(consumer)
+    room = Room()
+    source._guard.resume(TP, 0)
+    first = await source._fetch(consumer, 0)  # type: ignore[arg-type]
+    assert [r.position.offset for r in first] == list(range(10))
+    consumer.position = 30  # records 10..29 consumed behind the source's back
+    skipped = await source._fetch(consumer, 0)  # type: ignore[arg-type]
+    assert skipped == []
+    assert consumer.seeks == [10]
+    async with asyncio.timeout(20):
+        rest = await read(source, room, 50)
+    assert [r.position.offset for r in rest] == list(range(10, 60))
+    assert metrics.registry.get_sample_value("govpipe_source_offset_gaps_total") == 1
