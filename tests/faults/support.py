@@ -4,7 +4,10 @@ log line, /metrics scrapes, peak RSS), a fast bulk producer, strict JSON and id 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import signal
 import time
 from collections import defaultdict
@@ -133,6 +136,53 @@ class GovpipeProcess:
 
     def lines(self) -> list[bytes]:
         return complete_lines(self.out)
+
+
+class PipedGovpipe(GovpipeProcess):
+    """`govpipe run` whose stdout is a pipe read by `cat` into `<name>.jsonl`. Stopping `cat`
+    (`stall_reader`) stalls the stdout sink the way a stuck reader of a pipe does: the pipe
+    fills, the write blocks, the sink's queue fills, the source pauses."""
+
+    reader: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout_s: float = 60) -> PipedGovpipe:
+        cat = shutil.which("cat")
+        assert cat is not None, "`cat` is needed as the stdout reader"
+        read_end, write_end = os.pipe()  # not inheritable: only the two ends' owners hold them
+        try:
+            with self.out.open("ab") as out:
+                self.reader = await asyncio.create_subprocess_exec(
+                    cat, stdin=read_end, stdout=out, stderr=asyncio.subprocess.DEVNULL)
+            with self.log.open("ab") as stderr:
+                self.proc = await asyncio.create_subprocess_exec(
+                    *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=write_end, stderr=stderr)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+        await eventually(self._found_listen, timeout_s, interval_s=0.1)
+        return self
+
+    def signal_reader(self, signum: int) -> None:
+        if self.reader is not None and self.reader.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.reader.send_signal(signum)
+
+    def stall_reader(self) -> None:
+        self.signal_reader(signal.SIGSTOP)
+
+    def resume_reader(self) -> None:
+        self.signal_reader(signal.SIGCONT)
+
+    async def ensure_stopped(self) -> None:
+        self.resume_reader()
+        await super().ensure_stopped()
+        if self.reader is not None:
+            try:  # cat ends at end of input once govpipe is gone
+                await asyncio.wait_for(self.reader.wait(), 30)
+            except TimeoutError:
+                self.signal_reader(signal.SIGKILL)
+                await self.reader.wait()
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

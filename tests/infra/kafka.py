@@ -58,6 +58,7 @@ __all__ = [
     "consume_all",
     "consume_to_end",
     "create_topics",
+    "end_offsets",
     "ensure_kafka_jars",
     "kafka_version",
     "produce",
@@ -401,6 +402,18 @@ async def partition_numbers(bootstrap: str, topic: str) -> list[int]:
     if not numbers:
         raise ServiceError(f"topic {topic!r} has no partitions: {described}")
     return numbers
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The end offset (next offset to be written) of each partition of ``topic``, now."""
+    partitions = [TopicPartition(topic, n) for n in await partition_numbers(bootstrap, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {tp.partition: offset for tp, offset in ends.items()}
 
 
 async def consume_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0
