@@ -16,11 +16,11 @@ ROOT = Path(__file__).parents[2]
 ALERTS_YML = ROOT / "config" / "alerts.yml"
 UNIT_TESTS_YML = Path(__file__).with_name("alerts_test.yml")
 
-# The alerts SPEC §5 names; alerts.yml must define exactly these.
+# The alerts an operator is promised; alerts.yml must define exactly these.
 SPEC_ALERTS = frozenset({
     "GovpipeReconciliationBroken", "GovpipeSinkFailing", "GovpipeEventsDropped",
     "GovpipeEventsRejected", "GovpipeCircuitOpen", "GovpipeInFlightStuck",
-    "GovpipeSourceLagGrowing", "GovpipeDeadLetterErrors",
+    "GovpipeSourceLagGrowing", "GovpipeDeadLetterErrors", "GovpipeOffsetGap",
 })
 _SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
              "histogram": ("_bucket", "_count", "_sum", "_created")}
