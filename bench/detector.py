@@ -22,9 +22,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from pipeline.detectors import ALERTS, ToolPoisoningDetector
-from pipeline.events import to_cloudevent
-from pipeline.metrics import Metrics
+from pipeline.cloudevents.mapping import to_cloudevent
+from pipeline.detectors.tool_poisoning import ALERTS, ToolPoisoningDetector
+from pipeline.ops.metrics import Metrics
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "events.jsonl"
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline.model import Position, Record, SignedEvent
 from pipeline.processor import EventProcessor
-from pipeline.signing import Ed25519Signer, HmacSigner
+from pipeline.signing.signers import Ed25519Signer, HmacSigner
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "events.jsonl"
 MAX_EVENT_BYTES = 1_048_576

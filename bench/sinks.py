@@ -25,10 +25,10 @@ from typing import BinaryIO, Literal
 
 from pipeline.model import Position, Record, SignedEvent
 from pipeline.processor import EventProcessor
-from pipeline.signing import HmacSigner
+from pipeline.signing.signers import HmacSigner
 from sinks.base import Sink
 from sinks.kafka import KafkaSink
-from sinks.otlp import OtlpOptions, OtlpSink
+from sinks.otlp.sink import OtlpOptions, OtlpSink
 from sinks.stdout import StdoutSink
 from tests.contract.support import TEST_KEY, example_lines
 from tests.infra.collector import Collector

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.commands import check_config, keygen, publish, replay, run, verify
+from pipeline.cli import check_config, keygen, publish, replay, run, verify
 
 COMMANDS = (run, replay, verify, keygen, check_config, publish)
 

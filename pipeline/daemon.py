@@ -11,17 +11,17 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.deadletter import DeadLetterDestination, DeadLetterEntry, DeadLetterWriter
-from pipeline.dispatch import SinkDispatcher
-from pipeline.health import Check, HealthRegistry, Status
-from pipeline.metrics import Metrics
+from pipeline.deadletter.stores import DeadLetterDestination, DeadLetterEntry, DeadLetterWriter
+from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.model import Record, Rejection, SignedEvent
-from pipeline.offsets import OffsetTracker
+from pipeline.ops.health import Check, HealthRegistry, Status
+from pipeline.ops.metrics import Metrics
+from pipeline.ops.server import OpsServer
 from pipeline.processor import build_processor
-from pipeline.server import OpsServer
 from pipeline.settings import Settings, SinkSettings
-from pipeline.signing import Signer
-from pipeline.source import Source
+from pipeline.signing.signers import Signer
+from pipeline.sources.lines import Source
+from pipeline.sources.offsets import OffsetTracker
 from sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)

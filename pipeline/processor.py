@@ -8,15 +8,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.binding import binary_to_structured, is_binary_mode
-from pipeline.codec import decode_object, encode
-from pipeline.detectors import ToolPoisoningDetector
-from pipeline.events import InvalidEvent, to_cloudevent
-from pipeline.inbound import InboundVerifier, load_inbound_keys
-from pipeline.metrics import Metrics
+from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
+from pipeline.cloudevents.codec import decode_object, encode
+from pipeline.cloudevents.mapping import InvalidEvent, to_cloudevent
+from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
+from pipeline.inbound.verifier import InboundVerifier, load_inbound_keys
 from pipeline.model import Record, Rejection, SignedEvent
+from pipeline.ops.metrics import Metrics
 from pipeline.settings import Settings
-from pipeline.signing import Signer, SigningKeyError
+from pipeline.signing.signers import Signer, SigningKeyError
 
 log = logging.getLogger(__name__)
 

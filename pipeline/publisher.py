@@ -22,7 +22,14 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline.inbound import NONCE, SENDER, SIGNATURE, TIMESTAMP, sign_record, wall_clock_ms
+from pipeline.inbound.verifier import (
+    NONCE,
+    SENDER,
+    SIGNATURE,
+    TIMESTAMP,
+    sign_record,
+    wall_clock_ms,
+)
 
 T = TypeVar("T")
 

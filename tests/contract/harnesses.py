@@ -16,7 +16,7 @@ from pipeline.model import SignedEvent
 from sinks.base import Sink, SinkError
 from sinks.kafka import KafkaSink
 from sinks.memory import MemorySink
-from sinks.otlp import OtlpOptions, OtlpSink
+from sinks.otlp.sink import OtlpOptions, OtlpSink
 from sinks.stdout import StdoutSink
 from tests.contract.support import oversized_event, signed_examples
 from tests.infra.collector import Collector

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline.model import Position, Record, SignedEvent
 from pipeline.processor import EventProcessor
-from pipeline.signing import HmacSigner
+from pipeline.signing.signers import HmacSigner
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "events.jsonl"
 TEST_KEY = b"govpipe-sink-tests-hmac-key-0123456789abcdef"

@@ -34,7 +34,7 @@ BATCH, QUEUE, DELAY_S = 1_000, 10_000, 1.0
 # default queue_size) and a 1 000-event batch in the sink; 262 MiB before signed bodies
 # stopped carrying orjson's 8 KiB write buffer. The cap is the aim.
 RSS_CAP_MIB = 250
-FETCH = 500  # records one Kafka fetch may hand over (pipeline.kafka_source.MAX_RECORDS)
+FETCH = 500  # records one Kafka fetch may hand over (pipeline.sources.kafka.MAX_RECORDS)
 MEASURE_S = 20.0
 ROOT = Path(__file__).parents[2]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.deadletter import DeadLetterEntry, DeadLetterError, FileDeadLetter
+from pipeline.deadletter.stores import DeadLetterEntry, DeadLetterError, FileDeadLetter
 from pipeline.model import Position
 
 FREE_BYTES = 16 * 1024

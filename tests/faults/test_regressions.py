@@ -10,12 +10,12 @@ from typing import ClassVar
 import pytest
 from aiokafka.errors import OutOfOrderSequenceNumber
 
-from pipeline.codec import decode_object
-from pipeline.deadletter import DeadLetterEntry, KafkaDeadLetter
-from pipeline.events import InvalidEvent
+from pipeline.cloudevents.codec import decode_object
+from pipeline.cloudevents.mapping import InvalidEvent
+from pipeline.deadletter.stores import DeadLetterEntry, KafkaDeadLetter
 from pipeline.model import Position, Record, Rejection, SignedEvent
 from pipeline.processor import EventProcessor
-from pipeline.signing import HmacSigner
+from pipeline.signing.signers import HmacSigner
 from sinks import kafka as kafka_sink_module
 from sinks.base import SinkError
 from sinks.kafka import KafkaSink

@@ -61,7 +61,7 @@ async def test_sigterm_exits_on_time_while_the_broker_is_frozen(
 
 
 PENDING_CAP, BAD_RECORDS = 300, 5_000
-FETCH = 500  # records one Kafka fetch may hand over (pipeline.kafka_source.MAX_RECORDS)
+FETCH = 500  # records one Kafka fetch may hand over (pipeline.sources.kafka.MAX_RECORDS)
 
 
 async def test_a_failing_kafka_dead_letter_stops_reading_and_catches_up_after(

@@ -17,12 +17,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from pipeline.daemon import Daemon, Outcome
-from pipeline.deadletter import DeadLetterDestination, FileDeadLetter
-from pipeline.kafka_source import KafkaSource
-from pipeline.metrics import Metrics
-from pipeline.offsets import OffsetTracker
+from pipeline.deadletter.stores import DeadLetterDestination, FileDeadLetter
+from pipeline.ops.metrics import Metrics
 from pipeline.settings import Settings, SinkSettings, load_settings
-from pipeline.signing import HmacSigner
+from pipeline.signing.signers import HmacSigner
+from pipeline.sources.kafka import KafkaSource
+from pipeline.sources.offsets import OffsetTracker
 from sinks.base import Sink
 
 KEY = bytes(range(32))

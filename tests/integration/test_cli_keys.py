@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from pipeline.signing import ed25519_key_id, hmac_key_id
+from pipeline.signing.signers import ed25519_key_id, hmac_key_id
 
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples" / "events.jsonl"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipeline.inbound import sign_record, wall_clock_ms
+from pipeline.inbound.verifier import sign_record, wall_clock_ms
 from pipeline.publisher import AgentOsSink, ExportResult
 from pipeline.settings import SinkSettings
 from sinks.memory import MemorySink

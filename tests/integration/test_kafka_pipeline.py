@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from pipeline.deadletter import DeadLetterEntry, DeadLetterError
+from pipeline.deadletter.stores import DeadLetterEntry, DeadLetterError
 from pipeline.settings import BreakerSettings, RetrySettings, SinkSettings
 from sinks.base import SinkError
 from sinks.memory import MemorySink

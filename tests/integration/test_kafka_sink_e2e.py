@@ -21,7 +21,7 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, from_stru
 from cloudevents.core.formats.json import JSONFormat
 
 from pipeline.model import SignedEvent
-from pipeline.signing import HmacSigner
+from pipeline.signing.signers import HmacSigner
 from sinks.base import SinkError
 from sinks.kafka import KafkaSink
 from tests.contract.support import EXAMPLES, TEST_KEY, example_lines, signed_examples

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import pytest
 
-from pipeline.signing import HmacSigner
+from pipeline.signing.signers import HmacSigner
 from sinks.base import SinkError
-from sinks.otlp import OtlpOptions, OtlpSink
+from sinks.otlp.sink import OtlpOptions, OtlpSink
 from tests.contract.support import TEST_KEY, example_lines, signed_examples
 from tests.infra.certs import make_pki
 from tests.infra.collector import Collector, LogRecord, ServerTls

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.deadletter import KafkaDeadLetter
+from pipeline.deadletter.stores import KafkaDeadLetter
 from pipeline.settings import SinkSettings
 from sinks.base import SinkError
 from sinks.memory import MemorySink

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pipeline.metrics import Metrics
+from pipeline.ops.metrics import Metrics
 
 ROOT = Path(__file__).parents[2]
 ALERTS_YML = ROOT / "config" / "alerts.yml"

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pipeline.metrics import Metrics
+from pipeline.ops.metrics import Metrics
 from tests.ops.rules import (
     ALERTS_YML,
     ROOT,

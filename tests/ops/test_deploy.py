@@ -17,8 +17,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from pipeline.health import HealthRegistry
-from pipeline.server import OpsServer
+from pipeline.ops.health import HealthRegistry
+from pipeline.ops.server import OpsServer
 from pipeline.settings import NOT_OVERRIDES, ServerSettings, Settings, load_settings
 from tests.infra.kafka import kafka_version
 from tests.ops.rules import ALERTS_YML, ROOT

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.binding import binary_to_structured, is_binary_mode
-from pipeline.events import InvalidEvent, to_cloudevent
+from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
+from pipeline.cloudevents.mapping import InvalidEvent, to_cloudevent
 
 HEADERS = [("ce_specversion", b"1.0"), ("ce_id", b"b1"), ("ce_source", b"/agents/a"),
            ("ce_type", b"ai.agentos.policy.check"), ("content-type", b"application/json"),

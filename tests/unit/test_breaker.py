@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.breaker import BreakerState, CircuitBreaker
+from pipeline.delivery.breaker import BreakerState, CircuitBreaker
 from pipeline.settings import BreakerSettings
 
 

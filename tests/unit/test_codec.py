@@ -7,8 +7,8 @@ import tracemalloc
 
 import pytest
 
-from pipeline.codec import decode_object, encode
-from pipeline.events import InvalidEvent
+from pipeline.cloudevents.codec import decode_object, encode
+from pipeline.cloudevents.mapping import InvalidEvent
 
 
 @pytest.mark.parametrize(("raw", "reason"), [

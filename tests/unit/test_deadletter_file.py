@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.deadletter import (
+from pipeline.deadletter.stores import (
     DeadLetterEntry,
     DeadLetterError,
     FileDeadLetter,
@@ -156,7 +156,7 @@ def test_recover_moves_torn_tails_aside_and_names_each_file(
     clean.write_bytes(good)
     only_torn.write_bytes(fragment)
 
-    with caplog.at_level(logging.ERROR, logger="pipeline.deadletter"):
+    with caplog.at_level(logging.ERROR, logger="pipeline.deadletter.stores"):
         problems = FileDeadLetter(tmp_path).recover()
 
     assert len(problems) == 2

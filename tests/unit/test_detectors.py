@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from pipeline.detectors import (
+from pipeline.cloudevents.mapping import to_cloudevent
+from pipeline.detectors.tool_poisoning import (
     _DANGEROUS,
     ALERTS,
     MAX_FIELD_CHARS,
@@ -20,12 +21,11 @@ from pipeline.detectors import (
     field_severity,
     scan,
 )
-from pipeline.events import to_cloudevent
-from pipeline.metrics import Metrics
 from pipeline.model import Position, Record, SignedEvent
+from pipeline.ops.metrics import Metrics
 from pipeline.processor import EventProcessor, build_processor
 from pipeline.settings import load_settings as load_config
-from pipeline.signing import HmacSigner
+from pipeline.signing.signers import HmacSigner
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "events.jsonl"
 

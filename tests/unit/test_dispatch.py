@@ -8,9 +8,9 @@ import pytest
 import tenacity.wait
 from prometheus_client import CollectorRegistry
 
-from pipeline.dispatch import SinkDispatcher
-from pipeline.metrics import Metrics
+from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.model import SignedEvent
+from pipeline.ops.metrics import Metrics
 from pipeline.settings import RetrySettings, SinkSettings
 from sinks.base import SinkError
 from tests.unit.fakes import FlakySink, make_event, sample, sink_identity_gap

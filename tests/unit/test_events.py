@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.events import KIND_TYPES, InvalidEvent, cloudevent_type, to_cloudevent
-from pipeline.keys import Ed25519Key, KeySet
-from pipeline.signing import Ed25519Signer, HmacSigner, ephemeral_signer
-from pipeline.verification import Verifier
+from pipeline.cloudevents.mapping import KIND_TYPES, InvalidEvent, cloudevent_type, to_cloudevent
+from pipeline.signing.keys import Ed25519Key, KeySet
+from pipeline.signing.signers import Ed25519Signer, HmacSigner, ephemeral_signer
+from pipeline.signing.verification import Verifier
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "events.jsonl"
 

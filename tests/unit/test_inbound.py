@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.inbound import (
+from pipeline.inbound.verifier import (
     InboundKeys,
     InboundVerifier,
     load_inbound_keys,
     sign_record,
     signed_bytes,
 )
-from pipeline.metrics import Metrics
 from pipeline.model import Position, Record
-from pipeline.signing import SigningKeyError
+from pipeline.ops.metrics import Metrics
+from pipeline.signing.signers import SigningKeyError
 
 KEY = bytes(range(32))
 OTHER = bytes(range(1, 33))

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.metrics import Metrics
+from pipeline.app import refuse_unavailable
+from pipeline.ops.metrics import Metrics
 from pipeline.processor import build_processor
 from pipeline.settings import ConfigError, load_settings
-from pipeline.signing import HmacSigner, SigningKeyError
-from pipeline.wiring import refuse_unavailable
+from pipeline.signing.signers import HmacSigner, SigningKeyError
 
 
 def test_require_signature_needs_the_kafka_source() -> None:

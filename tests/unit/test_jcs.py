@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.jcs import JcsError, canonicalize, number
+from pipeline.signing.jcs import JcsError, canonicalize, number
 
 # RFC 8785 Appendix B: IEEE 754 bit patterns and their ECMAScript text.
 APPENDIX_B = [

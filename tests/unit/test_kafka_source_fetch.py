@@ -14,11 +14,11 @@ from typing import Any
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from pipeline.kafka_source import KafkaSource
-from pipeline.metrics import Metrics
 from pipeline.model import Record
-from pipeline.offsets import OffsetTracker
+from pipeline.ops.metrics import Metrics
 from pipeline.settings import SourceSettings
+from pipeline.sources.kafka import KafkaSource
+from pipeline.sources.offsets import OffsetTracker
 
 TP = TopicPartition("events", 0)
 

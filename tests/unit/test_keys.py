@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from pipeline.keys import (
+from pipeline.app import build_signer, refuse_unavailable
+from pipeline.settings import ConfigError, load_settings
+from pipeline.signing.keys import (
     Ed25519Key,
     HmacKey,
     KeySet,
@@ -25,15 +27,13 @@ from pipeline.keys import (
     load_verification_key,
     parse_verification_key,
 )
-from pipeline.settings import ConfigError, load_settings
-from pipeline.signing import (
+from pipeline.signing.signers import (
     Ed25519Signer,
     HmacSigner,
     SigningKeyError,
     ed25519_key_id,
     hmac_key_id,
 )
-from pipeline.wiring import build_signer, refuse_unavailable
 
 PRIVATE = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 PRIVATE_PEM = PRIVATE.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.nonces import NonceStore, NonceVerdict
+from pipeline.inbound.nonces import NonceStore, NonceVerdict
 
 HERE = ("t", 0, 1)
 

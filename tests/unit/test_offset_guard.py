@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka import TopicPartition
 
-from pipeline.offset_guard import Admission, OffsetGuard
+from pipeline.sources.offset_guard import Admission, OffsetGuard
 
 TP = TopicPartition("t", 0)
 

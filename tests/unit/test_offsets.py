@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.model import Position
-from pipeline.offsets import OffsetTracker
+from pipeline.sources.offsets import OffsetTracker
 
 
 def pos(offset: int, partition: int = 0) -> Position:

@@ -1,6 +1,6 @@
 """The OTLP sink's own protobuf encoding against the OpenTelemetry SDK's.
 
-The sink writes log records straight to wire bytes (``sinks.otlp_records``). The reference
+The sink writes log records straight to wire bytes (``sinks.otlp.records``). The reference
 here is the SDK's path the sink used before: an SDK ``LogRecord`` per event, encoded by
 ``encode_logs``. Parsed back, both must be the same message, for the examples and for
 generated events (every attribute type, empty and unicode strings, odd severities, times and
@@ -29,7 +29,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from pipeline.model import Position, SignedEvent
-from sinks.otlp_records import (
+from sinks.otlp.records import (
     SCOPE_NAME,
     SERVICE_NAME,
     encode_log_record,

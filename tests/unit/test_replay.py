@@ -10,10 +10,8 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.commands.replay import make_plan
-from pipeline.deadletter import DeadLetterEntry
-from pipeline.model import Position
-from pipeline.replay import (
+from pipeline.cli.replay import make_plan
+from pipeline.deadletter.replay import (
     MARKER_FILE,
     REPLAYED_HEADER,
     FileEntries,
@@ -21,6 +19,8 @@ from pipeline.replay import (
     marker,
     to_record,
 )
+from pipeline.deadletter.stores import DeadLetterEntry
+from pipeline.model import Position
 
 POS = Position("events", 0, 7)
 GOVPIPE = Path(sys.executable).parent / "govpipe"

@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.serialization import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.codec import decode_object, encode
-from pipeline.events import to_cloudevent
-from pipeline.jcs import canonicalize
-from pipeline.keys import Ed25519Key, HmacKey, KeySet, VerificationKey, load_signer
+from pipeline.cloudevents.codec import decode_object, encode
+from pipeline.cloudevents.mapping import to_cloudevent
 from pipeline.model import Position, Record, Rejection, SignedEvent
 from pipeline.processor import EventProcessor
-from pipeline.signing import (
+from pipeline.signing.jcs import canonicalize
+from pipeline.signing.keys import Ed25519Key, HmacKey, KeySet, VerificationKey, load_signer
+from pipeline.signing.signers import (
     Ed25519Signer,
     HmacSigner,
     Signer,
@@ -40,7 +40,7 @@ from pipeline.signing import (
     hmac_key_id,
     hmac_signature,
 )
-from pipeline.verification import Verifier
+from pipeline.signing.verification import Verifier
 
 KEY = bytes(range(32))
 

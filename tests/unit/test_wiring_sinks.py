@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from pipeline.app import build_sinks, refuse_unavailable
 from pipeline.settings import load_settings
-from pipeline.wiring import build_sinks, refuse_unavailable
 from sinks.kafka import KafkaSink
-from sinks.otlp import OtlpSink
+from sinks.otlp.sink import OtlpSink
 from sinks.stdout import StdoutSink
 
 

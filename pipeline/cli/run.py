@@ -1,0 +1,91 @@
+"""`govpipe run`: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from pipeline.app import (
+    build_deadletter,
+    build_signer,
+    build_sinks,
+    build_source,
+    refuse_unavailable,
+)
+from pipeline.daemon import Daemon
+from pipeline.ops.logs import configure_logging
+from pipeline.ops.metrics import Metrics
+from pipeline.ops.server import ServerError
+from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.signing.signers import SigningKeyError
+from pipeline.sources.offsets import OffsetTracker
+
+log = logging.getLogger("govpipe")
+
+EXIT_CONFIG = 2
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run", help="run the daemon",
+        description="Run the daemon. With no config: JSON lines on stdin, signed CloudEvents "
+                    "on stdout, dead-letters in ./deadletter/, /metrics on 127.0.0.1:9464; "
+                    "exits 0 once input ends and every event has settled.")
+    add_config_argument(run)
+    run.set_defaults(handler=main)
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML config file (default: the embedded default)")
+
+
+def load_or_explain(path: Path | None) -> Settings | None:
+    """Settings, or None after printing the one-line problem to stderr."""
+    try:
+        settings = load_settings(path)
+        refuse_unavailable(settings)
+    except ConfigError as exc:
+        print(f"govpipe: {exc}", file=sys.stderr)
+        return None
+    return settings
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = load_or_explain(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    configure_logging(settings.log.level)
+    try:
+        return asyncio.run(_run(settings, os.environ))
+    except (SigningKeyError, ServerError) as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_CONFIG
+
+
+async def _run(settings: Settings, environ: Mapping[str, str]) -> int:
+    metrics = Metrics(CollectorRegistry(auto_describe=True))
+    tracker = OffsetTracker()
+    daemon = Daemon(settings, source=build_source(settings, tracker, metrics),
+                    sinks=build_sinks(settings), signer=build_signer(settings, environ),
+                    deadletter=build_deadletter(settings), metrics=metrics, tracker=tracker)
+    daemon.install_signal_handlers()
+    freeze_long_lived_objects()
+    outcome = await daemon.run()
+    return outcome.exit_code
+
+
+def freeze_long_lived_objects() -> None:
+    """Move everything allocated so far (modules, settings, the wired pipeline) out of the
+    garbage collector's reach. They live as long as the process, yet every full collection
+    would walk them again: ~40 ms on an idle machine, a stall of every event in flight."""
+    gc.collect()
+    gc.freeze()

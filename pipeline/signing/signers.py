@@ -1,0 +1,174 @@
+"""Signing of CloudEvents (SPEC §3): one `Signer` interface, two algorithms.
+
+Both sign the envelope without `agtsignature` but with `agtsignaturealg` and `agtkeyid` set
+first, so neither the algorithm nor the key name can be changed without breaking the
+signature; both write padded standard base64.
+- HMAC-SHA256 is byte-compatible with Agent OS `GovernanceEventSigner`: the MAC covers
+  Python's `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
+- Ed25519 covers the RFC 8785 (JCS) canonical form, reproducible in any language, and is
+  verifiable with the public key alone; its key id is the public key's fingerprint.
+Verification against a set of keys lives in `pipeline.signing.keys` and
+`pipeline.signing.verification`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from pipeline.signing.jcs import canonicalize
+
+HMAC_ALG = "HMAC-SHA256"
+ED25519_ALG = "Ed25519"
+ALGORITHMS = (HMAC_ALG, ED25519_ALG)
+SIGNATURE = "agtsignature"
+SIGNATURE_ALG = "agtsignaturealg"
+KEY_ID = "agtkeyid"
+MIN_HMAC_KEY_BYTES = 32
+KEY_ENV = "GOVPIPE_SIGNING_KEY"
+
+
+class SigningKeyError(ValueError):
+    """A signing key is missing, malformed or too short. Never carries key material."""
+
+
+class Signer(Protocol):
+    """Adds `agtsignaturealg`, `agtkeyid` and `agtsignature` to an unsigned CloudEvent."""
+
+    alg: str
+    key_id: str
+    # True for the random key of the embedded default: nothing signed with it can be
+    # verified once the process exits, so health reports the signer unhealthy.
+    ephemeral: bool
+
+    def sign(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+def canonical_hmac_bytes(envelope: Mapping[str, Any]) -> bytes:
+    """The bytes Agent OS signs: sorted keys, compact separators, raw UTF-8."""
+    text = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+    return text.encode("utf-8")
+
+
+def unsigned_envelope(cloudevent: Mapping[str, Any], alg: str, key_id: str) -> dict[str, Any]:
+    """A copy of `cloudevent` ready to sign: old signature dropped, algorithm and key named."""
+    envelope = dict(cloudevent)
+    # All three go, so a re-signed event has the same member order as a fresh one.
+    for name in (SIGNATURE, SIGNATURE_ALG, KEY_ID):
+        envelope.pop(name, None)
+    envelope[SIGNATURE_ALG] = alg
+    envelope[KEY_ID] = key_id
+    return envelope
+
+
+def hmac_signature(key: bytes, envelope: Mapping[str, Any]) -> str:
+    """base64 HMAC-SHA256 of the Agent OS canonical form of `envelope` (no agtsignature)."""
+    mac = hmac.new(key, canonical_hmac_bytes(envelope), hashlib.sha256).digest()
+    return base64.b64encode(mac).decode("ascii")
+
+
+def hmac_matches(key: bytes, envelope: Mapping[str, Any], signature: str) -> bool:
+    """Constant-time check of a base64 HMAC-SHA256 `signature` over `envelope`."""
+    try:
+        expected = hmac_signature(key, envelope).encode("ascii")
+    except (ValueError, RecursionError):
+        # No canonical form (a lone surrogate, absurd nesting): nothing could have been signed.
+        return False
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+
+
+class HmacSigner:
+    """HMAC-SHA256 over the Agent OS canonical form."""
+
+    alg = HMAC_ALG
+    ephemeral = False
+
+    def __init__(self, key: bytes, key_id: str | None = None) -> None:
+        if len(key) < MIN_HMAC_KEY_BYTES:
+            raise SigningKeyError(
+                f"HMAC key is {len(key)} bytes; at least {MIN_HMAC_KEY_BYTES} needed")
+        self._key = key
+        self.key_id = key_id or hmac_key_id(key)
+
+    def __repr__(self) -> str:
+        return f"HmacSigner(key_id={self.key_id!r})"
+
+    def sign(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]:
+        """A signed copy of `cloudevent` (any previous signature replaced)."""
+        signed = unsigned_envelope(cloudevent, self.alg, self.key_id)
+        signed[SIGNATURE] = hmac_signature(self._key, signed)
+        return signed
+
+    def verify(self, signed: Mapping[str, Any]) -> bool:
+        """True when `signed` carries this key's valid HMAC-SHA256 signature."""
+        signature = signed.get(SIGNATURE)
+        if signed.get(SIGNATURE_ALG) != self.alg or not isinstance(signature, str):
+            return False
+        unsigned = {key: value for key, value in signed.items() if key != SIGNATURE}
+        return hmac_matches(self._key, unsigned, signature)
+
+
+class Ed25519Signer:
+    """Ed25519 over the RFC 8785 canonical form; agtkeyid is the public key fingerprint."""
+
+    alg = ED25519_ALG
+    ephemeral = False
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._private_key = private_key
+        self.public_key = private_key.public_key()
+        self.key_id = ed25519_key_id(self.public_key)
+
+    def __repr__(self) -> str:
+        return f"Ed25519Signer(key_id={self.key_id!r})"
+
+    def sign(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]:
+        """A signed copy of `cloudevent`; raises `JcsError` for values JCS cannot represent."""
+        signed = unsigned_envelope(cloudevent, self.alg, self.key_id)
+        signature = self._private_key.sign(canonicalize(signed))
+        signed[SIGNATURE] = base64.b64encode(signature).decode("ascii")
+        return signed
+
+
+def hmac_key_id(key: bytes) -> str:
+    """A stable, non-reversible name for an HMAC key (a domain-separated hash prefix)."""
+    return "hmac-" + hashlib.sha256(b"govpipe-key-id\x00" + key).hexdigest()[:16]
+
+
+def ed25519_key_id(public_key: Ed25519PublicKey) -> str:
+    """The public key's fingerprint: "ed25519-" + 16 hex digits of SHA-256 of its raw bytes."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def decode_key_text(text: str, origin: str) -> bytes:
+    """Decode base64 key text (as `govpipe keygen` writes it); `origin` names where it was."""
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        message = f"{origin}: key is not valid base64 (make one with govpipe keygen)"
+        raise SigningKeyError(message) from None
+
+
+def ephemeral_signer(alg: str) -> Signer:
+    """A signer with a random key, for the embedded default when no key is configured."""
+    signer: HmacSigner | Ed25519Signer
+    if alg == ED25519_ALG:
+        signer = Ed25519Signer(Ed25519PrivateKey.generate())
+    else:
+        signer = HmacSigner(secrets.token_bytes(MIN_HMAC_KEY_BYTES))
+    signer.ephemeral = True
+    return signer

@@ -1,0 +1,303 @@
+"""The Kafka source: a consumer group member that never commits past an unsettled record.
+
+Offsets are committed explicitly (auto-commit off) from the `OffsetTracker`'s contiguous
+settled prefix, periodically, on partition revocation (after what is held for the revoked
+partitions has settled, within a deadline) and on shutdown. While the sinks' queues are
+full, fetching is paused but the consumer keeps polling, so it stays in its group.
+
+Every record the consumer returns is handed on (and tracked) or its partition is rewound
+to it before anything else happens: the one `getmany` call is in `_fetch`. A partition
+assigned while reading is paused (a rebalance) arrives unpaused; it is paused again, and
+whatever it already returned is read again later. `OffsetGuard` checks that what is
+handed on continues where the last hand-over ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from pipeline.model import Position, Record
+from pipeline.ops.health import Status
+from pipeline.ops.metrics import Metrics
+from pipeline.settings import SourceSettings
+from pipeline.sources.lines import Room
+from pipeline.sources.offset_guard import OffsetGuard
+from pipeline.sources.offsets import OffsetTracker
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 500
+MAX_RECORDS = 500
+# A commit that takes longer is abandoned (the broker is away): the settled prefix is
+# committed next time, or its records are read again by whoever owns the partition next.
+COMMIT_TIMEOUT_S = 5.0
+# How long an assignment callback waits for the positions the partitions resume at.
+POSITION_TIMEOUT_S = 5.0
+# Slack between the end of a revocation (wait, then commit) and the group giving up on
+# this member: it must rejoin within the rebalance timeout or be evicted.
+REBALANCE_MARGIN_S = 10.0
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+
+
+def rebalance_timeout_ms(revoke_timeout_s: float) -> int:
+    """The group's rebalance timeout for a member that may spend `revoke_timeout_s` settling
+    revoked partitions: long enough for the wait, the commit after it and a margin."""
+    return int((revoke_timeout_s + COMMIT_TIMEOUT_S + REBALANCE_MARGIN_S) * 1000)
+
+
+class KafkaSource:
+    """Reads `source.topic` in consumer group `source.group_id`."""
+
+    def __init__(self, settings: SourceSettings, tracker: OffsetTracker, metrics: Metrics, *,
+                 revoke_timeout_s: float = 30.0) -> None:
+        self.name = f"kafka:{settings.topic}"
+        self._settings = settings
+        self._tracker = tracker
+        self._metrics = metrics
+        self._revoke_timeout_s = revoke_timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._committed: dict[TopicPartition, int] = {}
+        self._epochs: dict[TopicPartition, int] = {}
+        self._next_offset: dict[TopicPartition, int] = {}
+        self._commit_lock = asyncio.Lock()
+        self._guard = OffsetGuard(self._report_gap)
+        self._paused = False
+        self._closing = False
+        self.error: str | None = None
+
+    async def start(self) -> None:
+        """Join the group, retrying with backoff while the brokers cannot be reached."""
+        backoff = 0.5
+        while self._consumer is None:
+            try:
+                await self._start_once()
+            except KafkaError as exc:
+                self.error = f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
+                log.error("%s; retrying in %.1fs", self.error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+        self.error = None
+
+    async def _start_once(self) -> None:
+        rebalance_ms = rebalance_timeout_ms(self._revoke_timeout_s)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            group_id=self._settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max(1_048_576, self._settings.max_event_bytes + 1024),
+            # aiokafka's default rebalance timeout is the 10 s session timeout: a member
+            # still settling revoked partitions after that is evicted mid-callback.
+            rebalance_timeout_ms=rebalance_ms,
+            max_poll_interval_ms=max(DEFAULT_MAX_POLL_INTERVAL_MS, rebalance_ms),
+        )
+        consumer.subscribe([self._settings.topic], listener=_Listener(self, consumer))
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        log.info("kafka source started", extra={"fields": {
+            "topic": self._settings.topic, "group_id": self._settings.group_id}})
+
+    async def batches(self, room: Room) -> AsyncIterator[list[Record]]:
+        """Yield fetched records until `aclose`; waits for room before each fetch."""
+        await self.start()
+        consumer = self._consumer
+        assert consumer is not None
+        while True:
+            if not room.available():
+                await self._paused_until_room(consumer, room)
+            if records := await self._fetch(consumer, POLL_MS):
+                yield records
+
+    async def _paused_until_room(self, consumer: AIOKafkaConsumer, room: Room) -> None:
+        room.note_pause()
+        self._paused = True
+        try:
+            while not room.available():
+                # Again each time: a rebalance hands over partitions unpaused.
+                consumer.pause(*consumer.assignment())
+                try:
+                    async with asyncio.timeout(POLL_MS / 1000):
+                        await room.wait()
+                except TimeoutError:
+                    # Polling keeps this member in its group; anything it returns is rewound.
+                    await self._fetch(consumer, 0)
+        finally:
+            self._paused = False
+            consumer.resume(*consumer.assignment())
+
+    async def _fetch(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> list[Record]:
+        """The only read: every record returned is handed on, or its partition rewound."""
+        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=MAX_RECORDS)
+        records: list[Record] = []
+        for tp, messages in fetched.items():
+            if not messages:
+                continue
+            if self._paused:  # assigned since reading paused: read these again later
+                self._rewind(consumer, tp, messages[0].offset)
+                consumer.pause(tp)
+                continue
+            admission = self._guard.admit(tp, [message.offset for message in messages])
+            if admission.rewind_to is not None:
+                self._rewind(consumer, tp, admission.rewind_to)
+            records.extend(self._record(tp, message) for message in messages[admission.skip:])
+            self._next_offset[tp] = messages[-1].offset + 1
+        return records
+
+    @staticmethod
+    def _rewind(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        if tp in consumer.assignment():  # else its next owner reads it from the commit
+            consumer.seek(tp, offset)
+
+    def _report_gap(self, tp: TopicPartition, start: int, end: int) -> None:
+        self._metrics.source_offset_gaps.inc()
+        log.error("records were consumed without being processed: offsets %d to %d of %s-%d "
+                  "were skipped; they have been read again and nothing was committed past "
+                  "them. This is a bug in govpipe: please report it.", start, end - 1,
+                  tp.topic, tp.partition, extra={"fields": {
+                      "topic": tp.topic, "partition": tp.partition, "from": start,
+                      "to": end - 1}})
+
+    def _record(self, tp: TopicPartition, message: ConsumerRecord[Any, Any]) -> Record:
+        raw_headers = message.headers
+        # Most records have no headers: no generator for them (this runs per record).
+        headers = tuple((name, value or b"") for name, value in raw_headers) \
+            if raw_headers else ()
+        position = Position(tp.topic, tp.partition, message.offset, self._epochs.get(tp, 0))
+        return Record(message.value if message.value is not None else b"", position,
+                      key=message.key, headers=headers)
+
+    async def refresh_metrics(self) -> None:
+        """Lag per partition from the brokers' end offsets (fetched even while paused, so a
+        stalled pipeline shows a growing lag)."""
+        consumer = self._consumer
+        if consumer is None or not (assigned := consumer.assignment()):
+            return
+        try:
+            ends = await consumer.end_offsets(list(assigned))
+        except KafkaError as exc:
+            log.debug("end offsets unavailable: %s", exc)
+            return
+        for tp, end in ends.items():
+            read_to = self._next_offset.get(tp, self._committed.get(tp, end))
+            self._metrics.source_lag.labels(str(tp.partition)).set(max(0, end - read_to))
+
+    async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
+        """Commit the settled prefix of every (or only the given) assigned partition."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        wanted = set(only) if only is not None else consumer.assignment()
+        offsets = {TopicPartition(topic, partition): offset
+                   for (topic, partition), offset in self._tracker.committable().items()}
+        due = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()
+               if tp in wanted and self._committed.get(tp) != offset}
+        if not due:
+            return
+        async with self._commit_lock:
+            try:
+                async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                    await consumer.commit(due)
+            except TimeoutError:
+                log.warning("offset commit timed out after %.0fs, will retry",
+                            COMMIT_TIMEOUT_S)
+                return
+            except KafkaError as exc:
+                log.warning("offset commit failed, will retry: %s", exc)
+                return
+        self._committed.update({tp: meta.offset for tp, meta in due.items()})
+        log.debug("committed", extra={"fields": {
+            "offsets": {f"{tp.topic}-{tp.partition}": m.offset for tp, m in due.items()}}})
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Settle and commit what is held for `revoked` before the group takes them.
+
+        The wait and the commit fit inside the group's rebalance timeout (see
+        `rebalance_timeout_ms`). Whatever happens here, even an eviction that makes the
+        commit fail, the partitions are forgotten: their unsettled records are the next
+        owner's to read, and settlements still arriving for them count for nothing.
+        """
+        keys = {(tp.topic, tp.partition) for tp in revoked}
+        try:
+            if not self._closing:  # at shutdown the daemon has drained already
+                await self._wait_settled(keys)
+            await self.commit(revoked)
+        finally:
+            self._tracker.forget(keys)
+            self._guard.forget(revoked)
+            for tp in revoked:
+                self._committed.pop(tp, None)
+                self._next_offset.pop(tp, None)
+                self._epochs[tp] = self._epochs.get(tp, 0) + 1
+
+    async def _wait_settled(self, keys: set[tuple[str, int]]) -> None:
+        try:
+            async with asyncio.timeout(self._revoke_timeout_s):
+                await self._tracker.wait_partitions_idle(keys)
+        except TimeoutError:
+            log.error("partitions revoked with records still unsettled; they will be "
+                      "redelivered to the next owner", extra={"fields": {
+                          "unsettled": self._tracker.outstanding_in(keys)}})
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer,
+                          assigned: set[TopicPartition]) -> None:
+        """Pause what arrives while reading is paused; note where each partition resumes."""
+        if self._paused:
+            consumer.pause(*assigned)
+        log.info("partitions assigned", extra={"fields": {
+            "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in assigned)}})
+        try:
+            async with asyncio.timeout(POSITION_TIMEOUT_S):
+                positions = [(tp, await consumer.position(tp)) for tp in assigned]
+        except (TimeoutError, KafkaError) as exc:
+            # The guard then starts checking from the first records these partitions return.
+            log.warning("resume positions unknown: %r", exc)
+            return
+        for tp, position in positions:
+            if tp in consumer.assignment():
+                self._guard.resume(tp, position)
+
+    def health(self) -> tuple[Status, str]:
+        if self.error:
+            return Status.UNHEALTHY, self.error
+        consumer = self._consumer
+        if consumer is None:
+            return Status.UNHEALTHY, "not connected yet"
+        assigned = sorted(f"{tp.topic}-{tp.partition}" for tp in consumer.assignment())
+        if not assigned:
+            return Status.DEGRADED, "connected, no partitions assigned"
+        return Status.HEALTHY, f"consuming {', '.join(assigned)}"
+
+    async def aclose(self) -> None:
+        """Commit the settled prefix one last time, then leave the group. Each step has a
+        deadline (`commit` its own, leaving the group the caller's): an unreachable broker
+        leaves unsettled records for redelivery, it does not hold the exit."""
+        if self._consumer is None:
+            return
+        self._closing = True
+        await self.commit()
+        consumer, self._consumer = self._consumer, None
+        await consumer.stop()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer) -> None:
+        self._source = source
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._source.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._source.on_assigned(self._consumer, assigned)
