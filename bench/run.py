@@ -5,8 +5,8 @@
                                   [--warmup-seconds 3] [--only a,b] [--profile DIR]
                                   [--set GOVPIPE_KEY=VALUE ...]
 
-Starts its own Kafka broker and OpenTelemetry Collector (tests/infra), then runs, in turns,
-each on fresh topics (2 input partitions) and a fresh consumer group:
+Starts its own Kafka broker and OpenTelemetry Collector (tests/support/infra), then runs,
+in turns, each on fresh topics (2 input partitions) and a fresh consumer group:
   a  baseline: bench.passthrough, consume → produce, no parsing, no signing
   b  govpipe, Kafka sink only, HMAC-SHA256
   c  govpipe, Kafka + stdout (/dev/null) + OTLP gRPC (to the Collector), HMAC-SHA256
@@ -54,8 +54,9 @@ from bench.procs import (
 )
 from bench.profile import Profiler
 from bench.report import Result, table, write_json, write_plot
-from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, create_topics
+from tests.support.infra.collector import Collector
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import create_topics
 
 PARTITIONS = 2
 # LogAppendTime: an output record's timestamp is its broker ack. The initial rebalance

@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.sinks [--events 20000] [--batch 500] [--runs 3]
 
 Peers: an OpenTelemetry Collector (OTLP gRPC and HTTP → file exporter) and a single-node
-Kafka broker, both from tests/infra (built/fetched once per machine), and /dev/null for
-stdout. Events are the examples with fresh ids, signed beforehand: only `send` is timed,
-one batch in flight at a time, as the dispatcher drives a sink; one warm-up run per sink
-is not recorded.
+Kafka broker, both from tests/support/infra (built/fetched once per machine), and /dev/null
+for stdout. Events are the examples with fresh ids, signed beforehand: only `send` is
+timed, one batch in flight at a time, as the dispatcher drives a sink; one warm-up run per
+sink is not recorded.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from sinks.base import Sink
 from sinks.kafka import KafkaSink
 from sinks.otlp.sink import OtlpOptions, OtlpSink
 from sinks.stdout import StdoutSink
-from tests.contract.support import TEST_KEY, example_lines
-from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, create_topics
+from tests.support.events import TEST_KEY, example_lines
+from tests.support.infra.collector import Collector
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import create_topics
 
 SinkFactory = Callable[[], Awaitable[Sink]]
 

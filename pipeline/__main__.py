@@ -1,4 +1,4 @@
-"""The govpipe command line (SPEC §7): one module per command in pipeline/commands/."""
+"""The govpipe command line: one module per command in pipeline/cli/."""
 
 from __future__ import annotations
 

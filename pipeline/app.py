@@ -5,16 +5,29 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
-from pipeline.deadletter.stores import DeadLetterDestination, FileDeadLetter, KafkaDeadLetter
+from prometheus_client import CollectorRegistry
+
+from pipeline.daemon import Daemon, Parts
+from pipeline.deadletter.file import FileDeadLetter
+from pipeline.deadletter.kafka import KafkaDeadLetter
+from pipeline.deadletter.store import DeadLetterStore
+from pipeline.deadletter.writer import DeadLetterWriter
+from pipeline.delivery.dispatcher import SinkDispatcher
+from pipeline.delivery.ledger import Ledger
+from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
+from pipeline.inbound.verifier import InboundVerifier, load_inbound_keys
+from pipeline.ops.health import HealthRegistry, Status
 from pipeline.ops.metrics import Metrics
-from pipeline.settings import ConfigError, Settings, SinkSettings
+from pipeline.ops.server import OpsServer
+from pipeline.processor import EventProcessor
+from pipeline.settings import Settings, SinkSettings
 from pipeline.signing.keys import load_signer
-from pipeline.signing.signers import ED25519_ALG, Signer, ephemeral_signer
+from pipeline.signing.signers import Signer, ephemeral_signer
+from pipeline.sources.base import Source
 from pipeline.sources.kafka import KafkaSource
-from pipeline.sources.lines import LineSource, Source
-from pipeline.sources.offsets import OffsetTracker
+from pipeline.sources.lines import LineSource
 from sinks.base import Sink
 from sinks.kafka import KafkaSink
 from sinks.otlp.sink import OtlpOptions, OtlpSink
@@ -58,29 +71,9 @@ SINK_BUILDERS: Mapping[str, SinkBuilder] = {
 }
 
 
-def refuse_unavailable(settings: Settings) -> None:
-    """Refuse, naming the key, settings this version cannot run (or cannot run together)."""
-    source = settings.source
-    if source.require_signature and source.kind != "kafka":
-        # JSON lines carry no headers, so every record would be rejected `unsigned`.
-        raise ConfigError("config error: source.require_signature: needs source.kind = "
-                          "\"kafka\" (producer signatures travel in Kafka headers)")
-    if source.require_signature and source.inbound_key_file is None:
-        raise ConfigError("config error: source.inbound_key_file: required when "
-                          "source.require_signature = true")
-    if not enabled_sinks(settings):
-        raise ConfigError("config error: sinks: no sink is enabled")
-    if settings.signing.alg == ED25519_ALG and settings.signing.key_id:
-        # A verifier finds an Ed25519 key by its fingerprint; a chosen name would hide it.
-        raise ConfigError("config error: signing.key_id: not used with alg = \"Ed25519\" "
-                          "(the key id is the public key's fingerprint); remove it")
-
-
 def enabled_sinks(settings: Settings) -> dict[str, SinkSettings]:
-    """The enabled sinks' settings, by name."""
-    sinks = {"stdout": settings.sinks.stdout, "otlp": settings.sinks.otlp,
-             "kafka": settings.sinks.kafka}
-    return {name: sink for name, sink in sinks.items() if sink.enabled}
+    """The enabled sinks' settings, by name (settings refuse a config that enables none)."""
+    return settings.sinks.enabled_by_name()
 
 
 def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
@@ -88,16 +81,17 @@ def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
             for name, sink_settings in enabled_sinks(settings).items()]
 
 
-def build_source(settings: Settings, tracker: OffsetTracker, metrics: Metrics) -> Source:
+def build_source(settings: Settings, ledger: Ledger) -> Source:
     if settings.source.kind == "kafka":
-        return KafkaSource(settings.source, tracker, metrics,
-                           revoke_timeout_s=settings.shutdown.timeout_s)
+        return KafkaSource(settings.source, ledger, revoke_timeout_s=settings.shutdown.timeout_s)
     if settings.source.kind == "file" and settings.source.path is not None:
         return LineSource.file(settings.source.path)
     return LineSource.stdin()
 
 
-def build_deadletter(settings: Settings) -> DeadLetterDestination:
+def build_deadletter_store(settings: Settings) -> DeadLetterStore:
+    """The dead-letter store `deadletter.kind` names: the daemon writes to it, `govpipe
+    replay` reads it (the only place that looks at the kind)."""
     if settings.deadletter_kind == "kafka":
         return KafkaDeadLetter(settings.source.bootstrap_servers, settings.deadletter.topic)
     return FileDeadLetter(settings.deadletter.path)
@@ -113,3 +107,56 @@ def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ) ->
                     "GOVPIPE_SIGNING_KEY or signing.key_file (make a key: govpipe keygen).")
         signer = ephemeral_signer(signing.alg)
     return signer
+
+
+def build_processor(settings: Settings, signer: Signer, metrics: Metrics) -> EventProcessor:
+    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file."""
+    source = settings.source
+    inbound = None
+    if source.require_signature and source.inbound_key_file is not None:
+        inbound = InboundVerifier(load_inbound_keys(source.inbound_key_file),
+                                  source.replay_window_s, source.nonce_capacity, metrics)
+    detector = (ToolPoisoningDetector(metrics)
+                if settings.detectors.tool_poisoning.enabled else None)
+    return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
+                          inbound=inbound, detector=detector)
+
+
+def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
+                 sinks: Sequence[tuple[Sink, SinkSettings]] | None = None,
+                 store: DeadLetterStore | None = None, signer: Signer | None = None,
+                 registry: CollectorRegistry | None = None) -> Daemon:
+    """The whole object graph of one run, from settings (tests may hand in their own
+    sinks, dead-letter store, signer or registry)."""
+    registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+    metrics = Metrics(registry)
+    sinks = list(sinks) if sinks is not None else build_sinks(settings)
+    ledger = Ledger(registry, [sink.name for sink, _ in sinks])
+    signer = signer if signer is not None else build_signer(settings, environ)
+    store = store if store is not None else build_deadletter_store(settings)
+    deadletters = DeadLetterWriter(store, ledger, metrics,
+                                   max_pending=settings.deadletter.max_pending)
+    dispatchers = [SinkDispatcher(sink, sink_settings, ledger, deadletters)
+                   for sink, sink_settings in sinks]
+    source = build_source(settings, ledger)
+    health = HealthRegistry()
+    health.add("source", source.health)
+    health.add("signer", lambda: signer_health(signer))
+    health.add("deadletter", deadletters.health)
+    for dispatcher in dispatchers:
+        health.add(f"sink:{dispatcher.name}", dispatcher.health)
+    server = OpsServer(registry, health, settings.server.host, settings.server.port)
+    started: dict[str, object] = {
+        "source": source.name, "sinks": [d.name for d in dispatchers],
+        "signing_alg": signer.alg, "key_id": signer.key_id, "deadletter": store.description}
+    return Daemon(Parts(settings=settings, source=source,
+                        processor=build_processor(settings, signer, metrics), ledger=ledger,
+                        dispatchers=dispatchers, deadletters=deadletters, health=health,
+                        server=server, started_fields=started))
+
+
+def signer_health(signer: Signer) -> tuple[Status, str]:
+    if signer.ephemeral:
+        return Status.UNHEALTHY, (f"no signing key configured: {signer.alg} with an "
+                                  "ephemeral key; nothing it signs can be verified later")
+    return Status.HEALTHY, f"{signer.alg} key {signer.key_id} loaded"

@@ -1,6 +1,9 @@
-"""Wiring and lifecycle: source → processor → one dispatcher per sink, plus dead-letter,
-metrics and health, with the shutdown order of STYLE.md (stop reading → drain with a
-deadline → cancel the rest → commit → close clients)."""
+"""The lifecycle of one run, over parts the composition root (`pipeline.app`) built:
+source → processor → one dispatcher per sink, the dead-letter writer, the ops server.
+
+Shutdown goes in a fixed order: stop reading → drain with a deadline → cancel the rest →
+commit → close the clients, each closing step bounded too.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +14,16 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.deadletter.stores import DeadLetterDestination, DeadLetterEntry, DeadLetterWriter
+from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.dispatcher import SinkDispatcher
+from pipeline.delivery.ledger import Ledger
+from pipeline.delivery.room import PipelineRoom
 from pipeline.model import Record, Rejection, SignedEvent
-from pipeline.ops.health import Check, HealthRegistry, Status
-from pipeline.ops.metrics import Metrics
+from pipeline.ops.health import HealthRegistry
 from pipeline.ops.server import OpsServer
-from pipeline.processor import build_processor
-from pipeline.settings import Settings, SinkSettings
-from pipeline.signing.signers import Signer
-from pipeline.sources.lines import Source
-from pipeline.sources.offsets import OffsetTracker
-from sinks.base import Sink, SinkError
+from pipeline.processor import EventProcessor
+from pipeline.settings import Settings
+from pipeline.sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -40,33 +41,36 @@ class Outcome:
     unsettled: int
 
 
-class Daemon:
-    """One pipeline run. Build it with its parts; `run` returns when input ends or a
-    shutdown signal arrives and everything has settled (or the deadline passed)."""
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Everything a run needs, built and wired by `pipeline.app.build_daemon`."""
 
-    def __init__(self, settings: Settings, *, source: Source,
-                 sinks: Sequence[tuple[Sink, SinkSettings]], signer: Signer,
-                 deadletter: DeadLetterDestination, metrics: Metrics,
-                 tracker: OffsetTracker) -> None:
-        self._settings = settings
-        self._source = source
-        self._signer = signer
-        self.metrics = metrics
-        self.tracker = tracker
-        self._processor = build_processor(settings, signer, metrics)
-        self._destination = deadletter
-        self._deadletter = DeadLetterWriter(deadletter, metrics,
-                                            max_pending=settings.deadletter.max_pending)
-        self.dispatchers = [
-            SinkDispatcher(sink, sink_settings, metrics,
-                           on_settled=self._settle, on_failed=self._dead_letter_failed)
-            for sink, sink_settings in sinks
-        ]
-        self.room = _Room(self.dispatchers, self._deadletter, metrics)
-        self.health = HealthRegistry()
-        self._register_health()
-        self.server = OpsServer(metrics.registry, self.health, settings.server.host,
-                                settings.server.port)
+    settings: Settings
+    source: Source
+    processor: EventProcessor
+    ledger: Ledger
+    dispatchers: Sequence[SinkDispatcher]
+    deadletters: DeadLetterWriter
+    health: HealthRegistry
+    server: OpsServer
+    started_fields: dict[str, object]  # what "govpipe started" logs
+
+
+class Daemon:
+    """One pipeline run; `run` returns when input ends or a shutdown signal arrives and
+    everything has settled (or the deadline passed)."""
+
+    def __init__(self, parts: Parts) -> None:
+        self._parts = parts
+        self._settings = parts.settings
+        self.source = parts.source
+        self.ledger = parts.ledger
+        self.dispatchers = parts.dispatchers
+        self.health = parts.health
+        self.server = parts.server
+        self._processor = parts.processor
+        self._deadletters = parts.deadletters
+        self.room = PipelineRoom(parts.dispatchers, parts.deadletters, parts.ledger)
         self._stop = asyncio.Event()
         self._signals = 0
 
@@ -75,16 +79,18 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> Outcome:
-        self._destination.recover()  # before the first write: report and set aside torn lines
+        self._deadletters.recover()  # before the first write: report and set aside torn lines
         await self.server.start()
-        log.info("govpipe started", extra={"fields": self._summary()})
+        listen = f"{self.server.host}:{self.server.bound_port}"
+        log.info("govpipe started", extra={"fields": {**self._parts.started_fields,
+                                                      "listen": listen}})
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
                 workers = [tasks.create_task(d.run(), name=f"dispatch-{d.name}")
                            for d in self.dispatchers]
-                workers.append(tasks.create_task(self._deadletter.run(), name="deadletter"))
+                workers.append(tasks.create_task(self._deadletters.run(), name="deadletter"))
                 committer = tasks.create_task(self._commit_periodically(), name="committer")
                 await self._pump_until_stopped()
                 deadline = loop.time() + self._settings.shutdown.timeout_s
@@ -92,12 +98,18 @@ class Daemon:
                 committer.cancel()
         finally:
             await self._close(max(deadline or 0.0, loop.time() + CLOSE_GRACE_S))
-        unsettled = self.tracker.outstanding
+        return self._outcome()
+
+    def _outcome(self) -> Outcome:
+        unsettled = self.ledger.tracker.outstanding
         if unsettled:
             log.error("%d records left unsettled: their offsets were not committed, so they "
                       "are read again (by this group) after a restart or rebalance", unsettled)
+        counts = self.ledger.counts
+        if broken := counts.broken():
+            log.error("accounting identities broken at shutdown: %s", broken)
         log.info("govpipe stopped", extra={"fields": {"unsettled": unsettled,
-                                                      **self._final_counts()}})
+                                                      **counts.summary()}})
         return Outcome(exit_code=0 if unsettled == 0 else 1, unsettled=unsettled)
 
     async def _pump_until_stopped(self) -> None:
@@ -111,69 +123,56 @@ class Daemon:
             raise error
 
     async def _pump(self) -> None:
-        async for batch in self._source.batches(self.room):
+        async for batch in self.source.batches(self.room):
             self._ingest(batch)
 
     def _ingest(self, batch: Sequence[Record]) -> None:
-        # One synchronous step per batch (no await inside), so a scrape sees either none or
-        # all of it and counting per batch keeps every identity of SPEC §5 in every scrape.
+        # One synchronous step per batch (no await inside): a scrape sees none or all of it,
+        # so every accounting identity holds in every scrape.
         accepted: list[SignedEvent] = []
+        rejected: list[Rejection] = []
+        process = self._processor.process
         for record in batch:
-            result = self._processor.process(record)
+            result = process(record)
             if isinstance(result, Rejection):
-                self._reject(record, result)
+                rejected.append(result)
             else:
-                self.tracker.track(record.position, len(self.dispatchers))
                 accepted.append(result)
-        self.metrics.source_records.inc(len(batch))
-        self.metrics.events_accepted.inc(len(accepted))
+        self.ledger.ingest(len(batch), accepted, rejected)
+        if rejected:
+            self._deadletters.rejected(rejected)
         for dispatcher in self.dispatchers:
             dispatcher.submit_many(accepted)
-
-    def _reject(self, record: Record, result: Rejection) -> None:
-        self.metrics.source_rejected.labels(result.reason).inc()
-        self.tracker.track(record.position, 1)
-        entry = DeadLetterEntry(origin="source", reason=result.reason, error=result.detail,
-                                position=record.position, value=record.value,
-                                key=record.key, headers=record.headers)
-        self._deadletter.submit(entry, lambda: self.tracker.settle(record.position))
-
-    def _settle(self, event: SignedEvent) -> None:
-        self.tracker.settle(event.position)
-
-    def _dead_letter_failed(self, sink: str, event: SignedEvent, error: SinkError) -> None:
-        entry = DeadLetterEntry(origin=sink, reason=error.reason, error=str(error),
-                                position=event.position, event=event.attributes, sink=sink)
-        self._deadletter.submit(entry, lambda: self.tracker.settle(event.position))
 
     async def _commit_periodically(self) -> None:
         while True:
             await asyncio.sleep(self._settings.source.commit_interval_s)
-            await self._source.commit()
-            await self._source.refresh_metrics()
+            await self.source.commit()
+            await self.source.refresh_metrics()
 
     async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
         for dispatcher in self.dispatchers:
             dispatcher.close()
             if self._stop.is_set():
                 dispatcher.stop_retrying()  # a signal cuts retry waits short
+        tracker = self.ledger.tracker
         try:
             async with asyncio.timeout_at(deadline):
-                await self.tracker.wait_idle()
+                await tracker.wait_idle()
         except TimeoutError:
             log.error("shutdown.timeout_s passed with %d records unsettled; cancelling",
-                      self.tracker.outstanding)
+                      tracker.outstanding)
             for task in workers:
                 task.cancel()
-        self._deadletter.close()
+        self._deadletters.close()
 
     async def _close(self, deadline: float) -> None:
         """Commit, then close every client, each step bounded: a broker or collector that
         does not answer must not hold the exit past `deadline` (a little past, at worst)."""
         loop = asyncio.get_running_loop()
-        steps = [("source commit", self._source.commit)] + [
-            (d.name, d.sink.aclose) for d in self.dispatchers] + [
-            ("deadletter", self._destination.aclose), ("source", self._source.aclose),
+        steps = [("source commit", self.source.commit)] + [
+            (d.name, d.aclose) for d in self.dispatchers] + [
+            ("deadletter", self._deadletters.aclose), ("source", self.source.aclose),
             ("server", self.server.aclose)]
         for name, step in steps:
             try:
@@ -196,88 +195,3 @@ class Daemon:
             os._exit(128 + signum)
         log.info("%s received: stopping", signal.Signals(signum).name)
         self.request_stop()
-
-    def _register_health(self) -> None:
-        self.health.add("source", self._source.health)
-        self.health.add("signer", self._signer_health)
-        self.health.add("deadletter", self._deadletter_health)
-        for dispatcher in self.dispatchers:
-            self.health.add(f"sink:{dispatcher.name}", _sink_health(dispatcher, self))
-
-    def _signer_health(self) -> tuple[Status, str]:
-        signer = self._signer
-        if signer.ephemeral:
-            return Status.UNHEALTHY, (f"no signing key configured: {signer.alg} with an "
-                                      "ephemeral key; nothing it signs can be verified later")
-        return Status.HEALTHY, f"{signer.alg} key {signer.key_id} loaded"
-
-    def _deadletter_health(self) -> tuple[Status, str]:
-        problem = self._deadletter.last_error or self._destination.check()
-        if problem:
-            return Status.UNHEALTHY, problem
-        return Status.HEALTHY, f"writable: {self._destination.description}"
-
-    def deadletter_healthy(self) -> bool:
-        return self._deadletter_health()[0] is Status.HEALTHY
-
-    def _summary(self) -> dict[str, object]:
-        return {"source": self._source.name, "sinks": [d.name for d in self.dispatchers],
-                "signing_alg": self._signer.alg, "key_id": self._signer.key_id,
-                "deadletter": self._destination.description,
-                "listen": f"{self._settings.server.host}:{self.server.bound_port}"}
-
-    def _final_counts(self) -> dict[str, object]:
-        """The shutdown summary: what was read, and where every event ended."""
-        sample = self.metrics.registry.get_sample_value
-        counts: dict[str, object] = {
-            name: sample(f"govpipe_{name}_total") or 0.0
-            for name in ("source_records", "events_accepted")}
-        counts["rejected"] = _sum_by_label(self.metrics, "govpipe_source_rejected_total")
-        counts["sinks"] = {d.name: {
-            outcome: _sum_by_label(self.metrics, f"govpipe_sink_{outcome}_total", d.name)
-            for outcome in ("delivered", "failed", "dropped")} for d in self.dispatchers}
-        return counts
-
-
-def _sum_by_label(metrics: Metrics, name: str, sink: str | None = None) -> float:
-    return sum(s.value for family in metrics.registry.collect() for s in family.samples
-               if s.name == name and (sink is None or s.labels.get("sink") == sink))
-
-
-class _Room:
-    """The pipeline has room when every sink's queue does and the dead-letter backlog is
-    under its bound."""
-
-    def __init__(self, dispatchers: Sequence[SinkDispatcher], deadletter: DeadLetterWriter,
-                 metrics: Metrics) -> None:
-        self._dispatchers = dispatchers
-        self._deadletter = deadletter
-        self._metrics = metrics
-
-    def available(self) -> bool:
-        return self._deadletter.has_room() and all(d.has_room() for d in self._dispatchers)
-
-    async def wait(self) -> None:
-        for dispatcher in self._dispatchers:
-            await dispatcher.wait_for_room()
-        await self._deadletter.wait_for_room()
-
-    def note_pause(self) -> None:
-        cause = "sink_queue_full" if self._deadletter.has_room() else "deadletter_backlog"
-        self._metrics.source_paused.labels(cause).inc()
-        log.debug("reading paused: %s", cause.replace("_", " "),
-                 extra={"fields": {"cause": cause, "deadletter_pending": self._deadletter.pending,
-                                   "queued": {d.name: d.queued for d in self._dispatchers}}})
-
-
-def _sink_health(dispatcher: SinkDispatcher, daemon: Daemon) -> Check:
-    def check() -> tuple[Status, str]:
-        state = dispatcher.breaker.state.value
-        if state != "closed":
-            # Open is degraded while events still reach the dead-letter, else unhealthy.
-            status = Status.DEGRADED if daemon.deadletter_healthy() else Status.UNHEALTHY
-            return status, f"circuit breaker {state}; last error: {dispatcher.last_error}"
-        if dispatcher.last_error:
-            return Status.DEGRADED, f"last send failed: {dispatcher.last_error}"
-        return Status.HEALTHY, f"circuit closed, {dispatcher.queued} queued, last send ok"
-    return check

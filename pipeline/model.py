@@ -1,10 +1,29 @@
-"""The values that flow through the pipeline: records in, signed events out."""
+"""The values that flow through the pipeline: records in, signed events out, and the
+governance event vocabulary they are named in."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+# The governance event vocabulary: each Agent OS event kind and its CloudEvent type, which is
+# TYPE_PREFIX + the suffix (a kind not listed here gets TYPE_PREFIX + "governance." + kind).
+TYPE_PREFIX = "ai.agentos."
+KIND_TYPES: Mapping[str, str] = {
+    "policy_check": "policy.check",
+    "policy_violation": "policy.violation",
+    "tool_call_blocked": "tool.blocked",
+    "prompt_injection_detected": "prompt_injection.detected",
+    "identity_verified": "identity.verified",
+    "identity_rejected": "identity.rejected",
+    "resource_access": "resource.access",
+    "escalation_requested": "escalation.requested",
+    "checkpoint_created": "checkpoint.created",
+    "anomaly_detected": "anomaly.detected",
+    "mcp_tool_poisoning": "mcp.tool_poisoning",
+    "content_violation": "content.violation",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,9 @@ from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
 from pipeline.cloudevents.codec import decode_object, encode
 from pipeline.cloudevents.mapping import InvalidEvent, to_cloudevent
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
-from pipeline.inbound.verifier import InboundVerifier, load_inbound_keys
+from pipeline.inbound.verifier import InboundVerifier
 from pipeline.model import Record, Rejection, SignedEvent
-from pipeline.ops.metrics import Metrics
-from pipeline.settings import Settings
-from pipeline.signing.signers import Signer, SigningKeyError
+from pipeline.signing.signers import Signer
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +58,3 @@ class EventProcessor:
         if record.headers and is_binary_mode(record.headers):
             return binary_to_structured(record.headers, record.value, self._max_bytes)
         return decode_object(record.value, self._max_bytes)
-
-
-def build_processor(settings: Settings, signer: Signer, metrics: Metrics) -> EventProcessor:
-    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file."""
-    source = settings.source
-    inbound = None
-    if source.require_signature:
-        if source.inbound_key_file is None:
-            raise SigningKeyError("source.inbound_key_file: required with require_signature")
-        inbound = InboundVerifier(load_inbound_keys(source.inbound_key_file),
-                                  source.replay_window_s, source.nonce_capacity, metrics)
-    detector = (ToolPoisoningDetector(metrics)
-                if settings.detectors.tool_poisoning.enabled else None)
-    return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
-                          inbound=inbound, detector=detector)

@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 
 from pipeline.inbound.verifier import (
-    NONCE,
-    SENDER,
-    SIGNATURE,
-    TIMESTAMP,
+    NONCE_HEADER,
+    SENDER_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     sign_record,
     wall_clock_ms,
 )
@@ -87,8 +87,8 @@ class Publisher:
             return []
         nonce, timestamp = uuid.uuid4().hex, wall_clock_ms()
         signature = sign_record(self._sign_key, nonce, timestamp, self._sender, value)
-        return [(NONCE, nonce.encode()), (TIMESTAMP, str(timestamp).encode()),
-                (SENDER, self._sender.encode()), (SIGNATURE, signature.encode())]
+        return [(NONCE_HEADER, nonce.encode()), (TIMESTAMP_HEADER, str(timestamp).encode()),
+                (SENDER_HEADER, self._sender.encode()), (SIGNATURE_HEADER, signature.encode())]
 
     async def publish(self, event: Any) -> None:
         """Send one event (a dict or an object with to_dict()) and wait for the broker."""

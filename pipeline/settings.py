@@ -1,5 +1,6 @@
 """Settings: one TOML file plus GOVPIPE_<SECTION>__<KEY> environment overrides, validated
-here and nowhere else (SPEC §7). A bad key or value raises `ConfigError` naming it."""
+here and nowhere else, rules across keys included. A bad key or value, or keys that cannot
+work together, raise `ConfigError` naming the key."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 ENV_PREFIX = "GOVPIPE_"
 # GOVPIPE_* variables that are not config overrides (key material, tool caches).
@@ -26,6 +28,14 @@ NOT_OVERRIDES = frozenset({"GOVPIPE_SIGNING_KEY", "GOVPIPE_CACHE"})
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message is one line naming the key."""
+
+
+_BROKEN_RULE = "broken_rule"
+
+
+def _broken_rule(key: str, problem: str) -> PydanticCustomError:
+    """A rule across keys that the values break, reported under `key` (the one to change)."""
+    return PydanticCustomError(_BROKEN_RULE, "{key}: {problem}", {"key": key, "problem": problem})
 
 
 class _Model(BaseModel):
@@ -109,6 +119,12 @@ class SinksSettings(_Model):
     stdout: StdoutSinkSettings = StdoutSinkSettings()
     otlp: OtlpSinkSettings = OtlpSinkSettings()
     kafka: KafkaSinkSettings = KafkaSinkSettings()
+
+    def enabled_by_name(self) -> dict[str, SinkSettings]:
+        """The enabled sinks' settings, by name."""
+        sinks: dict[str, SinkSettings] = {name: getattr(self, name)
+                                          for name in type(self).model_fields}
+        return {name: sink for name, sink in sinks.items() if sink.enabled}
 
 
 class SourceSettings(_Model):
@@ -198,6 +214,25 @@ class Settings(_Model):
     shutdown: ShutdownSettings = ShutdownSettings()
     log: LogSettings = LogSettings()
 
+    @model_validator(mode="after")
+    def _runnable_together(self) -> Settings:
+        # Runs only once every key is valid on its own, so a broken rule is the one problem.
+        source = self.source
+        if source.require_signature and source.kind != "kafka":
+            # JSON lines carry no headers, so every record would be rejected `unsigned`.
+            raise _broken_rule("source.require_signature", "needs source.kind = \"kafka\" "
+                               "(producer signatures travel in Kafka headers)")
+        if source.require_signature and source.inbound_key_file is None:
+            raise _broken_rule("source.inbound_key_file",
+                               "required when source.require_signature = true")
+        if not self.sinks.enabled_by_name():
+            raise _broken_rule("sinks", "no sink is enabled")
+        if self.signing.alg == "Ed25519" and self.signing.key_id:
+            # A verifier finds an Ed25519 key by its fingerprint; a chosen name would hide it.
+            raise _broken_rule("signing.key_id", "not used with alg = \"Ed25519\" (the key id "
+                               "is the public key's fingerprint); remove it")
+        return self
+
     @property
     def deadletter_kind(self) -> Literal["kafka", "file"]:
         """Kafka when the source is Kafka, else a local directory, unless set."""
@@ -250,6 +285,9 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
 
 def _describe(exc: ValidationError, from_env: Mapping[str, str], path: Path | None) -> str:
     error = exc.errors(include_input=False, include_url=False)[0]
+    if error["type"] == _BROKEN_RULE:
+        # The values may come from the file and the environment alike: no origin is named.
+        return f"config error: {error['msg']}"
     key = ".".join(str(part) for part in error["loc"])
     problem = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
     problem = problem.removeprefix("Value error, ")

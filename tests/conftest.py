@@ -1,6 +1,6 @@
 """Session fixtures for every test directory: one real Apache Kafka broker and one real
-OpenTelemetry Collector per test run (see tests/infra/), and in-process daemons that are
-stopped even when a test fails."""
+OpenTelemetry Collector per test run (see tests/support/infra/), and in-process daemons
+that are stopped even when a test fails."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, create_topics
-from tests.integration.daemon_harness import RunningDaemon
-from tests.services import serve
+from tests.support.daemons import RunningDaemon
+from tests.support.infra.collector import Collector
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import create_topics
+from tests.support.services import serve
 
 
 @pytest.fixture(scope="session")

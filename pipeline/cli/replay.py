@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
 
+from aiokafka import AIOKafkaProducer
+
+from pipeline.app import build_deadletter_store
 from pipeline.cli.run import EXIT_CONFIG, add_config_argument, load_or_explain
-from pipeline.deadletter.replay import FileEntries, ReplayFilter, ReplayRecord, is_marker, to_record
-from pipeline.deadletter.replay_kafka import KafkaReplayWriter, read_topic, replayed_ids
+from pipeline.deadletter.kafka import start_producer
+from pipeline.deadletter.replay import ReplayFilter, ReplayRecord, make_plan
+from pipeline.deadletter.store import DeadLetterStore, StoredEntries
 from pipeline.ops.logs import configure_logging
 from pipeline.settings import Settings
 
@@ -51,63 +55,28 @@ def _timestamp(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@dataclass
-class Plan:
-    """What a replay will do, counted."""
-
-    records: list[ReplayRecord] = field(default_factory=list)
-    already: int = 0
-    not_matching: int = 0
-    unusable: int = 0
-
-
-def make_plan(entries: Sequence[dict[str, Any]], done: set[str], selected: ReplayFilter,
-              again: bool) -> Plan:
-    plan = Plan()
-    # A dead-letter write retried after a partial failure can store an entry twice (same
-    # id): it goes back once, and the copy counts as already replayed.
-    planned: set[str] = set()
-    for entry in entries:
-        if is_marker(entry):
-            continue
-        entry_id = str(entry.get("id") or "")
-        if not selected.matches(entry):
-            plan.not_matching += 1
-        elif (not again and entry_id in done) or (entry_id and entry_id in planned):
-            plan.already += 1
-        elif (record := to_record(entry)) is None:
-            plan.unusable += 1
-        else:
-            plan.records.append(record)
-            planned.add(record.entry_id)
-    return plan
-
-
 def main(args: argparse.Namespace) -> int:
     settings = load_or_explain(args.config)
     if settings is None:
         return EXIT_CONFIG
-    if settings.deadletter_kind == "kafka" and settings.source.kind != "kafka":
-        print("govpipe: replay from a Kafka dead-letter needs source.kind = \"kafka\"",
-              file=sys.stderr)
-        return EXIT_CONFIG
+    if args.directory is not None:
+        deadletter = settings.deadletter.model_copy(update={"path": args.directory})
+        settings = settings.model_copy(update={"deadletter": deadletter})
     configure_logging(settings.log.level)  # aiokafka's warnings as JSON, like `run`
     selected = ReplayFilter(args.sink, args.reason, args.origin, args.since, args.until)
     return asyncio.run(_replay(settings, args, selected))
 
 
 async def _replay(settings: Settings, args: argparse.Namespace, selected: ReplayFilter) -> int:
-    store: FileEntries | None = None
-    if settings.deadletter_kind == "kafka":
-        values = await read_topic(settings.source.bootstrap_servers, settings.deadletter.topic)
-        done = replayed_ids(values)
-    else:
-        store = FileEntries(args.directory or settings.deadletter.path)
-        values, done = list(store.entries()), store.replayed()
-    unreadable, salvaged = _report_problems(store)
-    plan = make_plan(values, done, selected, args.again)
-    if not args.dry_run:
-        await _put_back(settings, plan.records, store)
+    store = build_deadletter_store(settings)
+    try:
+        stored = await store.read()
+        unreadable, salvaged = _report_problems(stored)
+        plan = make_plan(stored.entries, stored.replayed, selected, args.again)
+        if not args.dry_run:
+            await _put_back(settings, plan.records, store)
+    finally:
+        await store.aclose()
     verb = "would replay" if args.dry_run else "replayed"
     print(f"{verb} {len(plan.records)}, already replayed {plan.already}, "
           f"not matching {plan.not_matching}, without a record {plan.unusable}, "
@@ -116,44 +85,59 @@ async def _replay(settings: Settings, args: argparse.Namespace, selected: Replay
     return 1 if unreadable else 0
 
 
-def _report_problems(store: FileEntries | None) -> tuple[int, int]:
+def _report_problems(stored: StoredEntries) -> tuple[int, int]:
     """Each unreadable line on stderr; (unreadable, salvaged) entry lines.
 
     Marker lines are reported but not counted: a lost marker means its entry may be put
     back a second time, but no entry is lost.
     """
-    if store is None:
-        return 0, 0
-    for problem in store.marker_problems:
+    for problem in stored.marker_problems:
         print(f"govpipe replay: {problem} (a lost marker: its entry may be replayed again)",
               file=sys.stderr)
-    for problem in store.problems:
+    for problem in stored.problems:
         print(f"govpipe replay: {problem}", file=sys.stderr)
-    return len(store.problems), sum(problem.salvaged for problem in store.problems)
+    return len(stored.problems), sum(problem.salvaged for problem in stored.problems)
 
 
 async def _put_back(settings: Settings, records: list[ReplayRecord],
-                    store: FileEntries | None) -> None:
-    chunks = [records[i:i + CHUNK] for i in range(0, len(records), CHUNK)]
+                    store: DeadLetterStore) -> None:
+    """`records` onto the input a chunk at a time, each chunk marked replayed once it is
+    there (a crash in between puts that chunk back again next time, never loses it)."""
+    async with _input(settings) as send:
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start:start + CHUNK]
+            await send(chunk)
+            await store.mark_replayed([record.entry_id for record in chunk])
+            _progress(start + len(chunk), len(records))
+
+
+Send = Callable[[list[ReplayRecord]], Awaitable[None]]
+
+
+@asynccontextmanager
+async def _input(settings: Settings) -> AsyncIterator[Send]:
+    """Where replayed records go: the source topic when the daemon reads Kafka, else
+    standard output as JSON lines (for `govpipe replay | govpipe run`)."""
     if settings.source.kind != "kafka":
-        for sent, chunk in enumerate(chunks, start=1):
-            sys.stdout.buffer.write(b"".join(r.value + b"\n" for r in chunk))
-            sys.stdout.buffer.flush()
-            _mark(store, chunk)
-            _progress(min(sent * CHUNK, len(records)), len(records))
+        yield _to_stdout
         return
-    topic = settings.deadletter.topic if settings.deadletter_kind == "kafka" else None
-    async with KafkaReplayWriter(settings.source.bootstrap_servers, settings.source.topic,
-                                 topic) as writer:
-        for sent, chunk in enumerate(chunks, start=1):
-            await writer.send(chunk)
-            _mark(store, chunk)
-            _progress(min(sent * CHUNK, len(records)), len(records))
+    producer = await start_producer(settings.source.bootstrap_servers)
+    try:
+        yield partial(_to_topic, producer, settings.source.topic)
+    finally:
+        await producer.stop()
 
 
-def _mark(store: FileEntries | None, chunk: list[ReplayRecord]) -> None:
-    if store is not None:
-        store.mark(record.entry_id for record in chunk)
+async def _to_stdout(records: list[ReplayRecord]) -> None:
+    sys.stdout.buffer.write(b"".join(record.value + b"\n" for record in records))
+    sys.stdout.buffer.flush()
+
+
+async def _to_topic(producer: AIOKafkaProducer, topic: str, records: list[ReplayRecord]) -> None:
+    """`records` on `topic`, acknowledged."""
+    futures = [await producer.send(topic, r.value, key=r.key, headers=list(r.headers))
+               for r in records]
+    await asyncio.gather(*futures)
 
 
 def _progress(done: int, total: int) -> None:

@@ -11,22 +11,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
-from pipeline.app import (
-    build_deadletter,
-    build_signer,
-    build_sinks,
-    build_source,
-    refuse_unavailable,
-)
-from pipeline.daemon import Daemon
+from pipeline.app import build_daemon
 from pipeline.ops.logs import configure_logging
-from pipeline.ops.metrics import Metrics
 from pipeline.ops.server import ServerError
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.signing.signers import SigningKeyError
-from pipeline.sources.offsets import OffsetTracker
 
 log = logging.getLogger("govpipe")
 
@@ -51,12 +40,10 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 def load_or_explain(path: Path | None) -> Settings | None:
     """Settings, or None after printing the one-line problem to stderr."""
     try:
-        settings = load_settings(path)
-        refuse_unavailable(settings)
+        return load_settings(path)
     except ConfigError as exc:
         print(f"govpipe: {exc}", file=sys.stderr)
         return None
-    return settings
 
 
 def main(args: argparse.Namespace) -> int:
@@ -72,11 +59,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings, environ: Mapping[str, str]) -> int:
-    metrics = Metrics(CollectorRegistry(auto_describe=True))
-    tracker = OffsetTracker()
-    daemon = Daemon(settings, source=build_source(settings, tracker, metrics),
-                    sinks=build_sinks(settings), signer=build_signer(settings, environ),
-                    deadletter=build_deadletter(settings), metrics=metrics, tracker=tracker)
+    daemon = build_daemon(settings, environ)
     daemon.install_signal_handlers()
     freeze_long_lived_objects()
     outcome = await daemon.run()

@@ -1,4 +1,4 @@
-"""Governance events and their CloudEvent form (SPEC §1-2), as Agent OS builds it.
+"""Governance events and their CloudEvent form, as Agent OS builds it.
 
 `to_cloudevent` accepts either input shape, the Agent OS `GovernanceEvent.to_dict()` object
 or a structured CloudEvent, and returns the unsigned CloudEvent as a plain dict. It is a
@@ -12,21 +12,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-TYPE_PREFIX = "ai.agentos."
-KIND_TYPES: Mapping[str, str] = {
-    "policy_check": "policy.check",
-    "policy_violation": "policy.violation",
-    "tool_call_blocked": "tool.blocked",
-    "prompt_injection_detected": "prompt_injection.detected",
-    "identity_verified": "identity.verified",
-    "identity_rejected": "identity.rejected",
-    "resource_access": "resource.access",
-    "escalation_requested": "escalation.requested",
-    "checkpoint_created": "checkpoint.created",
-    "anomaly_detected": "anomaly.detected",
-    "mcp_tool_poisoning": "mcp.tool_poisoning",
-    "content_violation": "content.violation",
-}
+from pipeline.model import KIND_TYPES, TYPE_PREFIX
+
 SIGNATURE_ATTRIBUTES = ("agtsignature", "agtsignaturealg", "agtkeyid")
 
 _OPTIONAL_STRINGS = (

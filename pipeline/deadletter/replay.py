@@ -1,29 +1,19 @@
-"""Dead-letter entries back onto the input (`govpipe replay`).
-
-Entries are read from the configured dead-letter destination (a JSONL directory or a Kafka
-topic), filtered, and put back where the daemon reads: the source topic for a Kafka source,
-standard output (JSON lines, for `govpipe replay | govpipe run`) otherwise. Each replayed
-entry is then marked (a `replayed.jsonl` file beside the entries, or a marker record on the
-dead-letter topic), so running replay again does not put it back twice.
-"""
+"""What `govpipe replay` puts back on the input, whatever store the entries come from:
+which entries (`ReplayFilter`, `make_plan`) and the record each stands for (`to_record`)."""
 
 from __future__ import annotations
 
 import base64
-import os
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, BinaryIO
-
-import orjson
+from typing import Any
 
 from pipeline.cloudevents.codec import encode
-from pipeline.deadletter.stores import FILE_PREFIX
+from pipeline.deadletter.entry import is_marker, stored_bytes
 
+# On every replayed record: the id of the entry it came from.
 REPLAYED_HEADER = "govpipe-replayed"
-MARKER_FILE = "replayed.jsonl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,120 +70,43 @@ def to_record(entry: Mapping[str, Any]) -> ReplayRecord | None:
         key = event.get("partitionkey")
         return ReplayRecord(entry_id, encode(event),
                             key.encode() if isinstance(key, str) else None, marker)
-    value = _bytes(entry, "value")
+    value = stored_bytes(entry, "value")
     if value is None:
         return None
     headers = tuple((str(name), base64.b64decode(raw)) for name, raw in entry.get("headers", [])
                     if name != REPLAYED_HEADER)
-    return ReplayRecord(entry_id, value, _bytes(entry, "key"), headers + marker)
+    return ReplayRecord(entry_id, value, stored_bytes(entry, "key"), headers + marker)
 
 
-def _bytes(entry: Mapping[str, Any], name: str) -> bytes | None:
-    if isinstance(entry.get(name), str):
-        return str(entry[name]).encode("utf-8")
-    if isinstance(entry.get(f"{name}_b64"), str):
-        return base64.b64decode(entry[f"{name}_b64"])
-    return None
+@dataclass
+class Plan:
+    """What a replay will do, counted."""
+
+    records: list[ReplayRecord] = field(default_factory=list)
+    already: int = 0
+    not_matching: int = 0
+    unusable: int = 0
 
 
-def is_marker(entry: Mapping[str, Any]) -> bool:
-    return "replayed" in entry and "origin" not in entry
-
-
-def marker(entry_id: str) -> bytes:
-    return orjson.dumps({"replayed": entry_id, "time": datetime.now(UTC).isoformat()})
-
-
-@dataclass(frozen=True, slots=True)
-class LineProblem:
-    """A line of a dead-letter or marker file that is not a JSON object: where it is and
-    what is wrong, never what it holds (it may be the rejected record)."""
-
-    path: Path
-    line: int
-    what: str
-    salvaged: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.what}"
-
-
-class FileEntries:
-    """Entries in a dead-letter directory, and the marker file of what was replayed.
-
-    Reading never skips a line silently: each line that is not a JSON object is kept in
-    `problems` (entry files) or `marker_problems` (the marker file) for the caller to report.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.problems: list[LineProblem] = []
-        self.marker_problems: list[LineProblem] = []
-
-    def entries(self) -> Iterator[dict[str, Any]]:
-        for path in sorted(self.directory.glob(f"{FILE_PREFIX}*.jsonl")):
-            yield from _json_lines(path, self.problems)
-
-    def replayed(self) -> set[str]:
-        path = self.directory / MARKER_FILE
-        if not path.exists():
-            return set()
-        return {str(m["replayed"]) for m in _json_lines(path, self.marker_problems)
-                if is_marker(m)}
-
-    def mark(self, entry_ids: Iterable[str]) -> None:
-        lines = b"".join(marker(entry_id) + b"\n" for entry_id in entry_ids)
-        if not lines:
-            return
-        with (self.directory / MARKER_FILE).open("a+b") as handle:
-            # After a marker torn by a crash, a new line: appended to it, this one is lost too.
-            if _ends_torn(handle):
-                lines = b"\n" + lines
-            handle.write(lines)
-
-
-def _ends_torn(handle: BinaryIO) -> bool:
-    end = handle.seek(0, os.SEEK_END)
-    if end == 0:
-        return False
-    handle.seek(end - 1)
-    return handle.read(1) != b"\n"
-
-
-def _json_lines(path: Path, problems: list[LineProblem]) -> Iterator[dict[str, Any]]:
-    """The JSON objects in `path`, one a line; every other line goes to `problems`."""
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            value = _object(line)
-            if value is None:
-                value = _salvage(line)
-                problems.append(_problem(path, number, line, salvaged=value is not None))
-            if value is not None:
-                yield value
-
-
-def _object(line: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _salvage(line: bytes) -> dict[str, Any] | None:
-    """The whole entry at the end of a line an older dead-letter writer left as `<partial
-    entry><complete entry>`: a write cut short, then the whole batch written again after
-    it. The retry held the cut entry too, so reading the entry at the end loses nothing."""
-    start = line.rfind(b'{"id":"', 1)
-    value = _object(line[start:]) if start > 0 else None
-    return value if value is not None and "origin" in value else None
-
-
-def _problem(path: Path, number: int, line: bytes, *, salvaged: bool) -> LineProblem:
-    what = ("torn last line, probably a crash mid-write" if not line.endswith(b"\n")
-            else "not a JSON object")
-    if salvaged:
-        what += "; salvaged the complete entry at its end"
-    else:
-        what += "; skipped"
-    return LineProblem(path, number, what, salvaged)
+def make_plan(entries: Iterable[Mapping[str, Any]], done: set[str], selected: ReplayFilter,
+              again: bool) -> Plan:
+    """The records to put back, in store order; `done`: the ids already replayed, put back
+    again only with `again`."""
+    plan = Plan()
+    # A dead-letter write retried after a partial failure can store an entry twice (same
+    # id): it goes back once, and the copy counts as already replayed.
+    planned: set[str] = set()
+    for entry in entries:
+        if is_marker(entry):
+            continue
+        entry_id = str(entry.get("id") or "")
+        if not selected.matches(entry):
+            plan.not_matching += 1
+        elif (not again and entry_id in done) or (entry_id and entry_id in planned):
+            plan.already += 1
+        elif (record := to_record(entry)) is None:
+            plan.unusable += 1
+        else:
+            plan.records.append(record)
+            planned.add(record.entry_id)
+    return plan

@@ -1,4 +1,4 @@
-"""A small asyncio circuit breaker of our own (SPEC §4).
+"""A small asyncio circuit breaker of our own, one per sink.
 
 closed → open after `failure_threshold` consecutive failures → half-open once `cooldown_s`
 has passed on the injected monotonic clock, admitting exactly one probe at a time → closed
@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from pipeline.settings import BreakerSettings
 
-Clock = Callable[[], float]
+MonotonicClock = Callable[[], float]  # seconds, never going back
 
 
 class BreakerState(StrEnum):
@@ -29,7 +29,7 @@ Transition = Callable[[BreakerState, BreakerState], None]
 class CircuitBreaker:
     """Decides whether a send may be attempted, from the outcomes of earlier ones."""
 
-    def __init__(self, settings: BreakerSettings, clock: Clock = time.monotonic,
+    def __init__(self, settings: BreakerSettings, clock: MonotonicClock = time.monotonic,
                  on_transition: Transition | None = None) -> None:
         self._settings = settings
         self._clock = clock

@@ -1,4 +1,4 @@
-"""Tool-poisoning detection (SPEC §8): the Agent OS memory-guard rules, run on every event.
+"""Tool-poisoning detection: the Agent OS memory-guard rules, run on every event.
 
 The patterns are memory_guard's `_check_tool_poisoning` (agent-governance-toolkit, the
 version with standing-instruction patterns), verbatim, and so is the severity logic, per

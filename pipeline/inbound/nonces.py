@@ -1,4 +1,5 @@
-"""The replay-protection nonce store (SPEC §1), with the semantics Agent OS hardened.
+"""The replay-protection nonce store of inbound producer signatures, with the semantics
+Agent OS hardened.
 
 - Bounded by `capacity`. An entry lives until `timestamp + window`, inclusive: a record
   accepted at the very edge of the window still has its nonce remembered at that instant.

@@ -1,4 +1,4 @@
-"""Inbound producer signatures (SPEC §1): the `agt-*` Kafka headers of every record.
+"""Inbound producer signatures: the `agt-*` Kafka headers of every record.
 
 A producer signs each record with HMAC-SHA256 over the bytes
 `"{nonce}|{timestamp_ms}|{sender}|".encode("utf-8") + value` (the record value exactly as
@@ -32,14 +32,15 @@ from pipeline.model import Record
 from pipeline.ops.metrics import Metrics
 from pipeline.signing.signers import MIN_HMAC_KEY_BYTES, SigningKeyError, decode_key_text
 
-NONCE = "agt-nonce"
-TIMESTAMP = "agt-timestamp"
-SENDER = "agt-sender"
-SIGNATURE = "agt-signature"
+NONCE_HEADER = "agt-nonce"
+TIMESTAMP_HEADER = "agt-timestamp"
+SENDER_HEADER = "agt-sender"
+SIGNATURE_HEADER = "agt-signature"
+HEADERS = (NONCE_HEADER, TIMESTAMP_HEADER, SENDER_HEADER, SIGNATURE_HEADER)
 MAX_NONCE_CHARS = 256  # bounds what one stored nonce can cost
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
-Clock = Callable[[], int]
+WallClockMs = Callable[[], int]
 
 
 def wall_clock_ms() -> int:
@@ -117,7 +118,7 @@ class InboundVerifier:
     """Checks one record's producer signature; counts every result."""
 
     def __init__(self, keys: InboundKeys, window_s: float, capacity: int, metrics: Metrics,
-                 clock: Clock = wall_clock_ms) -> None:
+                 clock: WallClockMs = wall_clock_ms) -> None:
         self._keys = keys
         self._window_ms = round(window_s * 1000)
         self._nonces = NonceStore(capacity)
@@ -156,18 +157,18 @@ class InboundVerifier:
 def _read_headers(headers: tuple[tuple[str, bytes], ...]) -> _Headers | str:
     found: dict[str, list[bytes]] = {}
     for name, value in headers:
-        if name in (NONCE, TIMESTAMP, SENDER, SIGNATURE):
+        if name in HEADERS:
             found.setdefault(name, []).append(value)
-    if SIGNATURE not in found:
+    if SIGNATURE_HEADER not in found:
         return "unsigned"
-    if any(len(found.get(name, ())) != 1 for name in (NONCE, TIMESTAMP, SENDER, SIGNATURE)):
+    if any(len(found.get(name, ())) != 1 for name in HEADERS):
         return "bad_signature"
     try:
         nonce, timestamp, sender = (found[name][0].decode("utf-8")
-                                    for name in (NONCE, TIMESTAMP, SENDER))
+                                    for name in (NONCE_HEADER, TIMESTAMP_HEADER, SENDER_HEADER))
     except UnicodeDecodeError:
         return "bad_signature"
     if (not nonce or len(nonce) > MAX_NONCE_CHARS or "|" in nonce or "|" in sender
             or not _DIGITS.fullmatch(timestamp)):
         return "bad_signature"
-    return _Headers(nonce, int(timestamp), sender, found[SIGNATURE][0])
+    return _Headers(nonce, int(timestamp), sender, found[SIGNATURE_HEADER][0])

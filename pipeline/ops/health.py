@@ -1,4 +1,5 @@
-"""Component health with the Agent OS aggregation rules (SPEC §6).
+"""Component health, aggregated as Agent OS does: no components or any unhealthy one is
+unhealthy, else any degraded one is degraded, else healthy (`aggregate`).
 
 Every status comes from a check run at the time of asking; nothing is healthy by default.
 """

@@ -19,7 +19,7 @@ class OpsServer:
                  host: str, port: int) -> None:
         self._registry = registry
         self._health = health
-        self._host = host
+        self.host = host
         self._port = port
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
@@ -33,12 +33,12 @@ class OpsServer:
         app.router.add_get("/readyz", self._readyz)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
+        site = web.TCPSite(runner, self.host, self._port)
         try:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise ServerError(f"server.listen {self._host}:{self._port}: {exc.strerror}") from None
+            raise ServerError(f"server.listen {self.host}:{self._port}: {exc.strerror}") from None
         self._runner = runner
         server = site._server  # aiohttp exposes the bound socket only here
         sockets = getattr(server, "sockets", None) or []

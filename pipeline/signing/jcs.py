@@ -1,4 +1,4 @@
-"""RFC 8785 JSON Canonicalization Scheme (JCS): the bytes Ed25519 signatures cover (SPEC §3).
+"""RFC 8785 JSON Canonicalization Scheme (JCS): the bytes Ed25519 signatures cover.
 
 JCS output is what any language's JCS library produces for the same JSON value, so an
 auditor can verify a govpipe signature without Python:

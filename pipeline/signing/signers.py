@@ -1,4 +1,4 @@
-"""Signing of CloudEvents (SPEC §3): one `Signer` interface, two algorithms.
+"""Signing of CloudEvents: one `Signer` interface, two algorithms.
 
 Both sign the envelope without `agtsignature` but with `agtsignaturealg` and `agtkeyid` set
 first, so neither the algorithm nor the key name can be changed without breaking the

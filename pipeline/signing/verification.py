@@ -1,4 +1,4 @@
-"""Verifying signed CloudEvents against a `KeySet` (SPEC §3), with a reason for each failure.
+"""Verifying signed CloudEvents against a `KeySet`, with a reason for each failure.
 
 The key is chosen by `agtkeyid` and fixes the algorithm: an event is checked only with a key
 of the algorithm it claims, and only that algorithm's canonical form. So an event claiming

@@ -20,48 +20,36 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from pipeline.delivery.ledger import Ledger
 from pipeline.model import Position, Record
 from pipeline.ops.health import Status
-from pipeline.ops.metrics import Metrics
 from pipeline.settings import SourceSettings
-from pipeline.sources.lines import Room
+from pipeline.sources.base import Room
 from pipeline.sources.offset_guard import OffsetGuard
-from pipeline.sources.offsets import OffsetTracker
+from pipeline.sources.rebalance import (
+    COMMIT_TIMEOUT_S,
+    DEFAULT_MAX_POLL_INTERVAL_MS,
+    POSITION_TIMEOUT_S,
+    RebalanceListener,
+    rebalance_timeout_ms,
+)
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
 MAX_RECORDS = 500
-# A commit that takes longer is abandoned (the broker is away): the settled prefix is
-# committed next time, or its records are read again by whoever owns the partition next.
-COMMIT_TIMEOUT_S = 5.0
-# How long an assignment callback waits for the positions the partitions resume at.
-POSITION_TIMEOUT_S = 5.0
-# Slack between the end of a revocation (wait, then commit) and the group giving up on
-# this member: it must rejoin within the rebalance timeout or be evicted.
-REBALANCE_MARGIN_S = 10.0
-DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
-
-
-def rebalance_timeout_ms(revoke_timeout_s: float) -> int:
-    """The group's rebalance timeout for a member that may spend `revoke_timeout_s` settling
-    revoked partitions: long enough for the wait, the commit after it and a margin."""
-    return int((revoke_timeout_s + COMMIT_TIMEOUT_S + REBALANCE_MARGIN_S) * 1000)
-
-
 class KafkaSource:
     """Reads `source.topic` in consumer group `source.group_id`."""
 
-    def __init__(self, settings: SourceSettings, tracker: OffsetTracker, metrics: Metrics, *,
+    def __init__(self, settings: SourceSettings, ledger: Ledger, *,
                  revoke_timeout_s: float = 30.0) -> None:
         self.name = f"kafka:{settings.topic}"
         self._settings = settings
-        self._tracker = tracker
-        self._metrics = metrics
+        self._ledger = ledger
+        self._tracker = ledger.tracker
         self._revoke_timeout_s = revoke_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
         self._committed: dict[TopicPartition, int] = {}
@@ -99,7 +87,7 @@ class KafkaSource:
             rebalance_timeout_ms=rebalance_ms,
             max_poll_interval_ms=max(DEFAULT_MAX_POLL_INTERVAL_MS, rebalance_ms),
         )
-        consumer.subscribe([self._settings.topic], listener=_Listener(self, consumer))
+        consumer.subscribe([self._settings.topic], listener=RebalanceListener(self, consumer))
         try:
             await consumer.start()
         except BaseException:
@@ -161,7 +149,7 @@ class KafkaSource:
             consumer.seek(tp, offset)
 
     def _report_gap(self, tp: TopicPartition, start: int, end: int) -> None:
-        self._metrics.source_offset_gaps.inc()
+        self._ledger.offset_gap()
         log.error("records were consumed without being processed: offsets %d to %d of %s-%d "
                   "were skipped; they have been read again and nothing was committed past "
                   "them. This is a bug in govpipe: please report it.", start, end - 1,
@@ -191,7 +179,7 @@ class KafkaSource:
             return
         for tp, end in ends.items():
             read_to = self._next_offset.get(tp, self._committed.get(tp, end))
-            self._metrics.source_lag.labels(str(tp.partition)).set(max(0, end - read_to))
+            self._ledger.lag(tp.partition, max(0, end - read_to))
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         """Commit the settled prefix of every (or only the given) assigned partition."""
@@ -289,15 +277,3 @@ class KafkaSource:
         await self.commit()
         consumer, self._consumer = self._consumer, None
         await consumer.stop()
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer) -> None:
-        self._source = source
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._source.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._source.on_assigned(self._consumer, assigned)

@@ -14,47 +14,13 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
 
 from pipeline.model import Position, Record
 from pipeline.ops.health import Status
+from pipeline.sources.base import Room
 
 READ_CHUNK = 256 * 1024
 _END = None
-
-
-class Room(Protocol):
-    """Whether the sinks can take more events now (back-pressure)."""
-
-    def available(self) -> bool: ...
-
-    async def wait(self) -> None: ...
-
-    def note_pause(self) -> None:
-        """Count that reading stops now until `available` (once per pause)."""
-        ...
-
-
-class Source(Protocol):
-    """Where records come from: a Kafka topic, or lines of stdin or a file."""
-
-    name: str
-
-    def batches(self, room: Room) -> AsyncIterator[list[Record]]:
-        """Yield batches of records, asking `room` before reading more."""
-        ...
-
-    async def commit(self) -> None:
-        """Record progress up to the settled prefix (a no-op where nothing is kept)."""
-        ...
-
-    async def refresh_metrics(self) -> None:
-        """Update source gauges that need a round trip (Kafka lag)."""
-        ...
-
-    def health(self) -> tuple[Status, str]: ...
-
-    async def aclose(self) -> None: ...
 
 
 class LineSource:

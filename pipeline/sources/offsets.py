@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pipeline.model import Position
 
-TopicPartition = tuple[str, int]
+TopicAndPartition = tuple[str, int]  # (topic, partition); aiokafka's TopicPartition is one
 
 
 @dataclass(slots=True)
@@ -29,7 +29,7 @@ class OffsetTracker:
     """Counts outstanding parts per record and yields contiguous settled offsets."""
 
     def __init__(self) -> None:
-        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._partitions: dict[TopicAndPartition, _Partition] = {}
         self._outstanding = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -40,7 +40,7 @@ class OffsetTracker:
         """Records read and not yet settled (or settled behind an unsettled one)."""
         return self._outstanding
 
-    def outstanding_in(self, partitions: Iterable[TopicPartition]) -> int:
+    def outstanding_in(self, partitions: Iterable[TopicAndPartition]) -> int:
         return sum(len(self._partitions[tp].order) for tp in partitions
                    if tp in self._partitions)
 
@@ -71,7 +71,7 @@ class OffsetTracker:
             self._outstanding -= 1
         self._notify()
 
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+    def forget(self, partitions: Iterable[TopicAndPartition]) -> None:
         """Drop revoked partitions; their unsettled records are no longer ours."""
         for tp in partitions:
             partition = self._partitions.pop(tp, None)
@@ -85,7 +85,7 @@ class OffsetTracker:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def committable(self) -> dict[TopicPartition, int]:
+    def committable(self) -> dict[TopicAndPartition, int]:
         """Per partition, the offset to commit (next to read) after its settled prefix."""
         return {tp: p.committable for tp, p in self._partitions.items()
                 if p.committable is not None}
@@ -94,7 +94,7 @@ class OffsetTracker:
         """Return once every tracked record is settled."""
         await self._idle.wait()
 
-    async def wait_partitions_idle(self, partitions: Iterable[TopicPartition]) -> None:
+    async def wait_partitions_idle(self, partitions: Iterable[TopicAndPartition]) -> None:
         """Return once every tracked record of `partitions` is settled."""
         wanted = list(partitions)
         while self.outstanding_in(wanted):

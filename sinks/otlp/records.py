@@ -33,8 +33,7 @@ from typing import Any
 
 from opentelemetry._logs import SeverityNumber
 
-from pipeline.cloudevents.mapping import KIND_TYPES, TYPE_PREFIX
-from pipeline.model import SignedEvent
+from pipeline.model import KIND_TYPES, TYPE_PREFIX, SignedEvent
 
 __all__ = [
     "SCOPE_NAME", "SERVICE_NAME", "encode_log_record", "log_attributes", "logs_request",

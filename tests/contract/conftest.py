@@ -15,8 +15,8 @@ from tests.contract.harnesses import (
     OtlpHarness,
     StdoutHarness,
 )
-from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker
+from tests.support.infra.collector import Collector
+from tests.support.infra.kafka import KafkaBroker
 
 
 @pytest.fixture

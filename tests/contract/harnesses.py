@@ -7,7 +7,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import IO, Any, Literal
@@ -15,21 +14,16 @@ from typing import IO, Any, Literal
 from pipeline.model import SignedEvent
 from sinks.base import Sink, SinkError
 from sinks.kafka import KafkaSink
-from sinks.memory import MemorySink
 from sinks.otlp.sink import OtlpOptions, OtlpSink
 from sinks.stdout import StdoutSink
-from tests.contract.support import oversized_event, signed_examples
-from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, consume_all, create_topics
+from tests.support.events import oversized_event, signed_examples
+from tests.support.fakes import MemorySink
+from tests.support.infra.collector import Collector
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.infra.process import free_ports
+from tests.support.kafka_clients import consume_all, create_topics
 
 PEER_TIMEOUT_S = 20.0
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (the kernel just handed it out and took it back)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Harness(ABC):
@@ -186,7 +180,8 @@ class KafkaHarness(Harness):
         return [json.loads(record.value)["id"] for record in records]
 
     def unreachable(self) -> Sink:
-        return self._sink(f"127.0.0.1:{closed_port()}", self._topic)
+        (port,) = free_ports(1)  # handed out and taken back by the kernel: nothing listens
+        return self._sink(f"127.0.0.1:{port}", self._topic)
 
     async def refusing(self) -> tuple[Sink, Sequence[SignedEvent]]:
         # The broker refuses a record over the topic's max.message.bytes: MESSAGE_TOO_LARGE.

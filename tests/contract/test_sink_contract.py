@@ -1,4 +1,4 @@
-"""The Sink contract, run against every sink and its real peer (SPEC §4, STYLE habit 9):
+"""The Sink contract (sinks/base.py), run against every sink and its real peer:
 a batch is delivered whole; an empty batch sends nothing; close is idempotent and final;
 a peer that is down fails retriably, a peer that refuses the batch fails non-retriably."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from sinks.base import Sink, SinkError
 from tests.contract.harnesses import Harness
-from tests.contract.support import signed_examples
+from tests.support.events import signed_examples
 
 pytestmark = pytest.mark.integration
 

@@ -7,19 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, ServiceError
-from tests.services import serve
-
-
-def start_broker(**extra: str) -> KafkaBroker:
-    broker = KafkaBroker(extra_properties=extra)
-    try:
-        broker.start()
-    except ServiceError as exc:
-        broker.close()
-        pytest.fail(f"Kafka broker could not start: {exc}", pytrace=False)
-    return broker
+from tests.support.infra.collector import Collector
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.services import serve
 
 
 @pytest.fixture

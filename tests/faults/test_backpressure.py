@@ -14,17 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import (
-    GovpipeProcess,
-    event_value,
-    metric_value,
-    produce_fast,
-    run_env,
-    strict_json,
-)
-from tests.identities import assert_reconciled
-from tests.infra.kafka import KafkaBroker, create_topics
-from tests.waiting import eventually
+from tests.support.events import event_value, strict_json
+from tests.support.identities import assert_reconciled
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import create_topics, produce_fast
+from tests.support.metrics import metric_value
+from tests.support.processes import GovpipeProcess, run_env
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

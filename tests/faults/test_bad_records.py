@@ -15,21 +15,15 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.faults.conftest import start_broker
 from tests.faults.corpus import TEN_MB, bad_records
-from tests.faults.support import (
-    GovpipeProcess,
-    event_value,
-    eventually_async,
-    metric_value,
-    produce_fast,
-    run_env,
-    strict_json,
-)
-from tests.identities import assert_reconciled
-from tests.infra.kafka import consume_all, create_topics
-from tests.integration.daemon_harness import committed_offsets
-from tests.waiting import eventually
+from tests.support.events import event_value, strict_json
+from tests.support.identities import assert_reconciled
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import committed_offsets, consume_all, create_topics, produce_fast
+from tests.support.metrics import metric_value
+from tests.support.processes import GovpipeProcess, run_env
+from tests.support.services import started
+from tests.support.waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +43,8 @@ async def _create_big_topics(bootstrap: str, names: list[str]) -> None:
 async def test_every_bad_record_is_dead_lettered_with_its_reason(tmp_path: Path) -> None:
     corpus = bad_records()
     assert len({bad.kind for bad in corpus}) >= 25
-    broker = start_broker(**{"message.max.bytes": BIG, "replica.fetch.max.bytes": BIG})
+    broker = started(KafkaBroker(extra_properties={"message.max.bytes": BIG,
+                                                   "replica.fetch.max.bytes": BIG}))
     try:
         bootstrap, topic, dlq, group = broker.bootstrap, "in", "dlq", f"g-{uuid.uuid4().hex[:6]}"
         await _create_big_topics(bootstrap, [topic])

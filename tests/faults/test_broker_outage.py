@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import (
-    GovpipeProcess,
-    copies_by_id,
-    event_ids,
-    event_value,
-    metric_value,
-    produce_fast,
-    run_env,
-)
-from tests.identities import assert_reconciled
-from tests.infra.kafka import KafkaBroker, consume_to_end, create_topics
-from tests.waiting import eventually
+from tests.support.events import copies_by_id, event_ids, event_value
+from tests.support.identities import assert_reconciled
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import consume_to_end, create_topics, produce_fast
+from tests.support.metrics import metric_value
+from tests.support.processes import GovpipeProcess, run_env
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -19,22 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import (
-    GOVPIPE,
-    GovpipeProcess,
-    RateWindows,
-    copies_by_id,
-    event_ids,
-    event_value,
-    metric_value,
-    produce_paced,
-    run_env,
-    strict_json,
-)
-from tests.identities import assert_reconciled
-from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, consume_to_end, create_topics
-from tests.waiting import eventually
+from tests.support.events import copies_by_id, event_ids, event_value, strict_json
+from tests.support.identities import assert_reconciled
+from tests.support.infra.collector import Collector
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import consume_to_end, create_topics, produce_paced
+from tests.support.metrics import RateWindows, metric_value
+from tests.support.processes import GOVPIPE, GovpipeProcess, run_env
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 

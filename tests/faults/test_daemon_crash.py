@@ -14,21 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import (
-    GovpipeProcess,
-    copies_by_id,
-    event_ids,
-    event_value,
-    eventually_async,
-    metric_value,
+from tests.support.events import copies_by_id, event_ids, event_value
+from tests.support.identities import assert_reconciled, identity_gaps
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import (
+    committed_offsets,
+    consume_to_end,
+    create_topics,
     produce_fast,
     produce_paced,
-    run_env,
 )
-from tests.identities import assert_reconciled, identity_gaps
-from tests.infra.kafka import KafkaBroker, consume_to_end, create_topics
-from tests.integration.daemon_harness import committed_offsets
-from tests.waiting import eventually
+from tests.support.metrics import metric_value
+from tests.support.processes import GovpipeProcess, run_env
+from tests.support.waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.deadletter.stores import DeadLetterEntry, DeadLetterError, FileDeadLetter
+from pipeline.deadletter.entry import DeadLetterEntry
+from pipeline.deadletter.file import FileDeadLetter
+from pipeline.deadletter.store import DeadLetterError
 from pipeline.model import Position
 
 FREE_BYTES = 16 * 1024

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pipeline.model import Position, Record, Rejection, SignedEvent
 from pipeline.processor import EventProcessor
 from pipeline.signing.signers import HmacSigner
-from tests.faults.support import strict_json
+from tests.support.events import strict_json
 
 KEY = bytes(range(32))
 SIGNER = HmacSigner(KEY)

@@ -19,21 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.support import (
-    GovpipeProcess,
-    PipedGovpipe,
-    copies_by_id,
-    event_ids,
-    event_value,
-    eventually_async,
+from tests.support.events import copies_by_id, event_ids, event_value
+from tests.support.identities import assert_reconciled
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import (
+    committed_offsets,
+    create_topics,
+    end_offsets,
     produce_fast,
     produce_paced,
-    run_env,
 )
-from tests.identities import assert_reconciled
-from tests.infra.kafka import KafkaBroker, create_topics, end_offsets
-from tests.integration.daemon_harness import committed_offsets
-from tests.waiting import eventually
+from tests.support.processes import GovpipeProcess, PipedGovpipe, run_env
+from tests.support.waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 

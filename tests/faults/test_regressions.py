@@ -12,14 +12,16 @@ from aiokafka.errors import OutOfOrderSequenceNumber
 
 from pipeline.cloudevents.codec import decode_object
 from pipeline.cloudevents.mapping import InvalidEvent
-from pipeline.deadletter.stores import DeadLetterEntry, KafkaDeadLetter
+from pipeline.deadletter.entry import DeadLetterEntry
+from pipeline.deadletter.kafka import KafkaDeadLetter
 from pipeline.model import Position, Record, Rejection, SignedEvent
 from pipeline.processor import EventProcessor
 from pipeline.signing.signers import HmacSigner
 from sinks import kafka as kafka_sink_module
 from sinks.base import SinkError
 from sinks.kafka import KafkaSink
-from tests.infra.kafka import KafkaBroker, consume_all, create_topics
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import consume_all, create_topics
 
 KEY = bytes(range(32))
 EVENT = (b'{"event_id":"e1","kind":"policy_check","agent_id":"a",'

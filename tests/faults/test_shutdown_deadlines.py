@@ -14,16 +14,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.faults.support import (
-    GovpipeProcess,
-    eventually_async,
-    metric_value,
-    produce_fast,
-    run_env,
-)
-from tests.identities import assert_reconciled
-from tests.infra.kafka import KafkaBroker, create_topics
-from tests.integration.daemon_harness import committed_offsets
+from tests.support.identities import assert_reconciled
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import committed_offsets, create_topics, produce_fast
+from tests.support.metrics import metric_value
+from tests.support.processes import GovpipeProcess, run_env
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 

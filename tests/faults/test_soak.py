@@ -22,11 +22,12 @@ from prometheus_client import generate_latest
 from pipeline.model import SignedEvent
 from pipeline.settings import BreakerSettings, RetrySettings, SinkSettings
 from sinks.base import SinkError
-from tests.faults.support import event_value, eventually_async, produce_fast
-from tests.identities import assert_reconciled
-from tests.infra.kafka import KafkaBroker, create_topics
-from tests.integration.daemon_harness import RunningDaemon, committed_offsets, kafka_settings
-from tests.waiting import eventually
+from tests.support.daemons import RunningDaemon, kafka_settings
+from tests.support.events import event_value
+from tests.support.identities import assert_reconciled
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import committed_offsets, create_topics, produce_fast
+from tests.support.waiting import eventually, eventually_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 
@@ -118,7 +119,7 @@ async def test_soak_random_sink_failures_and_a_broker_restart(own_broker: KafkaB
     elapsed = time.monotonic() - started - produced_s
 
     assert (outcome.exit_code, outcome.unsettled) == (0, 0)
-    scrape = generate_latest(running.metrics.registry).decode()
+    scrape = generate_latest(running.registry).decode()
     assert_reconciled(scrape)
     expected = {f"s-{n:08d}" for n in range(EVENTS)}
     dead = _dead_lettered(tmp_path / "deadletter")

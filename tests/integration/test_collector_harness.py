@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.infra.collector import Collector
+from tests.support.infra.collector import Collector
 
 pytestmark = pytest.mark.integration
 

@@ -6,58 +6,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import secrets
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.identities import assert_reconciled
-from tests.unit.test_signing import agent_os_verify
-
-ROOT = Path(__file__).parents[2]
-EXAMPLES = ROOT / "examples" / "events.jsonl"
-GOVPIPE = Path(sys.executable).parent / "govpipe"
-
-GARBAGE: list[tuple[bytes, str]] = [
-    (b"this is not json", "invalid_json"),
-    (b'{"event_id": "t1", "kind": "policy_check", "occurred_at": "2026-11-25T14', "invalid_json"),
-    (b"[1, 2, 3]", "not_object"),
-    (b"\xff\xfe\xfd garbage \x00", "invalid_utf8"),
-    (b'{"kind": "policy_check", "agent_id": "a", "occurred_at": "2026-11-25T14:00:00+00:00"}',
-     "missing_event_id"),
-    (b'{"event_id": "t2", "kind": "policy_check", "agent_id": "a", "occurred_at": "noon"}',
-     "bad_timestamp"),
-    (b'{"event_id": "t3", "kind": "policy_check", "occurred_at": "2026-11-25T14:00:00+00:00"}',
-     "no_source"),
-    (b'{"event_id": "t4", "kind": "policy_check", "agent_id": "a", "latency_ms": NaN, '
-     b'"occurred_at": "2026-11-25T14:00:00+00:00"}', "invalid_json"),
-    (b'{"hello": "world"}', "unknown_shape"),
-]
-
-
-def govpipe_env(key: bytes, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
-    env.update({"GOVPIPE_SIGNING_KEY": base64.b64encode(key).decode(),
-                "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0"}, **overrides)
-    return env
-
-
-def mixed_input() -> tuple[bytes, list[dict[str, Any]]]:
-    good = [json.loads(line) for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
-    lines = [line.encode() for line in EXAMPLES.read_text(encoding="utf-8").splitlines()]
-    for index, (raw, _) in enumerate(GARBAGE):
-        lines.insert(3 + 4 * index, raw)
-    return b"\n".join(lines) + b"\n", good
-
-
-def read_deadletters(directory: Path) -> list[dict[str, Any]]:
-    entries = []
-    for path in sorted(directory.glob("deadletter-*.jsonl")):
-        entries += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return entries
+from tests.support.agent_os import agent_os_verify
+from tests.support.events import GARBAGE, mixed_input
+from tests.support.identities import assert_reconciled
+from tests.support.processes import GOVPIPE, govpipe_env, listening_port, read_deadletters
 
 
 def original_bytes(entry: dict[str, Any]) -> bytes:
@@ -89,14 +47,6 @@ async def test_examples_and_garbage_through_govpipe_run(tmp_path: Path) -> None:
     logs = [json.loads(line) for line in stderr.decode().splitlines()]
     assert logs[-1]["message"] == "govpipe stopped"
     assert logs[-1]["unsettled"] == 0
-
-
-async def listening_port(stderr: asyncio.StreamReader) -> int:
-    while line := await stderr.readline():
-        entry = json.loads(line)
-        if entry.get("message") == "govpipe started":
-            return int(entry["listen"].rpartition(":")[2])
-    raise AssertionError("govpipe exited before it started")
 
 
 async def test_metrics_reconcile_and_health_answers_while_running(tmp_path: Path) -> None:

@@ -8,10 +8,8 @@ import asyncio
 import base64
 import json
 import os
-import signal
 import socket
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +19,13 @@ from aiokafka import AIOKafkaProducer
 from pipeline.inbound.verifier import sign_record, wall_clock_ms
 from pipeline.publisher import AgentOsSink, ExportResult
 from pipeline.settings import SinkSettings
-from sinks.memory import MemorySink
-from tests.infra.kafka import KafkaBroker, consume_all, create_topics, produce
-from tests.integration.daemon_harness import (
-    GOVPIPE,
-    RunningDaemon,
-    complete_lines,
-    kafka_settings,
-    numbered_events,
-    run_env,
-)
-from tests.integration.test_kafka_crash import start
-from tests.unit.fakes import FlakySink
-from tests.waiting import eventually
+from tests.support.daemons import RunningDaemon, kafka_settings
+from tests.support.events import numbered_events
+from tests.support.fakes import FlakySink, MemorySink
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import consume_all, create_topics, produce
+from tests.support.processes import GOVPIPE, GovpipeProcess, complete_lines, run_env
+from tests.support.waiting import eventually
 
 KEY = bytes(range(100, 132))
 Headers = list[tuple[str, bytes]]
@@ -53,14 +45,6 @@ def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "inbound.key"
     path.write_text(base64.b64encode(KEY).decode() + "\n")
     return path
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[RunningDaemon]]:
-    started: list[RunningDaemon] = []
-    yield started
-    for running in started:
-        await running.__aexit__(None, None, None)
 
 
 def signed_daemon(broker: KafkaBroker, topic: str, tmp_path: Path, key_file: Path,
@@ -217,13 +201,12 @@ async def test_govpipe_publish_signs_what_govpipe_run_accepts(
     env = run_env(kafka_broker.bootstrap, kafka_topic, f"g-{uuid.uuid4().hex[:8]}", tmp_path)
     env.update({"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true",
                 "GOVPIPE_SOURCE__INBOUND_KEY_FILE": str(key_file)})
-    out = tmp_path / "run.jsonl"
-    process = await start(env, out, tmp_path)
+    process = await GovpipeProcess(env, tmp_path, "run").spawn()
+    out = process.out
     try:
         await eventually(lambda: len(complete_lines(out)) >= 1_203, 90)
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(process.wait(), 60) == 0
+        assert await process.terminate() == 0
     assert sorted(json.loads(line)["id"] for line in complete_lines(out)) == sorted(
         json.loads(value)["event_id"] for value in values)
     # Keyed by agent_id and sent as written: the bytes on the topic are the file's lines.

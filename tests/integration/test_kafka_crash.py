@@ -3,29 +3,16 @@ restart loses nothing and repeats events byte for byte; SIGTERM drains and commi
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from tests.infra.kafka import KafkaBroker, create_topics, produce
-from tests.integration.daemon_harness import (
-    GOVPIPE,
-    committed_offsets,
-    complete_lines,
-    numbered_events,
-    run_env,
-)
-from tests.waiting import eventually
-
-
-async def start(env: dict[str, str], out: Path, tmp_path: Path) -> asyncio.subprocess.Process:
-    with out.open("wb") as stdout, (tmp_path / f"{out.stem}.log").open("wb") as stderr:
-        return await asyncio.create_subprocess_exec(
-            str(GOVPIPE), "run", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=stdout, stderr=stderr)
+from tests.support.events import numbered_events
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import committed_offsets, create_topics, produce
+from tests.support.processes import GovpipeProcess, complete_lines, run_env
+from tests.support.waiting import eventually
 
 
 async def wait_for_lines(path: Path, count: int, timeout_s: float = 90) -> None:
@@ -45,17 +32,15 @@ async def test_sigkill_then_restart_loses_nothing_and_repeats_byte_identically(
     env = run_env(kafka_broker.bootstrap, topic, group, tmp_path,
                   GOVPIPE_SINKS__STDOUT__BATCH_SIZE="100")
 
-    first = await start(env, tmp_path / "run1.jsonl", tmp_path)
+    first = await GovpipeProcess(env, tmp_path, "run1").spawn()
     await wait_for_lines(tmp_path / "run1.jsonl", 3_000)
-    first.send_signal(signal.SIGKILL)
-    assert await first.wait() == -signal.SIGKILL
+    await first.kill()
 
-    second = await start(env, tmp_path / "run2.jsonl", tmp_path)
+    second = await GovpipeProcess(env, tmp_path, "run2").spawn()
     expected = {json.loads(value)["event_id"] for value in values}
     outputs = (tmp_path / "run1.jsonl", tmp_path / "run2.jsonl")
     await eventually(lambda: ids_in(*outputs) >= expected, 120, interval_s=0.2)
-    second.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(second.wait(), 60) == 0
+    assert await second.terminate() == 0
 
     copies: dict[str, set[bytes]] = defaultdict(set)
     for line in complete_lines(tmp_path / "run1.jsonl") + complete_lines(
@@ -74,10 +59,9 @@ async def test_sigterm_drains_commits_and_exits_zero(kafka_broker: KafkaBroker,
     await produce(kafka_broker.bootstrap, topic, numbered_events(2_000, "term"))
     env = run_env(kafka_broker.bootstrap, topic, group, tmp_path,
                   GOVPIPE_SINKS__STDOUT__BATCH_SIZE="100")
-    proc = await start(env, tmp_path / "out.jsonl", tmp_path)
+    proc = await GovpipeProcess(env, tmp_path, "out").spawn()
     await wait_for_lines(tmp_path / "out.jsonl", 2_000)
-    proc.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    assert await proc.terminate() == 0
     assert len(complete_lines(tmp_path / "out.jsonl")) == 2_000
     assert await committed_offsets(kafka_broker.bootstrap, group) == {0: 2_000}
     log = [json.loads(line) for line in (tmp_path / "out.log").read_text().splitlines()]

@@ -10,20 +10,17 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from pipeline.deadletter.stores import DeadLetterEntry, DeadLetterError
+from pipeline.deadletter.entry import DeadLetterEntry
+from pipeline.deadletter.store import DeadLetterError
 from pipeline.settings import BreakerSettings, RetrySettings, SinkSettings
 from sinks.base import SinkError
-from sinks.memory import MemorySink
-from tests.identities import assert_reconciled
-from tests.infra.kafka import KafkaBroker, create_topics, produce
-from tests.integration.daemon_harness import (
-    RunningDaemon,
-    committed_offsets,
-    kafka_settings,
-    numbered_events,
-)
-from tests.unit.fakes import FlakySink
-from tests.waiting import eventually
+from tests.support.daemons import RunningDaemon, kafka_settings
+from tests.support.events import numbered_events
+from tests.support.fakes import FlakySink, MemorySink
+from tests.support.identities import assert_reconciled
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import committed_offsets, create_topics, produce
+from tests.support.waiting import eventually
 
 
 async def scrape_until_done(running: RunningDaemon, done: asyncio.Event) -> int:
@@ -31,7 +28,7 @@ async def scrape_until_done(running: RunningDaemon, done: asyncio.Event) -> int:
     reconcile. Returns how many scrapes were taken."""
     scrapes = 0
     while not done.is_set():
-        assert_reconciled(generate_latest(running.metrics.registry).decode())
+        assert_reconciled(generate_latest(running.registry).decode())
         scrapes += 1
         await asyncio.sleep(0.01)
     return scrapes
@@ -64,7 +61,7 @@ async def test_ten_thousand_events_reach_every_sink_and_offsets_reach_the_end(
     expected = {json.loads(value)["event_id"] for value in values}
     assert {event.id for event in first.events} == expected
     assert {event.id for event in second.events} == expected
-    assert_reconciled(generate_latest(running.metrics.registry).decode())
+    assert_reconciled(generate_latest(running.registry).decode())
     assert running.sample("govpipe_sink_delivered_total", sink="first") == 10_000
     offsets = await committed_offsets(kafka_broker.bootstrap, settings.source.group_id)
     assert sum(offsets.values()) == 10_000
@@ -161,7 +158,7 @@ async def test_full_queue_with_drop_policy_counts_drops(
     outcome = await running.stop()
     assert outcome.exit_code == 0
     assert len(slow.delivered) + dropped == 1_000
-    assert_reconciled(generate_latest(running.metrics.registry).decode())
+    assert_reconciled(generate_latest(running.registry).decode())
 
 
 class BrokenDeadLetter:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from pipeline.model import SignedEvent
 from pipeline.settings import SinkSettings
-from sinks.memory import MemorySink
-from tests.infra.kafka import KafkaBroker, create_topics, produce
-from tests.integration.daemon_harness import RunningDaemon, kafka_settings, numbered_events
-from tests.waiting import eventually
+from tests.support.daemons import RunningDaemon, kafka_settings
+from tests.support.events import numbered_events
+from tests.support.fakes import MemorySink
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import create_topics, produce
+from tests.support.waiting import eventually
 
 
 class SlowMemorySink(MemorySink):

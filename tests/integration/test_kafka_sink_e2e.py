@@ -24,9 +24,10 @@ from pipeline.model import SignedEvent
 from pipeline.signing.signers import HmacSigner
 from sinks.base import SinkError
 from sinks.kafka import KafkaSink
-from tests.contract.support import EXAMPLES, TEST_KEY, example_lines, signed_examples
-from tests.infra.collector import Collector
-from tests.infra.kafka import KafkaBroker, consume_all, consume_to_end, create_topics
+from tests.support.events import EXAMPLES, TEST_KEY, example_lines, signed_examples
+from tests.support.infra.collector import Collector
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import consume_all, consume_to_end, create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from tests.infra.kafka import KafkaBroker, consume_all, create_topics, produce
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import consume_all, create_topics, produce
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import pytest
 from pipeline.signing.signers import HmacSigner
 from sinks.base import SinkError
 from sinks.otlp.sink import OtlpOptions, OtlpSink
-from tests.contract.support import TEST_KEY, example_lines, signed_examples
-from tests.infra.certs import make_pki
-from tests.infra.collector import Collector, LogRecord, ServerTls
+from tests.support.events import TEST_KEY, example_lines, signed_examples
+from tests.support.infra.certs import make_pki
+from tests.support.infra.collector import Collector, LogRecord, ServerTls
 
 pytestmark = pytest.mark.integration
 

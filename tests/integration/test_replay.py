@@ -9,14 +9,16 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.deadletter.stores import KafkaDeadLetter
+from pipeline.deadletter.kafka import KafkaDeadLetter
 from pipeline.settings import SinkSettings
 from sinks.base import SinkError
-from sinks.memory import MemorySink
-from tests.infra.kafka import KafkaBroker, create_topics, produce
-from tests.integration.daemon_harness import RunningDaemon, kafka_settings, numbered_events
-from tests.integration.test_embedded_run import GARBAGE, govpipe_env, mixed_input
-from tests.waiting import eventually
+from tests.support.daemons import RunningDaemon, kafka_settings
+from tests.support.events import GARBAGE, mixed_input, numbered_events
+from tests.support.fakes import MemorySink
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.kafka_clients import create_topics, produce
+from tests.support.processes import govpipe_env
+from tests.support.waiting import eventually
 
 GOVPIPE = Path(sys.executable).parent / "govpipe"
 

@@ -1,4 +1,4 @@
-"""Fixtures giving ops tests a real Prometheus (see tests/infra/prometheus.py)."""
+"""Fixtures giving ops tests a real Prometheus (see tests/support/infra/prometheus.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.infra.prometheus import Prometheus
 from tests.ops.rules import ALERTS_YML
-from tests.services import serve
+from tests.support.infra.prometheus import Prometheus
+from tests.support.services import serve
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.infra.prometheus import Prometheus
 from tests.ops.rules import ROOT, exported_names, metric_names, recording_rules
+from tests.support.infra.prometheus import Prometheus
 
 DASHBOARD = ROOT / "config" / "dashboard.json"
 

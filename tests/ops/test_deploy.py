@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 from pipeline.ops.health import HealthRegistry
 from pipeline.ops.server import OpsServer
 from pipeline.settings import NOT_OVERRIDES, ServerSettings, Settings, load_settings
-from tests.infra.kafka import kafka_version
 from tests.ops.rules import ALERTS_YML, ROOT
+from tests.support.infra.kafka import kafka_version
 
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
@@ -177,7 +177,7 @@ async def test_probe_and_scrape_paths_are_served_by_the_ops_server() -> None:
                     statuses[name] = response.status
     finally:
         await server.aclose()
-    # /readyz answers 503 here: no components registered is unhealthy (SPEC §6).
+    # /readyz answers 503 here: with no components registered the aggregate is unhealthy.
     assert statuses == {"livenessProbe": 200, "readinessProbe": 503, "HEALTHCHECK": 200,
                         "scrape": 200}
 

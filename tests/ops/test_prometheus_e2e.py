@@ -16,15 +16,10 @@ from typing import TypeVar
 import aiohttp
 import pytest
 
-from tests.infra.prometheus import Alert, Prometheus, Sample
-from tests.integration.test_embedded_run import (
-    EXAMPLES,
-    GOVPIPE,
-    govpipe_env,
-    listening_port,
-    read_deadletters,
-)
 from tests.ops.rules import recording_rules
+from tests.support.events import EXAMPLES
+from tests.support.infra.prometheus import Alert, Prometheus, Sample
+from tests.support.processes import GOVPIPE, govpipe_env, listening_port, read_deadletters
 
 pytestmark = pytest.mark.integration
 

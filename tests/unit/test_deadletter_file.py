@@ -12,12 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.deadletter.stores import (
-    DeadLetterEntry,
-    DeadLetterError,
-    FileDeadLetter,
-    KafkaDeadLetter,
-)
+from pipeline.deadletter.entry import DeadLetterEntry
+from pipeline.deadletter.file import FileDeadLetter
+from pipeline.deadletter.kafka import KafkaDeadLetter
+from pipeline.deadletter.store import DeadLetterError
 from pipeline.model import Position
 
 
@@ -156,7 +154,7 @@ def test_recover_moves_torn_tails_aside_and_names_each_file(
     clean.write_bytes(good)
     only_torn.write_bytes(fragment)
 
-    with caplog.at_level(logging.ERROR, logger="pipeline.deadletter.stores"):
+    with caplog.at_level(logging.ERROR, logger="pipeline.deadletter.file"):
         problems = FileDeadLetter(tmp_path).recover()
 
     assert len(problems) == 2

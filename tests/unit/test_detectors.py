@@ -1,4 +1,4 @@
-"""Tool-poisoning detection (SPEC §8): the issue's cases and the memory-guard rules."""
+"""Tool-poisoning detection: the issue's cases and the memory-guard rules."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from pipeline.app import build_processor
 from pipeline.cloudevents.mapping import to_cloudevent
 from pipeline.detectors.tool_poisoning import (
     _DANGEROUS,
@@ -23,7 +24,7 @@ from pipeline.detectors.tool_poisoning import (
 )
 from pipeline.model import Position, Record, SignedEvent
 from pipeline.ops.metrics import Metrics
-from pipeline.processor import EventProcessor, build_processor
+from pipeline.processor import EventProcessor
 from pipeline.settings import load_settings as load_config
 from pipeline.signing.signers import HmacSigner
 

@@ -3,36 +3,66 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 import tenacity.wait
 from prometheus_client import CollectorRegistry
 
 from pipeline.delivery.dispatcher import SinkDispatcher
+from pipeline.delivery.ledger import Ledger
 from pipeline.model import SignedEvent
-from pipeline.ops.metrics import Metrics
 from pipeline.settings import RetrySettings, SinkSettings
 from sinks.base import SinkError
-from tests.unit.fakes import FlakySink, make_event, sample, sink_identity_gap
+from tests.support.fakes import FlakySink, make_event
+from tests.support.metrics import sample, sink_identity_gap
 
 FAST_RETRY = RetrySettings(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)
+
+
+class RecordingLedger(Ledger):
+    """The real ledger, also noting which events it settled (delivered or dropped)."""
+
+    def __init__(self, registry: CollectorRegistry, sinks: list[str]) -> None:
+        super().__init__(registry, sinks)
+        self.settled: list[SignedEvent] = []
+
+    def delivered(self, sink: str, events: Sequence[SignedEvent]) -> None:
+        super().delivered(sink, events)
+        self.settled.extend(events)
+
+    def dropped(self, sink: str, events: Sequence[SignedEvent], reason: str) -> None:
+        super().dropped(sink, events, reason)
+        self.settled.extend(events)
+
+
+class RecordingDeadLetters:
+    """Takes a sink's failed events as the dead-letter writer would, and keeps them."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, SignedEvent, SinkError]] = []
+        self.changed = asyncio.Event()
+
+    def failed_events(self, sink: str, events: Sequence[SignedEvent],
+                      error: SinkError) -> None:
+        self.failed.extend((sink, event, error) for event in events)
+        self.changed.set()
+
+    def healthy(self) -> bool:
+        return True
 
 
 class Harness:
     def __init__(self, sink: FlakySink, **settings: object) -> None:
         self.registry = CollectorRegistry()
-        self.settled: list[SignedEvent] = []
-        self.failed: list[tuple[str, SignedEvent, SinkError]] = []
         settings.setdefault("retry", FAST_RETRY)
         config = SinkSettings(enabled=True, **settings)  # type: ignore[arg-type]
-        self.changed = asyncio.Event()
-        self.dispatcher = SinkDispatcher(
-            sink, config, Metrics(self.registry), on_settled=self.settled.append,
-            on_failed=self._failed)
-
-    def _failed(self, name: str, event: SignedEvent, error: SinkError) -> None:
-        self.failed.append((name, event, error))
-        self.changed.set()
+        self.ledger = RecordingLedger(self.registry, [sink.name])
+        self.deadletters = RecordingDeadLetters()
+        self.settled = self.ledger.settled
+        self.failed = self.deadletters.failed
+        self.changed = self.deadletters.changed
+        self.dispatcher = SinkDispatcher(sink, config, self.ledger, self.deadletters)
 
     async def until_failed(self, count: int) -> None:
         while len(self.failed) < count:
@@ -42,7 +72,7 @@ class Harness:
     async def run(self, count: int) -> None:
         task = asyncio.create_task(self.dispatcher.run())
         for offset in range(count):
-            self.dispatcher.submit(make_event(offset))
+            self.dispatcher.submit_many([make_event(offset)])
             assert sink_identity_gap(self.registry, self.dispatcher.name) == 0
         self.dispatcher.close()
         await asyncio.wait_for(task, 5)
@@ -108,7 +138,7 @@ async def test_full_queue_applies_back_pressure() -> None:
     dispatcher = harness.dispatcher
     task = asyncio.create_task(dispatcher.run())
     for offset in range(4):
-        dispatcher.submit(make_event(offset))
+        dispatcher.submit_many([make_event(offset)])
     await asyncio.sleep(0.01)  # the first batch is taken and held at the gate
     assert dispatcher.queued == 3
     assert not dispatcher.has_room()
@@ -128,7 +158,7 @@ async def test_full_queue_with_drop_policy_drops_and_counts() -> None:
     harness = Harness(sink, queue_size=2, batch_size=10, on_full="drop")
     dispatcher = harness.dispatcher
     for offset in range(5):
-        dispatcher.submit(make_event(offset))
+        dispatcher.submit_many([make_event(offset)])
     assert dispatcher.has_room()
     assert sample(harness.registry, "govpipe_sink_dropped_total", sink="flaky",
                   reason="queue_full") == 3
@@ -146,19 +176,16 @@ async def test_stop_retrying_cuts_the_backoff_short(monkeypatch: pytest.MonkeyPa
     # come before stop_retrying() on a slow machine.
     monkeypatch.setattr(tenacity.wait.random, "uniform", lambda low, high: high)
     sink = FlakySink(failures=100)
-    registry = CollectorRegistry()
-    failed: list[str] = []
     slow = RetrySettings(max_attempts=50, initial_backoff_s=30, max_backoff_s=60)
-    dispatcher = SinkDispatcher(sink, SinkSettings(enabled=True, retry=slow), Metrics(registry),
-                                on_settled=lambda e: None,
-                                on_failed=lambda name, event, error: failed.append(event.id))
+    harness = Harness(sink, retry=slow)
+    dispatcher = harness.dispatcher
     task = asyncio.create_task(dispatcher.run())
-    dispatcher.submit(make_event(0))
+    dispatcher.submit_many([make_event(0)])
     dispatcher.close()
     await asyncio.sleep(0.05)
     dispatcher.stop_retrying()
     await asyncio.wait_for(task, 2)
-    assert failed == ["e0"]
+    assert [event.id for _, event, _ in harness.failed] == ["e0"]
     assert sink.attempts == 2
 
 
@@ -178,14 +205,14 @@ async def test_open_breaker_dead_letters_fast_then_recovers() -> None:
     dispatcher = harness.dispatcher
     task = asyncio.create_task(dispatcher.run())
     for offset in range(5):
-        dispatcher.submit(make_event(offset))
+        dispatcher.submit_many([make_event(offset)])
     await harness.until_failed(5)
     reasons = [error.reason for _, _, error in harness.failed]
     assert reasons == ["timeout", "timeout", "circuit_open", "circuit_open", "circuit_open"]
     assert sink.attempts == 2  # no send while open
     assert sample(harness.registry, "govpipe_sink_circuit_state", sink="flaky") == 2
     await asyncio.sleep(0.25)  # cooldown: the next batch is the probe, and it succeeds
-    dispatcher.submit(make_event(5))
+    dispatcher.submit_many([make_event(5)])
     dispatcher.close()
     await asyncio.wait_for(task, 2)
     assert [event.id for event in sink.delivered] == ["e5"]

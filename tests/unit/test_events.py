@@ -1,4 +1,4 @@
-"""The CloudEvent mapping of SPEC §2, checked against Agent OS's own rules."""
+"""The CloudEvent mapping (`to_cloudevent`), checked against Agent OS's own rules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.cloudevents.mapping import KIND_TYPES, InvalidEvent, cloudevent_type, to_cloudevent
+from pipeline.cloudevents.mapping import InvalidEvent, cloudevent_type, to_cloudevent
+from pipeline.model import KIND_TYPES
 from pipeline.signing.keys import Ed25519Key, KeySet
 from pipeline.signing.signers import Ed25519Signer, HmacSigner, ephemeral_signer
 from pipeline.signing.verification import Verifier

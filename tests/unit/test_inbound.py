@@ -25,7 +25,7 @@ NOW = 1_764_000_000_000
 WINDOW_S = 300.0
 
 
-class Clock:
+class ManualClock:
     def __init__(self) -> None:
         self.now = NOW
 
@@ -43,9 +43,9 @@ def signed(value: bytes = b'{"a":1}', *, offset: int = 0, nonce: str = "n1",
 
 
 def verifier(keys: InboundKeys | None = None, capacity: int = 100
-             ) -> tuple[InboundVerifier, Metrics, Clock]:
+             ) -> tuple[InboundVerifier, Metrics, ManualClock]:
     metrics = Metrics(CollectorRegistry())
-    clock = Clock()
+    clock = ManualClock()
     return (InboundVerifier(keys or InboundKeys(shared=KEY), WINDOW_S, capacity, metrics,
                             clock), metrics, clock)
 

@@ -1,4 +1,4 @@
-"""Inbound signature settings: refused when they cannot work, named in the message."""
+"""Inbound signature settings: a bad key file stops the processor, named in the message."""
 
 from __future__ import annotations
 
@@ -8,25 +8,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.app import refuse_unavailable
+from pipeline.app import build_processor
 from pipeline.ops.metrics import Metrics
-from pipeline.processor import build_processor
-from pipeline.settings import ConfigError, load_settings
+from pipeline.settings import load_settings
 from pipeline.signing.signers import HmacSigner, SigningKeyError
-
-
-def test_require_signature_needs_the_kafka_source() -> None:
-    settings = load_settings(None, {"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true",
-                                    "GOVPIPE_SOURCE__INBOUND_KEY_FILE": "k"})
-    with pytest.raises(ConfigError, match=r"source\.require_signature"):
-        refuse_unavailable(settings)
-
-
-def test_require_signature_needs_a_key_file() -> None:
-    settings = load_settings(None, {"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true",
-                                    "GOVPIPE_SOURCE__KIND": "kafka"})
-    with pytest.raises(ConfigError, match=r"source\.inbound_key_file"):
-        refuse_unavailable(settings)
 
 
 def test_a_bad_inbound_key_file_stops_the_processor_naming_the_file(tmp_path: Path) -> None:
@@ -35,7 +20,6 @@ def test_a_bad_inbound_key_file_stops_the_processor_naming_the_file(tmp_path: Pa
     settings = load_settings(None, {"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true",
                                     "GOVPIPE_SOURCE__KIND": "kafka",
                                     "GOVPIPE_SOURCE__INBOUND_KEY_FILE": str(key_file)})
-    refuse_unavailable(settings)
     with pytest.raises(SigningKeyError, match="at least 32") as info:
         build_processor(settings, HmacSigner(bytes(32)), Metrics(CollectorRegistry()))
     assert "short-secret" not in str(info.value)

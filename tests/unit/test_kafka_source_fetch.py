@@ -14,11 +14,10 @@ from typing import Any
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from pipeline.delivery.ledger import Ledger
 from pipeline.model import Record
-from pipeline.ops.metrics import Metrics
 from pipeline.settings import SourceSettings
 from pipeline.sources.kafka import KafkaSource
-from pipeline.sources.offsets import OffsetTracker
 
 TP = TopicPartition("events", 0)
 
@@ -88,12 +87,11 @@ class Room:
         self.pauses += 1
 
 
-def source_with(consumer: FakeConsumer) -> tuple[KafkaSource, Metrics]:
-    metrics = Metrics(CollectorRegistry())
-    source = KafkaSource(SourceSettings(kind="kafka", topic="events"), OffsetTracker(),
-                         metrics)
+def source_with(consumer: FakeConsumer) -> tuple[KafkaSource, CollectorRegistry]:
+    registry = CollectorRegistry()
+    source = KafkaSource(SourceSettings(kind="kafka", topic="events"), Ledger(registry, ["s"]))
     source._consumer = consumer  # type: ignore[assignment]
-    return source, metrics
+    return source, registry
 
 
 async def read(source: KafkaSource, room: Room, count: int) -> list[Record]:
@@ -109,7 +107,7 @@ async def test_records_returned_while_paused_after_a_rebalance_are_read_again() 
     # Was: the partition came back unpaused from a rebalance, the keep-alive poll returned
     # its records and dropped them; reading resumed after them and the commit passed them.
     consumer = FakeConsumer(100)
-    source, metrics = source_with(consumer)
+    source, registry = source_with(consumer)
     room = Room()
     room.open.clear()  # the sinks are full from the start
     async with asyncio.timeout(20):
@@ -123,12 +121,12 @@ async def test_records_returned_while_paused_after_a_rebalance_are_read_again() 
         records = await reader
     assert [r.position.offset for r in records] == list(range(100))
     assert room.pauses == 1
-    assert metrics.registry.get_sample_value("govpipe_source_offset_gaps_total") == 0
+    assert registry.get_sample_value("govpipe_source_offset_gaps_total") == 0
 
 
 async def test_a_consumer_that_skips_records_is_caught_and_read_again() -> None:
     consumer = FakeConsumer(60)
-    source, metrics = source_with(consumer)
+    source, registry = source_with(consumer)
     room = Room()
     source._guard.resume(TP, 0)
     first = await source._fetch(consumer, 0)  # type: ignore[arg-type]
@@ -140,4 +138,4 @@ async def test_a_consumer_that_skips_records_is_caught_and_read_again() -> None:
     async with asyncio.timeout(20):
         rest = await read(source, room, 50)
     assert [r.position.offset for r in rest] == list(range(10, 60))
-    assert metrics.registry.get_sample_value("govpipe_source_offset_gaps_total") == 1
+    assert registry.get_sample_value("govpipe_source_offset_gaps_total") == 1

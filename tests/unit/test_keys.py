@@ -1,4 +1,4 @@
-"""Keys from files and the environment, key sets, and the signer wiring (SPEC §3, §7)."""
+"""Keys from files and the environment, key sets, and the signer wiring."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from pipeline.app import build_signer, refuse_unavailable
-from pipeline.settings import ConfigError, load_settings
+from pipeline.app import build_signer
+from pipeline.settings import load_settings
 from pipeline.signing.keys import (
     Ed25519Key,
     HmacKey,
@@ -166,7 +166,6 @@ def test_build_signer_uses_the_configured_algorithm(tmp_path: Path) -> None:
     key_file.write_bytes(PRIVATE_PEM)
     settings = load_settings(None, {"GOVPIPE_SIGNING__ALG": "Ed25519",
                                     "GOVPIPE_SIGNING__KEY_FILE": str(key_file)})
-    refuse_unavailable(settings)  # Ed25519 is no longer refused
     signer = build_signer(settings, {})
     assert isinstance(signer, Ed25519Signer)
     assert signer.key_id == ed25519_key_id(PRIVATE.public_key())
@@ -186,10 +185,3 @@ def test_without_a_key_both_algorithms_fall_back_loudly_to_an_ephemeral_key(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
     assert all("NO SIGNING KEY CONFIGURED" in message for message in warnings)
-
-
-def test_a_chosen_key_id_is_refused_for_ed25519() -> None:
-    settings = load_settings(None, {"GOVPIPE_SIGNING__ALG": "Ed25519",
-                                    "GOVPIPE_SIGNING__KEY_ID": "mine"})
-    with pytest.raises(ConfigError, match=r"signing\.key_id: not used with alg"):
-        refuse_unavailable(settings)

@@ -37,7 +37,7 @@ from sinks.otlp.records import (
     logs_request,
     severity,
 )
-from tests.contract.support import signed_examples
+from tests.support.events import signed_examples
 
 OBSERVED_NS = 1_795_615_331_000_000_123
 RESOURCE = Resource({"service.name": SERVICE_NAME})

@@ -10,16 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from pipeline.cli.replay import make_plan
-from pipeline.deadletter.replay import (
-    MARKER_FILE,
-    REPLAYED_HEADER,
-    FileEntries,
-    ReplayFilter,
-    marker,
-    to_record,
-)
-from pipeline.deadletter.stores import DeadLetterEntry
+from pipeline.deadletter.entry import DeadLetterEntry, marker
+from pipeline.deadletter.file import MARKER_FILE, FileDeadLetter
+from pipeline.deadletter.replay import REPLAYED_HEADER, ReplayFilter, make_plan, to_record
 from pipeline.model import Position
 
 POS = Position("events", 0, 7)
@@ -82,13 +75,13 @@ def test_time_window_filter() -> None:
     assert not window.matches(entry(time="garbage"))
 
 
-def test_file_markers_round_trip(tmp_path: Path) -> None:
-    store = FileEntries(tmp_path)
+async def test_file_markers_round_trip(tmp_path: Path) -> None:
+    store = FileDeadLetter(tmp_path)
     (tmp_path / "deadletter-2026-11-25.jsonl").write_bytes(
         orjson.dumps(entry(id="a")) + b"\n" + b'{"cut short' )
-    assert [e["id"] for e in store.entries()] == ["a"]
-    store.mark(["a"])
-    assert store.replayed() == {"a"}
+    assert [e["id"] for e in (await store.read()).entries] == ["a"]
+    await store.mark_replayed(["a"])
+    assert (await store.read()).replayed == {"a"}
 
 
 def test_an_entry_stored_twice_is_replayed_once() -> None:
@@ -148,12 +141,13 @@ def test_replay_of_readable_files_reports_nothing_and_exits_0(tmp_path: Path) ->
         "unreadable 0, salvaged 0"]
 
 
-def test_a_torn_marker_is_reported_and_the_next_mark_starts_a_new_line(
+async def test_a_torn_marker_is_reported_and_the_next_mark_starts_a_new_line(
         tmp_path: Path) -> None:
     (tmp_path / MARKER_FILE).write_bytes(marker("a") + b"\n" + marker("b")[:12])
-    store = FileEntries(tmp_path)
-    assert store.replayed() == {"a"}
-    assert [str(p) for p in store.marker_problems] == [
+    store = FileDeadLetter(tmp_path)
+    stored = await store.read()
+    assert stored.replayed == {"a"}
+    assert [str(p) for p in stored.marker_problems] == [
         f"{tmp_path / MARKER_FILE}:2: torn last line, probably a crash mid-write; skipped"]
-    store.mark(["c"])
-    assert FileEntries(tmp_path).replayed() == {"a", "c"}
+    await store.mark_replayed(["c"])
+    assert (await store.read()).replayed == {"a", "c"}

@@ -77,6 +77,45 @@ def test_bad_environment_is_one_line_naming_the_key(env: dict[str, str], expecte
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true", "GOVPIPE_SOURCE__INBOUND_KEY_FILE": "k"},
+     'config error: source.require_signature: needs source.kind = "kafka" (producer '
+     "signatures travel in Kafka headers)"),
+    ({"GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true", "GOVPIPE_SOURCE__KIND": "kafka"},
+     "config error: source.inbound_key_file: required when source.require_signature = true"),
+    ({"GOVPIPE_SINKS__STDOUT__ENABLED": "false"}, "config error: sinks: no sink is enabled"),
+    ({"GOVPIPE_SIGNING__ALG": "Ed25519", "GOVPIPE_SIGNING__KEY_ID": "mine"},
+     'config error: signing.key_id: not used with alg = "Ed25519" (the key id is the public '
+     "key's fingerprint); remove it"),
+])
+def test_keys_that_cannot_work_together_are_refused_naming_one(
+        env: dict[str, str], expected: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env)
+    assert str(caught.value) == expected
+    # The same message from a file: a rule across keys names no origin.
+    tables: dict[str, list[str]] = {}
+    for name, value in env.items():
+        *table, key = name.removeprefix("GOVPIPE_").lower().split("__")
+        tables.setdefault(".".join(table), []).append(f'{key} = "{value}"\n')
+    config = tmp_path / "govpipe.toml"
+    config.write_text("".join(f"[{table}]\n" + "".join(lines) for table, lines in tables.items()))
+    with pytest.raises(ConfigError) as from_file:
+        load_settings(config, {})
+    assert str(from_file.value) == expected
+
+
+def test_keys_that_work_together_are_accepted() -> None:
+    settings = load_settings(None, {"GOVPIPE_SOURCE__KIND": "kafka",
+                                    "GOVPIPE_SOURCE__REQUIRE_SIGNATURE": "true",
+                                    "GOVPIPE_SOURCE__INBOUND_KEY_FILE": "inbound.key",
+                                    "GOVPIPE_SINKS__STDOUT__ENABLED": "false",
+                                    "GOVPIPE_SINKS__KAFKA__ENABLED": "true",
+                                    "GOVPIPE_SIGNING__ALG": "Ed25519"})
+    assert list(settings.sinks.enabled_by_name()) == ["kafka"]
+    assert settings.source.require_signature
+
+
 def test_bad_file_names_key_and_file(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[sinks.stdout.retry]\nmax_attempts = \"many\"\n")

@@ -1,11 +1,10 @@
-"""Signing and verification (SPEC §3): HMAC byte-compatible with Agent OS
+"""Signing and verification: HMAC byte-compatible with Agent OS
 GovernanceEventSigner, Ed25519 over JCS, key sets, tampering and algorithm attacks."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -41,22 +40,9 @@ from pipeline.signing.signers import (
     hmac_signature,
 )
 from pipeline.signing.verification import Verifier
+from tests.support.agent_os import agent_os_verify
 
 KEY = bytes(range(32))
-
-
-def agent_os_verify(key: bytes, cloudevent: dict[str, Any]) -> bool:
-    """Agent OS GovernanceEventSigner.verify, as published (the compatibility target)."""
-    signature = cloudevent.get("agtsignature")
-    if not isinstance(signature, str) or cloudevent.get("agtsignaturealg") != "HMAC-SHA256":
-        return False
-    payload = {k: v for k, v in cloudevent.items() if k != "agtsignature"}
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                           default=str)
-    digest = hmac.new(key, canonical.encode("utf-8"), hashlib.sha256).digest()
-    return hmac.compare_digest(base64.b64encode(digest).decode("ascii"), signature)
-
-
 CE = {"specversion": "1.0", "id": "e1", "type": "ai.agentos.policy.check", "source": "/a",
       "time": "2026-11-25T14:02:10+00:00", "data": {"decision": "deny", "note": "é 日本"}}
 

@@ -11,7 +11,7 @@ from sinks.base import SinkError
 from sinks.kafka import binary_message, to_sink_error
 from sinks.otlp.records import encode_log_record, event_type, log_attributes, severity
 from sinks.otlp.sink import logs_url
-from tests.contract.support import signed_examples
+from tests.support.events import signed_examples
 
 
 @pytest.mark.parametrize(

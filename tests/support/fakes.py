@@ -1,14 +1,45 @@
-"""Fakes for unit tests of pipeline logic (the real services are in tests/integration)."""
+"""Fakes for tests: sinks that keep what they get in memory or fail on cue, and a
+hand-made signed event."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry
-
 from pipeline.model import Position, SignedEvent
 from sinks.base import SinkError
+
+
+class MemorySink:
+    """Appends every delivered batch to `events`; can be told to fail (`fail_with`)."""
+
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self.events: list[SignedEvent] = []
+        self.batches = 0
+        self.fail_with: SinkError | None = None
+        self.closed = False
+        self._changed = asyncio.Event()
+
+    async def wait_for_count(self, count: int) -> None:
+        """Return once at least `count` events have been delivered."""
+        while len(self.events) < count:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def send(self, batch: Sequence[SignedEvent]) -> None:
+        if self.closed:
+            raise SinkError("memory sink is closed", retriable=False, reason="closed")
+        if self.fail_with is not None:
+            raise self.fail_with
+        if not batch:
+            return
+        self.events.extend(batch)
+        self.batches += 1
+        self._changed.set()
+
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 class FlakySink:
@@ -38,22 +69,3 @@ class FlakySink:
 def make_event(offset: int) -> SignedEvent:
     return SignedEvent(id=f"e{offset}", attributes={"id": f"e{offset}"},
                        body=b'{"id":"e%d"}' % offset, position=Position("t", 0, offset))
-
-
-def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return registry.get_sample_value(name, labels or None) or 0.0
-
-
-def sink_identity_gap(registry: CollectorRegistry, sink: str) -> float:
-    """submitted - (delivered + Σfailed + Σdropped + in_flight) for one sink."""
-    total = 0.0
-    for metric in registry.collect():
-        for s in metric.samples:
-            if s.labels.get("sink") != sink:
-                continue
-            if s.name == "govpipe_sink_submitted_total":
-                total += s.value
-            elif s.name in ("govpipe_sink_delivered_total", "govpipe_sink_failed_total",
-                            "govpipe_sink_dropped_total", "govpipe_sink_in_flight"):
-                total -= s.value
-    return total

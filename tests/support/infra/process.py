@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -48,11 +50,46 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def build_once(base: Path, marker: Path, digest: str, build: Callable[[], None],
+               present: Callable[[], bool] = lambda: True) -> None:
+    """Run `build` (a download, a compile) into the cache dir `base`, unless `marker` already
+    holds `digest` (the hash of what is built) and `present()`. The marker is written only
+    after `build` returns, so an interrupted build, or a changed input, is redone; a file
+    lock, because parallel test workers or benchmark runs may share the cache."""
+    base.mkdir(parents=True, exist_ok=True)
+    with (base / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file() and marker.read_text().strip() == digest and present():
+            return
+        marker.unlink(missing_ok=True)
+        build()
+        marker.write_text(digest + "\n")
+
+
 def require_tool(name: str, purpose: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise ServiceError(f"`{name}` not found on PATH; it is needed {purpose}")
     return found
+
+
+def run_tool(argv: Sequence[str], what: str, timeout_s: float, *,
+             env: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Run a helper command (a download, a build, a format) to completion and return its
+    stdout; ServiceError naming it, with its output tail, if it cannot run, times out or
+    fails."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
+                              check=False, env=None if env is None else dict(env), cwd=cwd)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else exc.stdout
+        raise ServiceError(f"{what} timed out after {timeout_s:.0f}s\n{tail(out or '')}") from exc
+    except OSError as exc:
+        raise ServiceError(f"{what} could not be run: {exc}") from exc
+    if done.returncode != 0:
+        output = tail(done.stdout + done.stderr)
+        raise ServiceError(f"{what} failed (exit {done.returncode}):\n{output}")
+    return done.stdout
 
 
 def free_ports(count: int) -> list[int]:

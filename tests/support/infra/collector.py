@@ -1,10 +1,9 @@
 """A real OpenTelemetry Collector (OTLP receiver → file exporter) for tests and benchmarks.
 
-The binary is built once per machine with the collector builder from the Go module proxy
-and cached under ``${GOVPIPE_CACHE:-~/.cache/govpipe}/otelcol-<version>/`` together with its
-GOBIN, GOMODCACHE and GOCACHE. Each :class:`Collector` lives in its own temp dir, listens for
-OTLP over gRPC and HTTP on free 127.0.0.1 ports, writes every export request it receives as
-one JSON line to a file, and is stopped by its process id.
+The binary is built once per machine (:mod:`tests.support.infra.collector_build`). Each
+:class:`Collector` lives in its own temp dir, listens for OTLP over gRPC and HTTP on free
+127.0.0.1 ports, writes every export request it receives as one JSON line to a file, and is
+stopped by its process id.
 
 Usage from a script::
 
@@ -12,32 +11,21 @@ Usage from a script::
         ...  # send OTLP logs to collector.grpc_endpoint / collector.http_endpoint
         records = collector.wait_for_log_records(10)
 
-``python -m tests.infra.collector`` builds the binary and prints its path (CI cache warm-up).
+``python -m tests.support.infra.collector`` builds the binary and prints its path (CI cache
+warm-up).
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.infra.process import (
-    ServiceError,
-    ServiceProcess,
-    cache_root,
-    free_ports,
-    port_open,
-    tail,
-)
+from tests.support.infra.collector_build import COLLECTOR_VERSION, ensure_collector
+from tests.support.infra.process import ServiceError, ServiceProcess, free_ports, port_open
 
 __all__ = [
     "COLLECTOR_VERSION",
@@ -48,115 +36,8 @@ __all__ = [
     "ensure_collector",
 ]
 
-COLLECTOR_VERSION = "0.161.0"
 READY_LINE = "Everything is ready. Begin running and processing data."
-_BINARY_NAME = "otelcol-govpipe"
-_BUILD_TIMEOUT_S = 3600.0  # a cold build compiles ~500 Go packages; slow on 2 cores
 _POLL_S = 0.05
-
-_CONTRIB = "github.com/open-telemetry/opentelemetry-collector-contrib"
-# Every component at the builder's own version: the builder refuses mixed core versions.
-_MANIFEST = f"""\
-dist:
-  name: {_BINARY_NAME}
-  description: govpipe test collector (OTLP in, JSON file out)
-  output_path: ./build
-receivers:
-  - gomod: go.opentelemetry.io/collector/receiver/otlpreceiver v{COLLECTOR_VERSION}
-exporters:
-  - gomod: go.opentelemetry.io/collector/exporter/debugexporter v{COLLECTOR_VERSION}
-  - gomod: {_CONTRIB}/exporter/fileexporter v{COLLECTOR_VERSION}
-"""
-
-# The builder loads every environment variable into its config (koanf env provider, no
-# prefix) and matches keys case-insensitively: a variable named like one of its top-level
-# keys (builder v0.161.0 internal/builder/config.go) would replace that part of the manifest.
-_BUILDER_CONFIG_KEYS = frozenset({
-    "DIST", "EXPORTERS", "EXTENSIONS", "RECEIVERS", "PROCESSORS", "CONNECTORS",
-    "TELEMETRY", "PROVIDERS", "CONVERTERS", "REPLACES", "EXCLUDES", "CONF_RESOLVER",
-})  # fmt: skip
-
-
-# --------------------------------------------------------------------------- build
-
-
-def _go_env(base: Path) -> dict[str, str]:
-    """The environment for `go install` and the builder: caches inside ``base``."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name.split(".")[0].upper() not in _BUILDER_CONFIG_KEYS
-    }
-    env.update(
-        GOBIN=str(base / "bin"),
-        GOMODCACHE=str(base / "gomodcache"),
-        GOCACHE=str(base / "gocache"),
-        GOFLAGS="-buildvcs=false",  # the build dir is not a VCS checkout
-    )
-    return env
-
-
-def _run_go_tool(argv: Sequence[str], what: str, env: Mapping[str, str], cwd: Path) -> None:
-    """Run a build command; ServiceError naming it, with its output tail, on failure."""
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S,
-            check=False, env=dict(env), cwd=cwd,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as exc:
-        raise ServiceError(f"{what} timed out after {_BUILD_TIMEOUT_S:.0f}s") from exc
-    except OSError as exc:
-        raise ServiceError(f"{what} could not be run: {exc}") from exc
-    if done.returncode != 0:
-        raise ServiceError(
-            f"{what} failed (exit {done.returncode}):\n{tail(done.stdout + done.stderr)}"
-        )
-
-
-def ensure_collector() -> Path:
-    """Return the path of the collector binary, building it on first use.
-
-    A marker file (holding the manifest's hash) is written only after a successful build,
-    so an interrupted build, or a changed manifest, is redone.
-    """
-    base = cache_root() / f"otelcol-{COLLECTOR_VERSION}"
-    binary, marker = base / "build" / _BINARY_NAME, base / "build.complete"
-    manifest_hash = hashlib.sha256(_MANIFEST.encode()).hexdigest()
-    base.mkdir(parents=True, exist_ok=True)
-    # A file lock, because parallel test workers or benchmark runs may share the cache.
-    with (base / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.is_file() and marker.read_text().strip() == manifest_hash and binary.is_file():
-            return binary
-        marker.unlink(missing_ok=True)
-        print(
-            f"building OpenTelemetry Collector {COLLECTOR_VERSION} with the collector builder "
-            "(first run only, several minutes)…",
-            file=sys.stderr,
-            flush=True,
-        )
-        _build(base)
-        if not binary.is_file():
-            raise ServiceError(f"the collector builder succeeded but {binary} is missing")
-        marker.write_text(manifest_hash + "\n")
-    return binary
-
-
-def _build(base: Path) -> None:
-    go = shutil.which("go")
-    if go is None:
-        raise ServiceError("`go` not found on PATH; it is needed to build the collector")
-    env = _go_env(base)
-    builder_pkg = f"go.opentelemetry.io/collector/cmd/builder@v{COLLECTOR_VERSION}"
-    _run_go_tool([go, "install", builder_pkg], "go install (collector builder)", env, base)
-    manifest = base / "manifest.yaml"
-    manifest.write_text(_MANIFEST)
-    shutil.rmtree(base / "build", ignore_errors=True)  # no half-generated sources
-    builder = str(base / "bin" / "builder")
-    _run_go_tool([builder, f"--config={manifest}"], "collector builder", env, base)
-
-
-# --------------------------------------------------------------------------- process
 
 
 @dataclass(frozen=True, slots=True)

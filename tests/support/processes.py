@@ -1,45 +1,73 @@
-"""Helpers for the fault suite: `govpipe run` as a subprocess (listen port from its start-up
-log line, /metrics scrapes, peak RSS), a fast bulk producer, strict JSON and id bookkeeping."""
+"""`govpipe run` as a subprocess: its environment, the child itself (listen address from
+its start-up log line, /metrics scrapes, peak RSS, signals), and what it writes (stdout
+lines, dead-letter files)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import shutil
 import signal
-import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from itertools import pairwise
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.daemon_harness import GOVPIPE, complete_lines
-from tests.integration.daemon_harness import run_env as harness_run_env
-from tests.waiting import eventually
+from tests.support.daemons import KEY
+from tests.support.metrics import metric_value
+from tests.support.waiting import eventually
 
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not strict JSON")
+GOVPIPE = Path(sys.executable).parent / "govpipe"
 
 
-def strict_json(raw: bytes | str) -> Any:
-    """Parse with a parser that refuses NaN/Infinity (what a strict consumer does)."""
-    return json.loads(raw, parse_constant=_refuse_constant)
+def govpipe_env(key: bytes, **overrides: str) -> dict[str, str]:
+    """The environment of a `govpipe run` child signing with `key`, /metrics on a free port;
+    overrides are GOVPIPE_* keys. Nothing of the caller's GOVPIPE_* environment leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
+    env.update({"GOVPIPE_SIGNING_KEY": base64.b64encode(key).decode(),
+                "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0"}, **overrides)
+    return env
 
 
 def run_env(bootstrap: str, topic: str, group: str, tmp_path: Path,
             **overrides: str) -> dict[str, str]:
-    """The harness's `govpipe run` environment, with a shutdown timeout the suite's
-    SIGTERMs can wait out."""
-    return harness_run_env(bootstrap, topic, group, tmp_path,
-                           **{"GOVPIPE_SHUTDOWN__TIMEOUT_S": "20", **overrides})
+    """`govpipe_env` (signing with the daemons' KEY) on a Kafka source, dead-letters in
+    `tmp_path/dlq`, and a shutdown timeout a test's SIGTERM (`GovpipeProcess.terminate`
+    waits 60 s) can wait out; overrides are GOVPIPE_* keys."""
+    return govpipe_env(KEY, **{
+        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": bootstrap,
+        "GOVPIPE_SOURCE__TOPIC": topic, "GOVPIPE_SOURCE__GROUP_ID": group,
+        "GOVPIPE_SOURCE__COMMIT_INTERVAL_S": "0.5",
+        "GOVPIPE_DEADLETTER__KIND": "file", "GOVPIPE_DEADLETTER__PATH": str(tmp_path / "dlq"),
+        "GOVPIPE_SHUTDOWN__TIMEOUT_S": "20", **overrides})
+
+
+def complete_lines(path: Path) -> list[bytes]:
+    """Whole lines only: a SIGKILL can cut the last write short."""
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].splitlines()
+
+
+def read_deadletters(directory: Path) -> list[dict[str, Any]]:
+    """Every entry of the file dead-letter in `directory`, file by file."""
+    entries = []
+    for path in sorted(directory.glob("deadletter-*.jsonl")):
+        entries += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return entries
+
+
+async def listening_port(stderr: asyncio.StreamReader) -> int:
+    """The /metrics port from the start-up log line of a child whose stderr is a pipe."""
+    while line := await stderr.readline():
+        entry = json.loads(line)
+        if entry.get("message") == "govpipe started":
+            return int(entry["listen"].rpartition(":")[2])
+    raise AssertionError("govpipe exited before it started")
 
 
 class GovpipeProcess:
@@ -55,11 +83,17 @@ class GovpipeProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.listen: str | None = None
 
-    async def start(self, timeout_s: float = 60) -> GovpipeProcess:
+    async def spawn(self) -> Self:
+        """Start the child without waiting for it to serve."""
         with self.out.open("wb") as stdout, self.log.open("wb") as stderr:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=stdout, stderr=stderr)
+        return self
+
+    async def start(self, timeout_s: float = 60) -> Self:
+        """Start the child and wait for its start-up log line (`listen` is then known)."""
+        await self.spawn()
         await eventually(self._found_listen, timeout_s, interval_s=0.1)
         return self
 
@@ -145,7 +179,7 @@ class PipedGovpipe(GovpipeProcess):
 
     reader: asyncio.subprocess.Process | None = None
 
-    async def start(self, timeout_s: float = 60) -> PipedGovpipe:
+    async def spawn(self) -> Self:
         cat = shutil.which("cat")
         assert cat is not None, "`cat` is needed as the stdout reader"
         read_end, write_end = os.pipe()  # not inheritable: only the two ends' owners hold them
@@ -160,7 +194,6 @@ class PipedGovpipe(GovpipeProcess):
         finally:
             os.close(read_end)
             os.close(write_end)
-        await eventually(self._found_listen, timeout_s, interval_s=0.1)
         return self
 
     def signal_reader(self, signum: int) -> None:
@@ -183,109 +216,3 @@ class PipedGovpipe(GovpipeProcess):
             except TimeoutError:
                 self.signal_reader(signal.SIGKILL)
                 await self.reader.wait()
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The sum of `name`'s samples whose labels include `labels` (0 when absent)."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
-def metric_totals(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a scrape, by (name, sorted labels)."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-async def produce_fast(
-        bootstrap: str, topic: str, values: Iterable[bytes | None],
-        headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
-        keys: Sequence[bytes | None] | None = None) -> list[Any]:
-    """Bulk produce, in order (large batches, linger, idempotent): ~10x the rate of
-    `produce`, and records up to 16 MB. Returns each record's metadata."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=50,
-                                enable_idempotence=True, max_batch_size=1_048_576,
-                                max_request_size=16_777_216)
-    await producer.start()
-    count = 0
-    done: list[Any] = []
-    try:
-        pending: list[asyncio.Future[Any]] = []
-        for value in values:
-            record_headers = None if headers is None else list(headers[count])
-            key = None if keys is None else keys[count]
-            pending.append(await producer.send(topic, value, key=key, headers=record_headers))
-            count += 1
-            if len(pending) >= 50_000:
-                done += await asyncio.gather(*pending)
-                pending.clear()
-        done += await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return done
-
-
-async def produce_paced(bootstrap: str, topic: str, values: Sequence[bytes],
-                        per_second: float, chunk: int = 200) -> None:
-    """Produce `values` as a steady stream of about `per_second` records a second."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        started = time.monotonic()
-        for first in range(0, len(values), chunk):
-            pending = [await producer.send(topic, value)
-                       for value in values[first:first + chunk]]
-            await asyncio.gather(*pending)
-            due = started + (first + chunk) / per_second
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-    finally:
-        await producer.stop()
-
-
-def event_value(number: int, prefix: str) -> bytes:
-    """A small valid Agent OS event with id `<prefix>-<number>`; agent ids spread keys."""
-    return (b'{"schema_version":"1","event_id":"%s-%08d","occurred_at":'
-            b'"2026-11-25T14:02:10.039522+00:00","kind":"policy_check","severity":"info",'
-            b'"agent_id":"agent-%d","action":"web_search","decision":"allow","reason":"ok",'
-            b'"latency_ms":1.5,"attributes":{"n":%d}}'
-            % (prefix.encode(), number, number % 50, number))
-
-
-def event_ids(count: int, prefix: str) -> set[str]:
-    return {f"{prefix}-{number:08d}" for number in range(count)}
-
-
-def copies_by_id(bodies: Iterable[bytes]) -> dict[str, list[bytes]]:
-    copies: dict[str, list[bytes]] = defaultdict(list)
-    for body in bodies:
-        copies[strict_json(body)["id"]].append(body)
-    return copies
-
-
-class RateWindows:
-    """Per-window increments of counters, sampled from a process's /metrics."""
-
-    def __init__(self) -> None:
-        self.samples: list[tuple[float, dict[str, float]]] = []
-
-    def add(self, values: Mapping[str, float]) -> None:
-        self.samples.append((time.monotonic(), dict(values)))
-
-    def rates(self, name: str, since: float, until: float) -> list[float]:
-        """Events per second of `name` over each pair of consecutive samples in the span."""
-        inside = [(t, v[name]) for t, v in self.samples if since <= t <= until]
-        return [(b - a) / (tb - ta) for (ta, a), (tb, b) in pairwise(inside) if tb > ta]
-
-
-async def eventually_async(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 30,
-                           interval_s: float = 0.2) -> None:
-    """`eventually` for a predicate that must await (a scrape, an admin request)."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            if await predicate():
-                return
-            await asyncio.sleep(interval_s)

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.infra.process import ServiceError, ServiceProcess, free_ports
+from tests.support.infra.process import ServiceError, ServiceProcess, free_ports
 
 __all__ = ["Alert", "Prometheus", "QueryError", "Sample", "ServiceError"]
 

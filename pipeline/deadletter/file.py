@@ -1,0 +1,147 @@
+"""The file dead-letter store: JSON lines in a directory, with `replayed.jsonl` beside them
+for what `govpipe replay` put back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.deadletter.entry import DeadLetterEntry, is_marker, marker
+from pipeline.deadletter.lines import (
+    append_on_a_new_line,
+    cut_torn_tail,
+    fsync_directory,
+    json_lines,
+    recover_file,
+    write_all,
+)
+from pipeline.deadletter.store import DeadLetterError, StoredEntries
+
+log = logging.getLogger(__name__)
+
+FILE_PREFIX = "deadletter-"
+MARKER_FILE = "replayed.jsonl"
+
+
+class FileDeadLetter:
+    """JSON lines in `directory/deadletter-YYYY-MM-DD.jsonl`, fsynced per write.
+
+    A write is whole or not at all: a batch that fails part-way (a full disk) is cut off
+    again, so the file always ends with its last complete entry and the writer's retry
+    appends cleanly. An entry left inside a partial line would be unreadable, i.e. lost.
+    Replay markers are appended to `directory/replayed.jsonl`, not fsynced: a lost marker
+    only means its entry may be replayed again.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.description = f"directory {directory}"
+        # A failed write whose cut-back failed too: the file and the size it must get back
+        # to before anything is appended (an append after a partial line would be lost).
+        self._restore: tuple[Path, int] | None = None
+
+    async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
+        payload = b"".join(entry.to_json() + b"\n" for entry in entries)
+        try:
+            await asyncio.to_thread(self._append, payload)
+        except OSError as exc:
+            raise DeadLetterError(f"cannot write to {self.directory}: {exc.strerror}") from exc
+
+    def _append(self, payload: bytes) -> None:
+        self._finish_restore()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{FILE_PREFIX}{datetime.now(UTC):%Y-%m-%d}.jsonl"
+        # Unbuffered: a buffered handle would write what it still holds when closed,
+        # after the cut-back. Mode 0o666 (less the umask) is what open() gives a new file.
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            # A crash mid-write with no recover() since: never append after a partial line.
+            _logged(cut_torn_tail(fd, path))
+            size = os.fstat(fd).st_size
+            try:
+                write_all(fd, payload)
+                os.fsync(fd)
+                if size == 0:  # maybe a new file: its name must survive a power cut too
+                    fsync_directory(self.directory)
+            except OSError:
+                self._cut_back(fd, path, size)
+                raise
+        finally:
+            os.close(fd)
+
+    def _cut_back(self, fd: int, path: Path, size: int) -> None:
+        """Take the failed batch out again (all of it: part may be on disk)."""
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError as exc:
+            self._restore = (path, size)
+            log.error("cannot cut %s back to %d bytes after a failed write (%s); "
+                      "will do so before the next write", path, size, exc.strerror)
+
+    def _finish_restore(self) -> None:
+        """The cut-back a failed write could not make; raises OSError while it still fails."""
+        if self._restore is None:
+            return
+        path, size = self._restore
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            self._restore = None  # removed meanwhile: nothing left to cut
+            return
+        try:
+            if os.fstat(fd).st_size > size:  # never grow it: that would pad with zero bytes
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._restore = None
+        log.warning("cut %s back to %d bytes, its last complete entry", path, size)
+
+    def recover(self) -> list[str]:
+        """Cut torn last lines (a crash mid-write) off the dead-letter files; one
+        description per file that had one, each also logged at ERROR."""
+        found = (_logged(recover_file(path)) for path in self._entry_files())
+        return [problem for problem in found if problem is not None]
+
+    def check(self) -> str | None:
+        """None when entries can be written, else why not."""
+        probe = self.directory if self.directory.exists() else self.directory.parent
+        return None if os.access(probe, os.W_OK) else f"{probe} is not writable"
+
+    async def read(self) -> StoredEntries:
+        return await asyncio.to_thread(self._read)
+
+    def _read(self) -> StoredEntries:
+        stored = StoredEntries()
+        for path in self._entry_files():
+            stored.entries.extend(json_lines(path, stored.problems))
+        markers = self.directory / MARKER_FILE
+        if markers.exists():
+            stored.replayed = {str(value["replayed"])
+                               for value in json_lines(markers, stored.marker_problems)
+                               if is_marker(value)}
+        return stored
+
+    async def mark_replayed(self, entry_ids: Sequence[str]) -> None:
+        lines = b"".join(marker(entry_id) + b"\n" for entry_id in entry_ids)
+        if lines:
+            await asyncio.to_thread(append_on_a_new_line, self.directory / MARKER_FILE, lines)
+
+    def _entry_files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(self.directory.glob(f"{FILE_PREFIX}*.jsonl"))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _logged(problem: str | None) -> str | None:
+    if problem is not None:
+        log.error("%s", problem)
+    return problem

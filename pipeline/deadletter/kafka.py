@@ -1,0 +1,154 @@
+"""The Kafka dead-letter store: entries as JSON records on a topic, and replay markers as
+records on the same topic (JSON objects with `replayed`, no `origin`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from pipeline.deadletter.entry import DeadLetterEntry, is_marker, marker
+from pipeline.deadletter.store import DeadLetterError, StoredEntries
+
+MARKER_HEADER = "govpipe-marker"
+
+
+class KafkaDeadLetter:
+    """Entries as JSON records on a Kafka topic, acknowledged by all in-sync replicas.
+
+    An entry bigger than one record may be (a `too_large` rejection always is: its value is
+    over max_event_bytes) is written as a summary (`DeadLetterEntry.to_json`); the original
+    stays at the recorded source position. Written whole, it would fail forever and hold
+    every later entry and offset behind it.
+    """
+
+    # Under the producer's max_request_size and the topics' max.message.bytes defaults
+    # (1 MiB), with room for the key and record overhead.
+    MAX_ENTRY_BYTES = 1_000_000
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self.description = f"kafka topic {topic}"
+        self._producer: AIOKafkaProducer | None = None
+        self._last_error: str | None = None
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = await start_producer(self._bootstrap)
+        return self._producer
+
+    async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
+        try:
+            producer = await self._started()
+            futures = [await producer.send(self._topic, entry.to_json(self.MAX_ENTRY_BYTES),
+                                           key=_bounded_key(entry.key))
+                       for entry in entries]
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            raise DeadLetterError(f"cannot write to {self.description}: "
+                                  f"{self._last_error}") from exc
+        self._last_error = None
+
+    def check(self) -> str | None:
+        return self._last_error
+
+    def recover(self) -> list[str]:
+        return []
+
+    async def read(self) -> StoredEntries:
+        """Every JSON object on the topic up to the end it has now. A record that is not
+        one is passed over unreported (govpipe writes none)."""
+        stored = StoredEntries()
+        for value in await _read_topic(self._bootstrap, self._topic):
+            if is_marker(value):
+                stored.replayed.add(str(value["replayed"]))
+            else:
+                stored.entries.append(value)
+        return stored
+
+    async def mark_replayed(self, entry_ids: Sequence[str]) -> None:
+        producer = await self._started()
+        futures = [await producer.send(self._topic, marker(entry_id),
+                                       headers=[(MARKER_HEADER, b"replayed")])
+                   for entry_id in entry_ids]
+        await asyncio.gather(*futures)
+
+    async def aclose(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+async def start_producer(bootstrap: str) -> AIOKafkaProducer:
+    """A started producer whose sends are acknowledged by all in-sync replicas, once each."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                enable_idempotence=True)
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
+def _bounded_key(key: bytes | None) -> bytes | None:
+    # A key too big for a record goes too; the entry's source position identifies it.
+    return key if key is None or len(key) <= 16_384 else None
+
+
+async def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every JSON object on `topic` up to the end it has now (entries and markers)."""
+    partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
+    if not partitions:
+        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        return await _read_to(consumer, ends)
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[int]:
+    """The topic's partition ids ([] when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if t.get("error_code") == 0
+                  for p in t.get("partitions", []))
+
+
+async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
+                   ) -> list[dict[str, Any]]:
+    values: list[dict[str, Any]] = []
+    while await _behind(consumer, ends):
+        fetched = await consumer.getmany(timeout_ms=1000)
+        for messages in fetched.values():
+            for message in messages:
+                try:
+                    value = orjson.loads(message.value or b"")
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(value, dict):
+                    values.append(value)
+    return values
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False

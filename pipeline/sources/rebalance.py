@@ -1,0 +1,42 @@
+"""Rebalances: the group's time limits for a member, and the listener that hands
+revocations and assignments to the Kafka source."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+
+if TYPE_CHECKING:
+    from pipeline.sources.kafka import KafkaSource
+
+# A commit that takes longer is abandoned (the broker is away): the settled prefix is
+# committed next time, or its records are read again by whoever owns the partition next.
+COMMIT_TIMEOUT_S = 5.0
+# How long an assignment callback waits for the positions the partitions resume at.
+POSITION_TIMEOUT_S = 5.0
+# Slack between the end of a revocation (wait, then commit) and the group giving up on
+# this member: it must rejoin within the rebalance timeout or be evicted.
+REBALANCE_MARGIN_S = 10.0
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+
+
+def rebalance_timeout_ms(revoke_timeout_s: float) -> int:
+    """The group's rebalance timeout for a member that may spend `revoke_timeout_s` settling
+    revoked partitions: long enough for the wait, the commit after it and a margin."""
+    return int((revoke_timeout_s + COMMIT_TIMEOUT_S + REBALANCE_MARGIN_S) * 1000)
+
+
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Settle and commit on revocation; pause and note positions on assignment."""
+
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer) -> None:
+        self._source = source
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._source.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._source.on_assigned(self._consumer, assigned)

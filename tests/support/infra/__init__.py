@@ -1,0 +1,1 @@
+"""The real services the tests and benchmarks run against, each stopped by its process id."""
