@@ -22,6 +22,11 @@ class SinkError(Exception):
         self.reason = reason
 
 
+def closed_error(sink: str) -> SinkError:
+    """What a sink raises when it is sent to after ``aclose()``."""
+    return SinkError(f"{sink} sink is closed", retriable=False, reason="closed")
+
+
 @runtime_checkable
 class Sink(Protocol):
     """Sends batches of signed events to one destination."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from pipeline.model import SignedEvent
-from sinks.base import SinkError
+from sinks.base import SinkError, closed_error
 
 
 class StdoutSink:
@@ -22,7 +22,7 @@ class StdoutSink:
 
     async def send(self, batch: Sequence[SignedEvent]) -> None:
         if self._closed:
-            raise SinkError("stdout sink is closed", retriable=False, reason="closed")
+            raise closed_error("stdout")
         if not batch:
             return
         payload = b"".join(event.body + b"\n" for event in batch)

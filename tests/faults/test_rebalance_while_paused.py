@@ -73,6 +73,9 @@ async def test_a_replica_paused_during_a_rebalance_loses_nothing(
         assert await b.terminate() == 0
         seen = set(copies_by_id(a.lines())) | set(copies_by_id(b.lines()))
         missing = event_ids(BACKLOG + STREAM, "rb") - seen
+        print(f"\nrebalance while paused: {BACKLOG + STREAM} ids, A wrote {len(a.lines())} "
+              f"lines, B {len(b.lines())}; missing {len(missing)}; A assigned "
+              f"{assignments(a)} times")
         assert not missing, f"{len(missing)} ids on no output, e.g. {sorted(missing)[:5]}"
         assert not evictions(a), f"A was evicted from its group: {evictions(a)[:3]}"
     finally:

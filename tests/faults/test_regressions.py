@@ -17,9 +17,9 @@ from pipeline.deadletter.kafka import KafkaDeadLetter
 from pipeline.model import Position, Record, Rejection, SignedEvent
 from pipeline.processor import EventProcessor
 from pipeline.signing.signers import HmacSigner
-from sinks import kafka as kafka_sink_module
 from sinks.base import SinkError
 from sinks.kafka import KafkaSink
+from sinks.kafka import sink as kafka_sink_module
 from tests.support.infra.kafka import KafkaBroker
 from tests.support.kafka_clients import consume_all, create_topics
 

@@ -49,6 +49,8 @@ async def test_sigterm_exits_on_time_while_the_broker_is_frozen(
         sent = time.monotonic()
         code = await daemon.terminate(timeout_s=120)
         took = time.monotonic() - sent
+        print(f"\nbroker frozen: exit {code} {took:.1f}s after SIGTERM "
+              f"(shutdown.timeout_s {SHUTDOWN_S:.0f})")
         assert took < EXIT_WITHIN_S, f"exited {took:.1f}s after SIGTERM"
         assert code in (0, 1), daemon.log.read_text()[-2000:]
     finally:
@@ -79,6 +81,8 @@ async def test_a_failing_kafka_dead_letter_stops_reading_and_catches_up_after(
         await asyncio.sleep(3)  # it would read on if it were not paused
         text = await daemon.scrape()
         read = metric_value(text, "govpipe_source_records_total")
+        print(f"\ndead-letter refusing: read {read:.0f} of {BAD_RECORDS}, pending "
+              f"{metric_value(text, 'govpipe_deadletter_pending'):.0f} (cap {PENDING_CAP})")
         assert read <= PENDING_CAP + FETCH, f"read {read} records with the dead-letter down"
         assert metric_value(text, "govpipe_deadletter_pending") <= PENDING_CAP + FETCH
         assert metric_value(text, "govpipe_deadletter_errors_total") > 0

@@ -9,8 +9,8 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from pipeline.model import SignedEvent
 from sinks.base import SinkError
 from sinks.kafka import binary_message, to_sink_error
+from sinks.otlp.http_transport import logs_url
 from sinks.otlp.records import encode_log_record, event_type, log_attributes, severity
-from sinks.otlp.sink import logs_url
 from tests.support.events import signed_examples
 
 

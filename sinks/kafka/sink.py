@@ -1,0 +1,181 @@
+"""Kafka sink: signed CloudEvents on one topic (``sinks.kafka.messages`` says how each
+event becomes a message).
+
+The producer is idempotent with ``acks=all``: a batch counts as delivered only when the
+broker acknowledged every record of it. A producer whose idempotence state breaks is
+replaced (``sinks.kafka.errors`` says which failures are retriable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
+
+from pipeline.model import SignedEvent
+from sinks.base import closed_error
+from sinks.kafka.batches import PartitionMessages, by_partition, record_batches, triage
+from sinks.kafka.deadlines import abandon, stop_within, wait_acks
+from sinks.kafka.errors import PRODUCER_STATE_ERRORS, to_sink_error
+from sinks.kafka.messages import ContentMode
+
+__all__ = ["KafkaSink"]
+
+log = logging.getLogger(__name__)
+
+_MIN_BATCH_BYTES = 16_384
+
+
+class KafkaSink:
+    """Produces each batch to one topic and waits for the broker's acknowledgement."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        content_mode: ContentMode = "structured",
+        timeout_s: float = 30.0,
+        name: str = "kafka",
+        record_batch_bytes: int = 1_048_576,
+        producer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``timeout_s`` bounds metadata waits and delivery (aiokafka request_timeout_ms).
+
+        ``record_batch_bytes``: aiokafka's producer puts one record batch per partition in a
+        produce request and (idempotent) has one request in flight per broker, so with its
+        16 KiB default a 500-event send took ~20 round trips; a batch of up to 1 MiB (the
+        Kafka default max.message.bytes is 1048588) takes one or two.
+        """
+        self.name = name
+        self._topic = topic
+        self._content_mode = content_mode
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "enable_idempotence": True,
+            "acks": "all",
+            "request_timeout_ms": int(timeout_s * 1000),
+            "max_batch_size": record_batch_bytes,
+            **(producer_options or {}),
+        }
+        self._timeout_s = timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The brokers this sink produces to."""
+        return str(self._options["bootstrap_servers"])
+
+    @property
+    def record_batch_bytes(self) -> int:
+        """The most bytes of one partition's records in one produce request."""
+        return int(self._options["max_batch_size"])
+
+    @property
+    def content_mode(self) -> ContentMode:
+        """``structured`` or ``binary``."""
+        return self._content_mode
+
+    async def start(self) -> None:
+        """Connect the producer (done by the first send otherwise); safe to call twice."""
+        if self._closed:
+            raise closed_error("kafka")
+        async with self._start_lock:
+            if self._producer is not None:
+                return
+            producer = AIOKafkaProducer(**self._options)
+            try:
+                await producer.start()
+            except BaseException as exc:
+                await producer.stop()  # a half-started producer holds sockets and tasks
+                if isinstance(exc, Exception):
+                    raise to_sink_error(exc) from exc
+                raise
+            self._producer = producer
+
+    async def send(self, batch: Sequence[SignedEvent]) -> None:
+        """Produce ``batch``; return once the broker acknowledged every record."""
+        if self._closed:
+            raise closed_error("kafka")
+        if not batch:
+            return
+        grouped = await by_partition(await self._started(), self._topic, batch,
+                                     self._content_mode)
+        todo = list(grouped.items())
+        while todo:
+            # A round that met a refusal replaced the producer: the next one starts anew.
+            todo = await self._send_round(await self._started(), todo)
+
+    async def _started(self) -> AIOKafkaProducer:
+        """The producer, started if there is none (raises SinkError if it cannot start)."""
+        await self.start()
+        assert self._producer is not None  # start() set it or raised
+        return self._producer
+
+    async def _send_round(self, producer: AIOKafkaProducer,
+                          todo: Sequence[PartitionMessages]) -> list[PartitionMessages]:
+        """Send each partition's messages and wait for every acknowledgement; return what
+        has to be sent again because the broker refused a record batch as too large.
+
+        A topic's max.message.bytes can be below ``record_batch_bytes``; the Java producer
+        splits such a batch too. The refused batch goes back in halves (so the rounds end),
+        and the producer is replaced, because the refused batch's sequence numbers leave a
+        gap that fails every later batch of that partition (``OutOfOrderSequenceNumber``):
+        those go back too. The new producer makes batches half the size, so later sends
+        fit. Only a single record over the limit fails the send (non-retriable). Records
+        sent again land after the partition's other batches, as with any retry."""
+        sent, pending = await self._hand_over(producer, todo)
+        again, refused, failure = triage(sent, await wait_acks(pending, self._timeout_s))
+        if refused or isinstance(failure, PRODUCER_STATE_ERRORS):
+            await self._replace_producer(shrink=bool(refused))
+        if failure is not None:
+            raise to_sink_error(failure) from failure
+        return again
+
+    async def _hand_over(self, producer: AIOKafkaProducer, todo: Sequence[PartitionMessages]
+                         ) -> tuple[list[PartitionMessages], list[asyncio.Future[Any]]]:
+        """Give the producer every record batch; each with its future, in order."""
+        sent: list[PartitionMessages] = []
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            # One record batch (one future) per partition and ~max_batch_size bytes, not one
+            # future per event: per-event send() and its futures were a hot spot in profiles.
+            for partition, messages in todo:
+                for builder, packed in record_batches(producer, messages):
+                    pending.append(await producer.send_batch(builder, self._topic,
+                                                             partition=partition))
+                    sent.append((partition, packed))
+        except Exception as exc:  # KafkaError mostly; anything else must not leak futures
+            await abandon(pending, self._timeout_s)
+            raise to_sink_error(exc) from exc
+        return sent, pending
+
+    async def _replace_producer(self, shrink: bool = False) -> None:
+        """Drop a producer whose idempotence state is broken; the next send starts anew.
+        ``shrink``: a record batch was refused as too large, so the next producer makes
+        batches half the size (not below 16 KiB, aiokafka's default)."""
+        async with self._start_lock:
+            producer, self._producer = self._producer, None
+            if shrink:
+                size = max(_MIN_BATCH_BYTES, self.record_batch_bytes // 2)
+                if size < self.record_batch_bytes:
+                    log.warning("kafka: a record batch was refused as too large for topic "
+                                "%s; record batches are now %d bytes", self._topic, size)
+                self._options["max_batch_size"] = size
+        if producer is not None:
+            await stop_within(producer, self._timeout_s)
+
+    async def aclose(self) -> None:
+        """Flush and stop the producer, within ``timeout_s``; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        async with self._start_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await stop_within(producer, self._timeout_s)
