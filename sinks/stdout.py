@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import sys
 from collections.abc import Sequence
 from typing import BinaryIO
@@ -31,7 +32,7 @@ class StdoutSink:
 
     def _write(self, payload: bytes) -> None:
         try:
-            self._stream.write(payload)
+            self._write_all(payload)
             self._stream.flush()
         except BrokenPipeError as exc:
             raise SinkError("stdout closed by the reader", retriable=False,
@@ -39,6 +40,17 @@ class StdoutSink:
         except OSError as exc:
             raise SinkError(f"stdout write failed: {exc.strerror}", retriable=True,
                             reason="io_error") from exc
+
+    def _write_all(self, payload: bytes) -> None:
+        # An unbuffered stdout (PYTHONUNBUFFERED, python -u) is a raw file: a write blocked on
+        # a full pipe comes back short when the process is stopped and continued. What it
+        # did not take would be lost while the batch counts as delivered.
+        view = memoryview(payload)
+        while view:
+            written = self._stream.write(view)
+            if not written:  # None: a non-blocking stream that took nothing; 0: no progress
+                raise OSError(errno.EAGAIN, "stdout took nothing")
+            view = view[written:]
 
     async def aclose(self) -> None:
         if self._closed:

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipeline import wiring
+from pipeline import app
 from pipeline.__main__ import main
 from pipeline.model import SignedEvent
 from pipeline.settings import Settings
@@ -35,5 +35,5 @@ def _slow_stdout(settings: Settings) -> SlowStdoutSink:
 
 
 if __name__ == "__main__":
-    wiring.SINK_BUILDERS = {**wiring.SINK_BUILDERS, "stdout": _slow_stdout}
+    app.SINK_BUILDERS = {**app.SINK_BUILDERS, "stdout": _slow_stdout}
     sys.exit(main())

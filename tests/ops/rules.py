@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
+from pipeline.delivery.ledger import Ledger
 from pipeline.ops.metrics import Metrics
 
 ROOT = Path(__file__).parents[2]
@@ -48,6 +49,7 @@ def exported_names() -> set[str]:
     """Every series name govpipe's registry can expose, including never-incremented ones."""
     registry = CollectorRegistry()
     Metrics(registry)
+    Ledger(registry, ["stdout"])
     return {family.name + suffix for family in registry.collect()
             for suffix in _SUFFIXES[family.type]}
 

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
+from pipeline.delivery.ledger import Ledger
 from pipeline.ops.metrics import Metrics
 from tests.ops.rules import (
     ALERTS_YML,
@@ -99,6 +100,7 @@ def test_readme_operations_section_documents_every_alert_and_metric() -> None:
     section = readme.split("\n## Operations\n", 1)[1].split("\n## ", 1)[0]
     registry = CollectorRegistry()
     Metrics(registry)
+    Ledger(registry, ["stdout"])
     main_name = {"counter": "{}_total", "gauge": "{}", "histogram": "{}"}
     for family in registry.collect():
         assert f"`{main_name[family.type].format(family.name)}`" in section, family.name

@@ -55,7 +55,8 @@ def _sdk_id(value: object, digits: int) -> int:
 
 def _sdk_time(value: object) -> int | None:
     """Nanoseconds since the epoch from an RFC 3339 time with an offset, else None."""
-    with contextlib.suppress(TypeError, ValueError):
+    # OverflowError: a time whose UTC instant falls before year 1 (0001-01-01T00:00+02:00).
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
         moment = datetime.fromisoformat(value)  # type: ignore[arg-type]
         nanos = calendar.timegm(moment.utctimetuple()) * 1_000_000_000 + moment.microsecond * 1000
         if moment.utcoffset() is not None and 0 < nanos < 1 << 64:
