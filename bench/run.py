@@ -123,7 +123,7 @@ def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) ->
     """`govpipe run` configured by GOVPIPE_* overrides for ``scenario``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
     env.update({
-        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": topics.bootstrap,
+        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_KAFKA__BOOTSTRAP_SERVERS": topics.bootstrap,
         "GOVPIPE_SOURCE__TOPIC": topics.source, "GOVPIPE_SOURCE__GROUP_ID": topics.group,
         "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0", "GOVPIPE_DEADLETTER__KIND": "file",
         "GOVPIPE_DEADLETTER__PATH": str(work / "dlq"),

@@ -18,6 +18,7 @@ from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.delivery.ledger import Ledger
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
 from pipeline.inbound.verifier import InboundVerifier, load_inbound_keys
+from pipeline.kafka_connection import client_options
 from pipeline.ops.health import HealthRegistry, Status
 from pipeline.ops.metrics import Metrics
 from pipeline.ops.server import OpsServer
@@ -55,12 +56,17 @@ def _otlp_sink(settings: Settings) -> Sink:
 
 def _kafka_sink(settings: Settings) -> Sink:
     kafka = settings.sinks.kafka
+    table = "sinks.kafka.connection" if kafka.connection is not None else "kafka"
+    options = client_options(settings.sink_kafka, table)
     return KafkaSink(
-        kafka.bootstrap_servers or settings.source.bootstrap_servers,
+        options.pop("bootstrap_servers"),
         kafka.topic,
         content_mode=kafka.content_mode,
         timeout_s=kafka.timeout_s,
         record_batch_bytes=kafka.record_batch_bytes,
+        producer_options={**options, "linger_ms": kafka.linger_ms,
+                          "compression_type": None if kafka.compression_type == "none"
+                          else kafka.compression_type},
     )
 
 
@@ -83,7 +89,8 @@ def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
 
 def build_source(settings: Settings, ledger: Ledger) -> Source:
     if settings.source.kind == "kafka":
-        return KafkaSource(settings.source, ledger, revoke_timeout_s=settings.shutdown.timeout_s)
+        return KafkaSource(settings.source, ledger, client_options(settings.kafka),
+                           revoke_timeout_s=settings.shutdown.timeout_s)
     if settings.source.kind == "file" and settings.source.path is not None:
         return LineSource.file(settings.source.path)
     return LineSource.stdin()
@@ -93,7 +100,7 @@ def build_deadletter_store(settings: Settings) -> DeadLetterStore:
     """The dead-letter store `deadletter.kind` names: the daemon writes to it, `govpipe
     replay` reads it (the only place that looks at the kind)."""
     if settings.deadletter_kind == "kafka":
-        return KafkaDeadLetter(settings.source.bootstrap_servers, settings.deadletter.topic)
+        return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic)
     return FileDeadLetter(settings.deadletter.path)
 
 

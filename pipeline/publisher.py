@@ -51,13 +51,17 @@ class Publisher:
     """Async publisher onto one topic; `async with` or `start()` / `aclose()`."""
 
     def __init__(self, bootstrap_servers: str, topic: str, *, sign_key: bytes | None = None,
-                 sender: str = "", timeout_s: float = 30.0) -> None:
+                 sender: str = "", timeout_s: float = 30.0,
+                 client_options: Mapping[str, Any] | None = None) -> None:
+        """`client_options`: more aiokafka connection keywords (security_protocol,
+        ssl_context, sasl_*; `pipeline.kafka_connection.client_options` makes them)."""
         self.topic = topic
         self._sign_key = sign_key
         self._sender = sender
         self._timeout_s = timeout_s
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all",
-                                          enable_idempotence=True)
+        self._producer = AIOKafkaProducer(**{**(client_options or {}),
+                                             "bootstrap_servers": bootstrap_servers},
+                                          acks="all", enable_idempotence=True)
         self._started = False
 
     async def start(self) -> None:

@@ -9,9 +9,11 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pipeline.cli.run import EXIT_CONFIG, add_config_argument
+from pipeline.cli.run import EXIT_CONFIG, add_config_argument, warn_deprecated
 from pipeline.inbound.verifier import load_inbound_keys
+from pipeline.kafka_connection import client_options, explain
 from pipeline.ops.logs import configure_logging
 from pipeline.publisher import Publisher
 from pipeline.settings import ConfigError, load_settings
@@ -31,7 +33,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_config_argument(publish)
     publish.add_argument("--topic", help="input topic (default: source.topic)")
     publish.add_argument("--bootstrap-servers", metavar="B",
-                         help="Kafka brokers (default: source.bootstrap_servers)")
+                         help="Kafka brokers (default: kafka.bootstrap_servers; the other [kafka] "
+                              "keys, TLS and SASL, apply either way)")
     publish.add_argument("--sign-key", type=Path, metavar="FILE",
                          help="inbound HMAC key file (base64, as govpipe keygen --alg hmac "
                               "writes it): sign each record")
@@ -50,12 +53,15 @@ def main(args: argparse.Namespace) -> int:
             key = load_inbound_keys(args.sign_key).for_sender(args.sender)
             if key is None:
                 raise SigningKeyError(f"{args.sign_key}: no key for sender {args.sender!r}")
+        options = client_options(settings.kafka)
     except (ConfigError, SigningKeyError) as exc:
         print(f"govpipe: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log.level)  # aiokafka's warnings as JSON, like `run`
-    publisher_args = (args.bootstrap_servers or settings.source.bootstrap_servers,
-                      args.topic or settings.source.topic)
+    warn_deprecated(settings)
+    if args.bootstrap_servers:
+        options["bootstrap_servers"] = args.bootstrap_servers
+    publisher_args = (options, args.topic or settings.source.topic)
     try:
         stream = sys.stdin.buffer if args.input is None else args.input.open("rb")
     except OSError as exc:
@@ -67,13 +73,14 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_FAILED if tally.failed or tally.unreachable else 0
 
 
-async def _publish(lines: Iterable[bytes], bootstrap: str, topic: str, key: bytes | None,
-                   sender: str) -> Tally:
+async def _publish(lines: Iterable[bytes], options: dict[str, Any], topic: str,
+                   key: bytes | None, sender: str) -> Tally:
     tally = Tally()
     progress = sys.stderr.isatty()
     events = _events(lines, tally)
     try:
-        async with Publisher(bootstrap, topic, sign_key=key, sender=sender) as publisher:
+        async with Publisher(options.pop("bootstrap_servers"), topic, sign_key=key,
+                             sender=sender, client_options=options) as publisher:
             for chunk in _chunks(events):
                 errors = await publisher.publish_values([item for _, item in chunk])
                 for (number, _), error in zip(chunk, errors, strict=True):
@@ -86,7 +93,7 @@ async def _publish(lines: Iterable[bytes], bootstrap: str, topic: str, key: byte
                     print(f"\rpublished {tally.published}, failed {tally.failed}…", end="",
                           file=sys.stderr, flush=True)
     except Exception as exc:  # the broker could not be reached at all
-        print(f"govpipe: cannot publish to {bootstrap}: {exc}", file=sys.stderr)
+        print(f"govpipe: cannot publish: {explain(exc, options)}", file=sys.stderr)
         unsent = sum(1 for _ in events)  # draining also counts the non-JSON lines left
         tally.failed += unsent  # every line not sent counts as failed
         tally.unreachable = True

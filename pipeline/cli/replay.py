@@ -14,12 +14,18 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from pipeline.app import build_deadletter_store
-from pipeline.cli.run import EXIT_CONFIG, add_config_argument, load_or_explain
+from pipeline.cli.run import (
+    EXIT_CONFIG,
+    add_config_argument,
+    load_or_explain,
+    warn_deprecated,
+)
 from pipeline.deadletter.kafka import start_producer
 from pipeline.deadletter.replay import ReplayFilter, ReplayRecord, make_plan
 from pipeline.deadletter.store import DeadLetterStore, StoredEntries
+from pipeline.kafka_connection import client_options
 from pipeline.ops.logs import configure_logging
-from pipeline.settings import Settings
+from pipeline.settings import ConfigError, Settings
 
 CHUNK = 500
 
@@ -63,8 +69,13 @@ def main(args: argparse.Namespace) -> int:
         deadletter = settings.deadletter.model_copy(update={"path": args.directory})
         settings = settings.model_copy(update={"deadletter": deadletter})
     configure_logging(settings.log.level)  # aiokafka's warnings as JSON, like `run`
+    warn_deprecated(settings)
     selected = ReplayFilter(args.sink, args.reason, args.origin, args.since, args.until)
-    return asyncio.run(_replay(settings, args, selected))
+    try:
+        return asyncio.run(_replay(settings, args, selected))
+    except ConfigError as exc:  # a Kafka key or password file that cannot be read
+        print(f"govpipe: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 async def _replay(settings: Settings, args: argparse.Namespace, selected: ReplayFilter) -> int:
@@ -121,7 +132,7 @@ async def _input(settings: Settings) -> AsyncIterator[Send]:
     if settings.source.kind != "kafka":
         yield _to_stdout
         return
-    producer = await start_producer(settings.source.bootstrap_servers)
+    producer = await start_producer(client_options(settings.kafka))
     try:
         yield partial(_to_topic, producer, settings.source.topic)
     finally:

@@ -46,14 +46,21 @@ def load_or_explain(path: Path | None) -> Settings | None:
         return None
 
 
+def warn_deprecated(settings: Settings) -> None:
+    """Log each old key the config still uses (once logging is configured)."""
+    for notice in settings.deprecations:
+        log.warning("%s", notice)
+
+
 def main(args: argparse.Namespace) -> int:
     settings = load_or_explain(args.config)
     if settings is None:
         return EXIT_CONFIG
     configure_logging(settings.log.level)
+    warn_deprecated(settings)
     try:
         return asyncio.run(_run(settings, os.environ))
-    except (SigningKeyError, ServerError) as exc:
+    except (SigningKeyError, ServerError, ConfigError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CONFIG
 

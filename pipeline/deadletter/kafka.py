@@ -4,7 +4,7 @@ records on the same topic (JSON objects with `replayed`, no `origin`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -31,8 +31,9 @@ class KafkaDeadLetter:
     # (1 MiB), with room for the key and record overhead.
     MAX_ENTRY_BYTES = 1_000_000
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self._bootstrap = bootstrap_servers
+    def __init__(self, client_options: Mapping[str, Any], topic: str) -> None:
+        """`client_options`: aiokafka's connection keywords (pipeline.kafka_connection)."""
+        self._options = dict(client_options)
         self._topic = topic
         self.description = f"kafka topic {topic}"
         self._producer: AIOKafkaProducer | None = None
@@ -40,7 +41,7 @@ class KafkaDeadLetter:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            self._producer = await start_producer(self._bootstrap)
+            self._producer = await start_producer(self._options)
         return self._producer
 
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
@@ -66,7 +67,7 @@ class KafkaDeadLetter:
         """Every JSON object on the topic up to the end it has now. A record that is not
         one is passed over unreported (govpipe writes none)."""
         stored = StoredEntries()
-        for value in await _read_topic(self._bootstrap, self._topic):
+        for value in await _read_topic(self._options, self._topic):
             if is_marker(value):
                 stored.replayed.add(str(value["replayed"]))
             else:
@@ -86,10 +87,9 @@ class KafkaDeadLetter:
             await producer.stop()
 
 
-async def start_producer(bootstrap: str) -> AIOKafkaProducer:
+async def start_producer(client_options: Mapping[str, Any]) -> AIOKafkaProducer:
     """A started producer whose sends are acknowledged by all in-sync replicas, once each."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options, acks="all", enable_idempotence=True)
     try:
         await producer.start()
     except BaseException:
@@ -103,12 +103,12 @@ def _bounded_key(key: bytes | None) -> bytes | None:
     return key if key is None or len(key) <= 16_384 else None
 
 
-async def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+async def _read_topic(options: Mapping[str, Any], topic: str) -> list[dict[str, Any]]:
     """Every JSON object on `topic` up to the end it has now (entries and markers)."""
-    partitions = [TopicPartition(topic, p) for p in await _partitions(bootstrap, topic)]
+    partitions = [TopicPartition(topic, p) for p in await _partitions(options, topic)]
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -119,9 +119,9 @@ async def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
         await consumer.stop()
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
+async def _partitions(options: Mapping[str, Any], topic: str) -> list[int]:
     """The topic's partition ids ([] when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**options)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

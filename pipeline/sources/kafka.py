@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.delivery.ledger import Ledger
+from pipeline.kafka_connection import explain
 from pipeline.model import Position, Record
 from pipeline.ops.health import Status
 from pipeline.settings import SourceSettings
@@ -31,7 +32,6 @@ from pipeline.sources.base import Room
 from pipeline.sources.offset_guard import OffsetGuard
 from pipeline.sources.rebalance import (
     COMMIT_TIMEOUT_S,
-    DEFAULT_MAX_POLL_INTERVAL_MS,
     POSITION_TIMEOUT_S,
     RebalanceListener,
     rebalance_timeout_ms,
@@ -44,12 +44,15 @@ MAX_RECORDS = 500
 class KafkaSource:
     """Reads `source.topic` in consumer group `source.group_id`."""
 
-    def __init__(self, settings: SourceSettings, ledger: Ledger, *,
+    def __init__(self, settings: SourceSettings, ledger: Ledger,
+                 connection: Mapping[str, Any] | None = None, *,
                  revoke_timeout_s: float = 30.0) -> None:
         self.name = f"kafka:{settings.topic}"
         self._settings = settings
         self._ledger = ledger
         self._tracker = ledger.tracker
+        # aiokafka's client options (brokers, TLS, SASL): see pipeline.kafka_connection.
+        self._connection = dict(connection or {"bootstrap_servers": "127.0.0.1:9092"})
         self._revoke_timeout_s = revoke_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
         self._committed: dict[TopicPartition, int] = {}
@@ -68,7 +71,7 @@ class KafkaSource:
             try:
                 await self._start_once()
             except KafkaError as exc:
-                self.error = f"cannot reach Kafka at {self._settings.bootstrap_servers}: {exc}"
+                self.error = explain(exc, self._connection)
                 log.error("%s; retrying in %.1fs", self.error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -76,16 +79,22 @@ class KafkaSource:
 
     async def _start_once(self) -> None:
         rebalance_ms = rebalance_timeout_ms(self._revoke_timeout_s)
+        source = self._settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            group_id=self._settings.group_id,
+            **self._connection,
+            group_id=source.group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=max(1_048_576, self._settings.max_event_bytes + 1024),
-            # aiokafka's default rebalance timeout is the 10 s session timeout: a member
-            # still settling revoked partitions after that is evicted mid-callback.
-            rebalance_timeout_ms=rebalance_ms,
-            max_poll_interval_ms=max(DEFAULT_MAX_POLL_INTERVAL_MS, rebalance_ms),
+            auto_offset_reset=source.auto_offset_reset,
+            isolation_level=source.isolation_level,
+            session_timeout_ms=source.session_timeout_ms,
+            heartbeat_interval_ms=source.heartbeat_interval_ms,
+            fetch_max_bytes=source.fetch_max_bytes,
+            max_partition_fetch_bytes=source.max_partition_fetch_bytes
+            or max(1_048_576, source.max_event_bytes + 1024),
+            # aiokafka's default rebalance timeout is the session timeout: a member still
+            # settling revoked partitions after that is evicted mid-callback.
+            rebalance_timeout_ms=max(rebalance_ms, source.session_timeout_ms),
+            max_poll_interval_ms=max(source.max_poll_interval_ms, rebalance_ms),
         )
         consumer.subscribe([self._settings.topic], listener=RebalanceListener(self, consumer))
         try:

@@ -19,7 +19,6 @@ POSITION_TIMEOUT_S = 5.0
 # Slack between the end of a revocation (wait, then commit) and the group giving up on
 # this member: it must rejoin within the rebalance timeout or be evicted.
 REBALANCE_MARGIN_S = 10.0
-DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 
 
 def rebalance_timeout_ms(revoke_timeout_s: float) -> int:

@@ -71,7 +71,7 @@ async def test_an_entry_too_big_for_a_kafka_record_does_not_wedge_the_dead_lette
                           position=Position("in", 0, 7), value=value, key=b"k")
     small = DeadLetterEntry(origin="source", reason="invalid_json", error="not JSON",
                             position=Position("in", 0, 8), value=b"{oops")
-    destination = KafkaDeadLetter(own_broker.bootstrap, "dlq")
+    destination = KafkaDeadLetter({"bootstrap_servers": own_broker.bootstrap}, "dlq")
     try:
         await asyncio.wait_for(destination.write([big, small]), 30)
     finally:

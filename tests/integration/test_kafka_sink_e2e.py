@@ -86,7 +86,7 @@ def _run_env(key: bytes, broker: KafkaBroker, topic: str, collector: Collector) 
         "GOVPIPE_SIGNING_KEY": base64.b64encode(key).decode(),
         "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0",
         "GOVPIPE_SINKS__KAFKA__ENABLED": "true",
-        "GOVPIPE_SINKS__KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+        "GOVPIPE_SINKS__KAFKA__CONNECTION__BOOTSTRAP_SERVERS": broker.bootstrap,
         "GOVPIPE_SINKS__KAFKA__TOPIC": topic,
         "GOVPIPE_SINKS__OTLP__ENABLED": "true",
         "GOVPIPE_SINKS__OTLP__ENDPOINT": collector.grpc_endpoint,

@@ -66,7 +66,7 @@ async def test_kafka_dead_letters_go_back_on_the_input_topic_once(
     down = MemorySink("collector")
     down.fail_with = SinkError("collector down", retriable=False, reason="export_failed")
     first = RunningDaemon(settings, [(down, SinkSettings(enabled=True))],
-                          deadletter=KafkaDeadLetter(kafka_broker.bootstrap, dlq))
+                          deadletter=KafkaDeadLetter({"bootstrap_servers": kafka_broker.bootstrap}, dlq))
     daemons.append(first)
     first.start()
     await eventually(lambda: first.sample("govpipe_deadletter_written_total",
@@ -75,7 +75,7 @@ async def test_kafka_dead_letters_go_back_on_the_input_topic_once(
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
     env.update({"GOVPIPE_SOURCE__KIND": "kafka",
-                "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
+                "GOVPIPE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
                 "GOVPIPE_SOURCE__TOPIC": topic, "GOVPIPE_DEADLETTER__TOPIC": dlq})
     code, _, err = await govpipe("replay", "--sink", "collector", cwd=tmp_path, env=env)
     assert code == 0, err
@@ -85,7 +85,7 @@ async def test_kafka_dead_letters_go_back_on_the_input_topic_once(
 
     back = MemorySink("collector")  # the collector is back: the same group resumes
     second = RunningDaemon(settings, [(back, SinkSettings(enabled=True))],
-                           deadletter=KafkaDeadLetter(kafka_broker.bootstrap, dlq))
+                           deadletter=KafkaDeadLetter({"bootstrap_servers": kafka_broker.bootstrap}, dlq))
     daemons.append(second)
     second.start()
     await asyncio.wait_for(back.wait_for_count(60), 60)

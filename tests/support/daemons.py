@@ -25,7 +25,7 @@ KEY = bytes(range(32))
 def kafka_settings(bootstrap: str, topic: str, tmp_path: Path, **env: str) -> Settings:
     """Settings for a daemon on `topic` in a fresh consumer group; `env` are GOVPIPE_* keys."""
     return load_settings(None, {
-        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": bootstrap,
+        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "GOVPIPE_SOURCE__TOPIC": topic, "GOVPIPE_SOURCE__GROUP_ID": f"g-{uuid.uuid4().hex[:8]}",
         "GOVPIPE_SOURCE__COMMIT_INTERVAL_S": "0.2", "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0",
         "GOVPIPE_DEADLETTER__KIND": "file",

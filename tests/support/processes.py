@@ -40,7 +40,7 @@ def run_env(bootstrap: str, topic: str, group: str, tmp_path: Path,
     `tmp_path/dlq`, and a shutdown timeout a test's SIGTERM (`GovpipeProcess.terminate`
     waits 60 s) can wait out; overrides are GOVPIPE_* keys."""
     return govpipe_env(KEY, **{
-        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": bootstrap,
+        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "GOVPIPE_SOURCE__TOPIC": topic, "GOVPIPE_SOURCE__GROUP_ID": group,
         "GOVPIPE_SOURCE__COMMIT_INTERVAL_S": "0.5",
         "GOVPIPE_DEADLETTER__KIND": "file", "GOVPIPE_DEADLETTER__PATH": str(tmp_path / "dlq"),

@@ -173,4 +173,4 @@ def test_recover_moves_torn_tails_aside_and_names_each_file(
 
 def test_nothing_to_recover(tmp_path: Path) -> None:
     assert FileDeadLetter(tmp_path / "not-yet-created").recover() == []
-    assert KafkaDeadLetter("127.0.0.1:9", "dlq").recover() == []
+    assert KafkaDeadLetter({"bootstrap_servers": "127.0.0.1:9"}, "dlq").recover() == []

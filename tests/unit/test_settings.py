@@ -39,7 +39,9 @@ def test_every_key_of_the_model_appears_in_the_shipped_config() -> None:
                 found.append(name)
         return found
 
-    missing = [key for key in keys(Settings) if f"{key} =" not in text]
+    # A table of its own (an optional one) appears as its header.
+    missing = [key for key in keys(Settings)
+               if f"{key} =" not in text and f".{key}]" not in text]
     assert missing == []
 
 
@@ -68,7 +70,7 @@ def test_deadletter_defaults_to_kafka_with_a_kafka_source() -> None:
     ({"GOVPIPE_SOURCE__KIND": "rabbitmq"}, "config error: source.kind: Input should be"),
     ({"GOVPIPE_SERVER__LISTEN": "9464"}, "config error: server.listen: expected HOST:PORT"),
     ({"GOVPIPE_SOURCE_KIND": "kafka"}, "GOVPIPE_SOURCE_KIND: not a config override"),
-    ({"GOVPIPE_SOURCE__KIND": "file"}, "config error: source: path: required"),
+    ({"GOVPIPE_SOURCE__KIND": "file"}, "config error: source.path: required"),
 ])
 def test_bad_environment_is_one_line_naming_the_key(env: dict[str, str], expected: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -1,10 +1,14 @@
 """A throwaway certificate authority for TLS tests: a CA, a server certificate for
-127.0.0.1/localhost and a client certificate, as PEM files in a directory."""
+127.0.0.1/localhost and a client certificate, as PEM files in a directory.
+
+:func:`make_broker_pki` writes the larger set a TLS/mTLS Kafka listener and its clients need
+(a PEM keystore for the broker, an encrypted client key, an unrelated second CA)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["TestPki", "make_pki"]
+__all__ = ["BrokerPki", "TestPki", "make_broker_pki", "make_pki"]
 
 _VALIDITY = datetime.timedelta(days=1)
 
@@ -33,10 +37,12 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path, password: bytes | None = None) -> Path:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption() if password is None
+        else serialization.BestAvailableEncryption(password))
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+                                       serialization.PrivateFormat.PKCS8, encryption))
     return path
 
 
@@ -88,4 +94,64 @@ def make_pki(directory: Path) -> TestPki:
         server_key=_write_key(server_key, directory / "server.key"),
         client_cert=_write_cert(client, directory / "client.pem"),
         client_key=_write_key(client_key, directory / "client.key"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPki:
+    """PEM files for a TLS Kafka broker and its clients (see :func:`make_broker_pki`)."""
+
+    ca_cert: Path
+    """The CA that issued the broker's and the client's certificates (broker truststore)."""
+    server_keystore: Path
+    """Broker key (PKCS#8, unencrypted) followed by its chain: ``ssl.keystore.type=PEM``."""
+    client_cert: Path
+    client_key: Path
+    """The client key, PKCS#8, unencrypted."""
+    client_key_encrypted: Path
+    """The same client key encrypted with ``client_key_password``."""
+    client_key_password: str
+    client_key_password_file: Path
+    """``client_key_password`` alone in a file (no trailing newline)."""
+    other_ca_cert: Path
+    """An unrelated CA: trusting it instead of ``ca_cert`` must fail verification."""
+    untrusted_client_cert: Path
+    """A client certificate issued by the unrelated CA (the broker must refuse it)."""
+    untrusted_client_key: Path
+
+
+def make_broker_pki(directory: Path) -> BrokerPki:
+    """Write a CA, a broker keystore (127.0.0.1, localhost), a client cert with a plain and
+    an encrypted key, and an unrelated CA with a client cert of its own into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
+        ec.SECP256R1())
+    ca = _issue("govpipe test CA", ca_key, None, None)
+    other = _issue("unrelated test CA", other_key, None, None)
+    server_key, client_key, stray_key = (ec.generate_private_key(ec.SECP256R1())
+                                         for _ in range(3))
+    server = _issue("127.0.0.1", server_key, (ca.subject, ca_key), ExtendedKeyUsageOID.SERVER_AUTH)
+    client = _issue("govpipe", client_key, (ca.subject, ca_key), ExtendedKeyUsageOID.CLIENT_AUTH)
+    stray = _issue("govpipe", stray_key, (other.subject, other_key),
+                   ExtendedKeyUsageOID.CLIENT_AUTH)
+    keystore = directory / "broker-keystore.pem"
+    _write_key(server_key, keystore)
+    with keystore.open("ab") as out:
+        out.write(server.public_bytes(serialization.Encoding.PEM))
+        out.write(ca.public_bytes(serialization.Encoding.PEM))
+    password = secrets.token_urlsafe(12)
+    password_file = directory / "client-key.password"
+    password_file.write_text(password)
+    return BrokerPki(
+        ca_cert=_write_cert(ca, directory / "ca.pem"),
+        server_keystore=keystore,
+        client_cert=_write_cert(client, directory / "client.pem"),
+        client_key=_write_key(client_key, directory / "client.key"),
+        client_key_encrypted=_write_key(client_key, directory / "client-encrypted.key",
+                                        password.encode()),
+        client_key_password=password,
+        client_key_password_file=password_file,
+        other_ca_cert=_write_cert(other, directory / "other-ca.pem"),
+        untrusted_client_cert=_write_cert(stray, directory / "untrusted-client.pem"),
+        untrusted_client_key=_write_key(stray_key, directory / "untrusted-client.key"),
     )

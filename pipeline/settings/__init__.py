@@ -5,131 +5,47 @@ work together, raise `ConfigError` naming the key."""
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    SecretStr,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+
+from pipeline.settings.base import BROKEN_RULE, ConfigError, StrictModel, broken_rule
+from pipeline.settings.kafka import KafkaConnection, deprecated_kafka_keys
+from pipeline.settings.sinks import (
+    OTLP_DEFAULT_ENDPOINTS,
+    BreakerSettings,
+    KafkaSinkSettings,
+    OtlpSinkSettings,
+    RetrySettings,
+    SinkSettings,
+    SinksSettings,
+    StdoutSinkSettings,
+)
+
+__all__ = [
+    "OTLP_DEFAULT_ENDPOINTS", "BreakerSettings", "ConfigError", "KafkaConnection",
+    "KafkaSinkSettings", "OtlpSinkSettings", "RetrySettings", "Settings", "SinkSettings",
+    "SinksSettings", "StdoutSinkSettings", "load_settings",
+]
 
 ENV_PREFIX = "GOVPIPE_"
 # GOVPIPE_* variables that are not config overrides (key material, tool caches).
 NOT_OVERRIDES = frozenset({"GOVPIPE_SIGNING_KEY", "GOVPIPE_CACHE"})
+_NAMED_KEY = re.compile(r"([a-z_]+): ")
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message is one line naming the key."""
-
-
-_BROKEN_RULE = "broken_rule"
-
-
-def _broken_rule(key: str, problem: str) -> PydanticCustomError:
-    """A rule across keys that the values break, reported under `key` (the one to change)."""
-    return PydanticCustomError(_BROKEN_RULE, "{key}: {problem}", {"key": key, "problem": problem})
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RetrySettings(_Model):
-    max_attempts: int = Field(5, ge=1)
-    initial_backoff_s: float = Field(0.2, gt=0)
-    max_backoff_s: float = Field(10.0, gt=0)
-
-
-class BreakerSettings(_Model):
-    failure_threshold: int = Field(5, ge=1)
-    cooldown_s: float = Field(30.0, gt=0)
-    success_threshold: int = Field(2, ge=1)
-
-
-class SinkSettings(_Model):
-    enabled: bool = False
-    queue_size: int = Field(2_000, ge=1)
-    batch_size: int = Field(500, ge=1)
-    on_full: Literal["block", "drop"] = "block"
-    on_open: Literal["deadletter", "block", "drop"] = "deadletter"
-    retry: RetrySettings = RetrySettings()
-    breaker: BreakerSettings = BreakerSettings()
-
-
-class StdoutSinkSettings(SinkSettings):
-    enabled: bool = True
-
-
-OTLP_DEFAULT_ENDPOINTS = {"grpc": "http://127.0.0.1:4317", "http/protobuf": "http://127.0.0.1:4318"}
-
-
-class OtlpSinkSettings(SinkSettings):
-    # Unset: the OTLP default port of the protocol (4317 gRPC, 4318 HTTP), on loopback.
-    endpoint: str = OTLP_DEFAULT_ENDPOINTS["grpc"]
-    protocol: Literal["grpc", "http/protobuf"] = "grpc"
-    headers: dict[str, SecretStr] = Field(default_factory=dict)  # may carry credentials
-    timeout_s: float = Field(10.0, gt=0)
-    compression: Literal["none", "gzip"] = "none"
-    insecure: bool = True
-    ca_file: Path | None = None           # PEM CA bundle to verify the collector (TLS)
-    client_cert_file: Path | None = None  # PEM client certificate (mutual TLS)
-    client_key_file: Path | None = None   # PEM client key (mutual TLS)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _endpoint_for_protocol(cls, values: Any) -> Any:
-        if isinstance(values, dict) and values.get("endpoint") is None:
-            protocol = values.get("protocol", "grpc")
-            # A protocol that is not a known string is reported by its own validation.
-            default = OTLP_DEFAULT_ENDPOINTS.get(protocol, "") if isinstance(protocol, str) \
-                else ""
-            values = {**values, "endpoint": default}
-        return values
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _headers_from_text(cls, value: Any) -> Any:
-        # From the environment: "k1=v1,k2=v2", the OTEL_EXPORTER_OTLP_HEADERS form.
-        if isinstance(value, str):
-            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
-            if any(len(pair) != 2 for pair in pairs):
-                raise ValueError("expected k1=v1,k2=v2")
-            return {k.strip(): v.strip() for k, v in pairs}
-        return value
-
-
-class KafkaSinkSettings(SinkSettings):
-    bootstrap_servers: str | None = None
-    topic: str = Field("governance.cloudevents", min_length=1)
-    content_mode: Literal["structured", "binary"] = "structured"
-    timeout_s: float = Field(30.0, gt=0)  # metadata wait and delivery deadline per record
-    # Bytes per partition in one produce request (halved if a topic refuses it as too large).
-    record_batch_bytes: int = Field(1_048_576, ge=16_384)
-
-
-class SinksSettings(_Model):
-    stdout: StdoutSinkSettings = StdoutSinkSettings()
-    otlp: OtlpSinkSettings = OtlpSinkSettings()
-    kafka: KafkaSinkSettings = KafkaSinkSettings()
-
-    def enabled_by_name(self) -> dict[str, SinkSettings]:
-        """The enabled sinks' settings, by name."""
-        sinks: dict[str, SinkSettings] = {name: getattr(self, name)
-                                          for name in type(self).model_fields}
-        return {name: sink for name, sink in sinks.items() if sink.enabled}
-
-
-class SourceSettings(_Model):
+class SourceSettings(StrictModel):
     kind: Literal["kafka", "stdin", "file"] = "stdin"
-    bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = Field("governance.events", min_length=1)
     group_id: str = Field("govpipe", min_length=1)
     path: Path | None = None
@@ -139,6 +55,16 @@ class SourceSettings(_Model):
     replay_window_s: float = Field(300.0, gt=0)
     nonce_capacity: int = Field(100_000, ge=1)
     commit_interval_s: float = Field(2.0, gt=0)
+    # The Kafka consumer: where a new group starts, what it reads, how it stays a member.
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # read_committed: records of aborted transactions are never read, so never signed.
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    fetch_max_bytes: int = Field(52_428_800, ge=1_024)
+    # Unset: 1 MiB, or max_event_bytes plus room for the record's overhead if larger.
+    max_partition_fetch_bytes: int | None = Field(None, ge=1_024)
 
     @model_validator(mode="after")
     def _file_needs_path(self) -> SourceSettings:
@@ -147,17 +73,17 @@ class SourceSettings(_Model):
         return self
 
 
-class CloudEventsSettings(_Model):
+class CloudEventsSettings(StrictModel):
     source: str = ""
 
 
-class SigningSettings(_Model):
+class SigningSettings(StrictModel):
     alg: Literal["HMAC-SHA256", "Ed25519"] = "HMAC-SHA256"
     key_file: Path | None = None
     key_id: str | None = None
 
 
-class DeadLetterSettings(_Model):
+class DeadLetterSettings(StrictModel):
     kind: Literal["kafka", "file"] | None = None
     topic: str = Field("governance.events.dlq", min_length=1)
     path: Path = Path("deadletter")
@@ -165,7 +91,7 @@ class DeadLetterSettings(_Model):
     max_pending: int = Field(10_000, ge=1)
 
 
-class ServerSettings(_Model):
+class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:9464"
 
     @field_validator("listen")
@@ -185,25 +111,26 @@ class ServerSettings(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
-class ToolPoisoningSettings(_Model):
+class ToolPoisoningSettings(StrictModel):
     enabled: bool = True
 
 
-class DetectorsSettings(_Model):
+class DetectorsSettings(StrictModel):
     tool_poisoning: ToolPoisoningSettings = ToolPoisoningSettings()
 
 
-class ShutdownSettings(_Model):
+class ShutdownSettings(StrictModel):
     timeout_s: float = Field(30.0, gt=0)
 
 
-class LogSettings(_Model):
+class LogSettings(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class Settings(_Model):
+class Settings(StrictModel):
     """Everything govpipe reads from its config; the defaults are the embedded default."""
 
+    kafka: KafkaConnection = KafkaConnection()
     source: SourceSettings = SourceSettings()
     cloudevents: CloudEventsSettings = CloudEventsSettings()
     signing: SigningSettings = SigningSettings()
@@ -220,18 +147,33 @@ class Settings(_Model):
         source = self.source
         if source.require_signature and source.kind != "kafka":
             # JSON lines carry no headers, so every record would be rejected `unsigned`.
-            raise _broken_rule("source.require_signature", "needs source.kind = \"kafka\" "
+            raise broken_rule("source.require_signature", "needs source.kind = \"kafka\" "
                                "(producer signatures travel in Kafka headers)")
         if source.require_signature and source.inbound_key_file is None:
-            raise _broken_rule("source.inbound_key_file",
+            raise broken_rule("source.inbound_key_file",
                                "required when source.require_signature = true")
         if not self.sinks.enabled_by_name():
-            raise _broken_rule("sinks", "no sink is enabled")
+            raise broken_rule("sinks", "no sink is enabled")
+        if source.heartbeat_interval_ms >= source.session_timeout_ms:
+            raise broken_rule("source.heartbeat_interval_ms",
+                              "must be below source.session_timeout_ms")
         if self.signing.alg == "Ed25519" and self.signing.key_id:
             # A verifier finds an Ed25519 key by its fingerprint; a chosen name would hide it.
-            raise _broken_rule("signing.key_id", "not used with alg = \"Ed25519\" (the key id "
+            raise broken_rule("signing.key_id", "not used with alg = \"Ed25519\" (the key id "
                                "is the public key's fingerprint); remove it")
         return self
+
+    _deprecations: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """Old keys the config still uses, each with what replaces it."""
+        return self._deprecations
+
+    @property
+    def sink_kafka(self) -> KafkaConnection:
+        """The cluster the Kafka sink writes to."""
+        return self.sinks.kafka.connection or self.kafka
 
     @property
     def deadletter_kind(self) -> Literal["kafka", "file"]:
@@ -245,10 +187,13 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     """Read `path` (optional), apply environment overrides, validate; raise `ConfigError`."""
     data: dict[str, Any] = _read_toml(path) if path is not None else {}
     from_env = _apply_env_overrides(data, environ)
+    deprecations = deprecated_kafka_keys(data)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, from_env, path)) from None
+    settings._deprecations = tuple(deprecations)
+    return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -285,12 +230,15 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
 
 def _describe(exc: ValidationError, from_env: Mapping[str, str], path: Path | None) -> str:
     error = exc.errors(include_input=False, include_url=False)[0]
-    if error["type"] == _BROKEN_RULE:
+    if error["type"] == BROKEN_RULE:
         # The values may come from the file and the environment alike: no origin is named.
         return f"config error: {error['msg']}"
     key = ".".join(str(part) for part in error["loc"])
     problem = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
     problem = problem.removeprefix("Value error, ")
+    if (named := _NAMED_KEY.match(problem)) and key:
+        # A table's own rule names the key it is about: "kafka" + "sasl_username: …".
+        key, problem = f"{key}.{named[1]}", problem[named.end():]
     origin = f" (from {from_env[key]})" if key in from_env else (f" (in {path})" if path else "")
     more = len(exc.errors()) - 1
     suffix = f"; {more} more problem(s)" if more else ""

@@ -1,0 +1,99 @@
+"""The `[sinks.*]` tables: what every sink has (queue, retries, breaker) and each one's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from pipeline.settings.base import StrictModel
+from pipeline.settings.kafka import KafkaConnection
+
+
+class RetrySettings(StrictModel):
+    max_attempts: int = Field(5, ge=1)
+    initial_backoff_s: float = Field(0.2, gt=0)
+    max_backoff_s: float = Field(10.0, gt=0)
+
+
+class BreakerSettings(StrictModel):
+    failure_threshold: int = Field(5, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
+    success_threshold: int = Field(2, ge=1)
+
+
+class SinkSettings(StrictModel):
+    enabled: bool = False
+    queue_size: int = Field(2_000, ge=1)
+    batch_size: int = Field(500, ge=1)
+    on_full: Literal["block", "drop"] = "block"
+    on_open: Literal["deadletter", "block", "drop"] = "deadletter"
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+
+
+class StdoutSinkSettings(SinkSettings):
+    enabled: bool = True
+
+
+OTLP_DEFAULT_ENDPOINTS = {"grpc": "http://127.0.0.1:4317", "http/protobuf": "http://127.0.0.1:4318"}
+
+
+class OtlpSinkSettings(SinkSettings):
+    # Unset: the OTLP default port of the protocol (4317 gRPC, 4318 HTTP), on loopback.
+    endpoint: str = OTLP_DEFAULT_ENDPOINTS["grpc"]
+    protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    headers: dict[str, SecretStr] = Field(default_factory=dict)  # may carry credentials
+    timeout_s: float = Field(10.0, gt=0)
+    compression: Literal["none", "gzip"] = "none"
+    insecure: bool = True
+    ca_file: Path | None = None           # PEM CA bundle to verify the collector (TLS)
+    client_cert_file: Path | None = None  # PEM client certificate (mutual TLS)
+    client_key_file: Path | None = None   # PEM client key (mutual TLS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _endpoint_for_protocol(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("endpoint") is None:
+            protocol = values.get("protocol", "grpc")
+            # A protocol that is not a known string is reported by its own validation.
+            default = OTLP_DEFAULT_ENDPOINTS.get(protocol, "") if isinstance(protocol, str) \
+                else ""
+            values = {**values, "endpoint": default}
+        return values
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers_from_text(cls, value: Any) -> Any:
+        # From the environment: "k1=v1,k2=v2", the OTEL_EXPORTER_OTLP_HEADERS form.
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("expected k1=v1,k2=v2")
+            return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+
+class KafkaSinkSettings(SinkSettings):
+    # Another cluster than [kafka]'s: a table of the same keys. Unset: [kafka].
+    connection: KafkaConnection | None = None
+    topic: str = Field("governance.cloudevents", min_length=1)
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    linger_ms: int = Field(0, ge=0)  # how long a batch waits for more records
+    content_mode: Literal["structured", "binary"] = "structured"
+    timeout_s: float = Field(30.0, gt=0)  # metadata wait and delivery deadline per record
+    # Bytes per partition in one produce request (halved if a topic refuses it as too large).
+    record_batch_bytes: int = Field(1_048_576, ge=16_384)
+
+
+class SinksSettings(StrictModel):
+    stdout: StdoutSinkSettings = StdoutSinkSettings()
+    otlp: OtlpSinkSettings = OtlpSinkSettings()
+    kafka: KafkaSinkSettings = KafkaSinkSettings()
+
+    def enabled_by_name(self) -> dict[str, SinkSettings]:
+        """The enabled sinks' settings, by name."""
+        sinks: dict[str, SinkSettings] = {name: getattr(self, name)
+                                          for name in type(self).model_fields}
+        return {name: sink for name, sink in sinks.items() if sink.enabled}
