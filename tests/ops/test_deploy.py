@@ -200,7 +200,7 @@ def test_kafka_wiring_matches_the_settings() -> None:
     env = service("govpipe")["environment"]
     settings = load_settings(ROOT / "config" / "govpipe.toml",
                              {k: v for k, v in env.items() if k.startswith("GOVPIPE_")})
-    for bootstrap in (settings.source.bootstrap_servers, settings.sinks.kafka.bootstrap_servers):
+    for bootstrap in (settings.kafka.bootstrap_servers, settings.sink_kafka.bootstrap_servers):
         assert f"PLAINTEXT://{bootstrap}" in advertised.split(","), bootstrap
     loop = re.search(r"for topic in ([^;]*);", " ".join(service("kafka-topics")["command"]))
     assert loop, "kafka-topics creates no topics"
