@@ -18,7 +18,7 @@ from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.room import PipelineRoom
-from pipeline.model import Record, Rejection, SignedEvent
+from pipeline.model import Record
 from pipeline.ops.health import HealthRegistry
 from pipeline.ops.server import OpsServer
 from pipeline.processor import EventProcessor
@@ -129,16 +129,8 @@ class Daemon:
     def _ingest(self, batch: Sequence[Record]) -> None:
         # One synchronous step per batch (no await inside): a scrape sees none or all of it,
         # so every accounting identity holds in every scrape.
-        accepted: list[SignedEvent] = []
-        rejected: list[Rejection] = []
         process = self._processor.process
-        for record in batch:
-            result = process(record)
-            if isinstance(result, Rejection):
-                rejected.append(result)
-            else:
-                accepted.append(result)
-        self.ledger.ingest(len(batch), accepted, rejected)
+        accepted, rejected = self.ledger.ingest([process(record) for record in batch])
         if rejected:
             self._deadletters.rejected(rejected)
         for dispatcher in self.dispatchers:
