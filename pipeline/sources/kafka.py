@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 500
 MAX_RECORDS = 500
+
+
 class KafkaSource:
     """Reads `source.topic` in consumer group `source.group_id`."""
 
