@@ -154,9 +154,18 @@ class Daemon:
         except TimeoutError:
             log.error("shutdown.timeout_s passed with %d records unsettled; cancelling",
                       tracker.outstanding)
-            for task in workers:
-                task.cancel()
         self._deadletters.close()
+        # Idle is not the end: a dead-letter write that keeps failing for partitions a
+        # revocation let go, or a dispatcher still sending events of forgotten partitions,
+        # would hold the task group (and the exit) without limit. They get what is left of
+        # the deadline, then are cancelled.
+        loop = asyncio.get_running_loop()
+        _, running = await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()))
+        if running:
+            log.error("shutdown deadline passed with %s still running; cancelling",
+                      ", ".join(sorted(task.get_name() for task in running)))
+        for task in running:
+            task.cancel()
 
     async def _close(self, deadline: float) -> None:
         """Commit, then close every client, each step bounded: a broker or collector that

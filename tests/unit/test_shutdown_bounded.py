@@ -87,7 +87,7 @@ def daemon_on(lines: list[bytes], tmp_path: Path, sink: Sink,
                         registry=CollectorRegistry())
 
 
-async def revoke_everything(daemon: Daemon, source: Path) -> None:
+def revoke_everything(daemon: Daemon, source: Path) -> None:
     """What a revocation does to the tracker: the partitions' records are no longer ours."""
     daemon.ledger.tracker.forget([(str(source), 0)])
 
@@ -110,7 +110,7 @@ async def test_a_dead_letter_write_failing_forever_after_a_revocation_is_cancell
     daemon = daemon_on([b"not json"], tmp_path, MemorySink(), store)
     task = asyncio.create_task(run_bounded(daemon))
     await asyncio.wait_for(store.tried.wait(), 10)
-    await revoke_everything(daemon, tmp_path / "input.jsonl")
+    revoke_everything(daemon, tmp_path / "input.jsonl")
     await asyncio.wait_for(task, RETURNS_WITHIN_S + 1)
     assert daemon.ledger.tracker.outstanding == 0
     assert store.attempts >= 1
@@ -123,5 +123,5 @@ async def test_a_sink_send_stuck_after_a_revocation_is_cancelled(tmp_path: Path)
     daemon = daemon_on([event_value(1, "stuck")], tmp_path, sink)
     task = asyncio.create_task(run_bounded(daemon))
     await asyncio.wait_for(sink.entered.wait(), 10)
-    await revoke_everything(daemon, tmp_path / "input.jsonl")
+    revoke_everything(daemon, tmp_path / "input.jsonl")
     await asyncio.wait_for(task, RETURNS_WITHIN_S + 1)
