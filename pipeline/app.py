@@ -25,7 +25,7 @@ from pipeline.ops.server import OpsServer
 from pipeline.processor import EventProcessor
 from pipeline.settings import Settings, SinkSettings
 from pipeline.signing.keys import load_signer
-from pipeline.signing.signers import Signer, ephemeral_signer
+from pipeline.signing.signers import Signer, SigningKeyError, ephemeral_signer
 from pipeline.sources.base import Source
 from pipeline.sources.kafka import KafkaSource
 from pipeline.sources.lines import LineSource
@@ -120,7 +120,9 @@ def build_processor(settings: Settings, signer: Signer, metrics: Metrics) -> Eve
     """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file."""
     source = settings.source
     inbound = None
-    if source.require_signature and source.inbound_key_file is not None:
+    if source.require_signature:
+        if source.inbound_key_file is None:  # settings refuse it; never fail open anyway
+            raise SigningKeyError("source.inbound_key_file: required with require_signature")
         inbound = InboundVerifier(load_inbound_keys(source.inbound_key_file),
                                   source.replay_window_s, source.nonce_capacity, metrics)
     detector = (ToolPoisoningDetector(metrics)

@@ -18,7 +18,7 @@ from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.delivery.ledger import Ledger
 from pipeline.delivery.room import PipelineRoom
-from pipeline.model import Record, Rejection, SignedEvent
+from pipeline.model import Record
 from pipeline.ops.health import HealthRegistry
 from pipeline.ops.server import OpsServer
 from pipeline.processor import EventProcessor
@@ -129,16 +129,8 @@ class Daemon:
     def _ingest(self, batch: Sequence[Record]) -> None:
         # One synchronous step per batch (no await inside): a scrape sees none or all of it,
         # so every accounting identity holds in every scrape.
-        accepted: list[SignedEvent] = []
-        rejected: list[Rejection] = []
         process = self._processor.process
-        for record in batch:
-            result = process(record)
-            if isinstance(result, Rejection):
-                rejected.append(result)
-            else:
-                accepted.append(result)
-        self.ledger.ingest(len(batch), accepted, rejected)
+        accepted, rejected = self.ledger.ingest([process(record) for record in batch])
         if rejected:
             self._deadletters.rejected(rejected)
         for dispatcher in self.dispatchers:
@@ -162,9 +154,18 @@ class Daemon:
         except TimeoutError:
             log.error("shutdown.timeout_s passed with %d records unsettled; cancelling",
                       tracker.outstanding)
-            for task in workers:
-                task.cancel()
         self._deadletters.close()
+        # Idle is not the end: a dead-letter write that keeps failing for partitions a
+        # revocation let go, or a dispatcher still sending events of forgotten partitions,
+        # would hold the task group (and the exit) without limit. They get what is left of
+        # the deadline, then are cancelled.
+        loop = asyncio.get_running_loop()
+        _, running = await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()))
+        if running:
+            log.error("shutdown deadline passed with %s still running; cancelling",
+                      ", ".join(sorted(task.get_name() for task in running)))
+        for task in running:
+            task.cancel()
 
     async def _close(self, deadline: float) -> None:
         """Commit, then close every client, each step bounded: a broker or collector that

@@ -36,7 +36,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Read the dead-letter destination (deadletter.kind), select entries, and "
                     "put each back on the input: the source topic when source.kind = kafka, "
                     "else standard output as JSON lines (govpipe replay | govpipe run). "
-                    "Replayed entries are marked and skipped next time (see --again).")
+                    "Replayed entries are marked and skipped next time (see --again). "
+                    "Ends with one line: replayed N, already replayed M, not matching K, "
+                    "without a record U, unreadable X, salvaged S; exit 1 when a line of "
+                    "a dead-letter file could not be read (each is named on stderr).")
     add_config_argument(replay)
     replay.add_argument("--sink", help="only entries a given sink gave up on")
     replay.add_argument("--reason", help="only entries with this reason (e.g. circuit_open)")

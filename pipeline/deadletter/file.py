@@ -16,6 +16,7 @@ from pipeline.deadletter.lines import (
     cut_torn_tail,
     fsync_directory,
     json_lines,
+    lock_exclusively,
     recover_file,
     write_all,
 )
@@ -35,14 +36,19 @@ class FileDeadLetter:
     appends cleanly. An entry left inside a partial line would be unreadable, i.e. lost.
     Replay markers are appended to `directory/replayed.jsonl`, not fsynced: a lost marker
     only means its entry may be replayed again.
+
+    More than one writer may share the directory (two processes started in one working
+    directory share the default, relative path): each cut, append and cut-back holds an
+    exclusive lock on the file, so none cuts away what another is writing or has written.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.description = f"directory {directory}"
-        # A failed write whose cut-back failed too: the file and the size it must get back
-        # to before anything is appended (an append after a partial line would be lost).
-        self._restore: tuple[Path, int] | None = None
+        # A failed write whose cut-back failed too: the file, the size it must get back to
+        # before anything is appended (an append after a partial line would be lost), and
+        # how the failed write left it (inode, size), if that could be seen.
+        self._restore: tuple[Path, int, tuple[int, int] | None] | None = None
 
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
         payload = b"".join(entry.to_json() + b"\n" for entry in entries)
@@ -59,6 +65,7 @@ class FileDeadLetter:
         # after the cut-back. Mode 0o666 (less the umask) is what open() gives a new file.
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
+            lock_exclusively(fd)  # released by the close
             # A crash mid-write with no recover() since: never append after a partial line.
             _logged(cut_torn_tail(fd, path))
             size = os.fstat(fd).st_size
@@ -74,12 +81,13 @@ class FileDeadLetter:
             os.close(fd)
 
     def _cut_back(self, fd: int, path: Path, size: int) -> None:
-        """Take the failed batch out again (all of it: part may be on disk)."""
+        """Take the failed batch out again (all of it: part may be on disk). Called with
+        the file locked since `size` was taken: nobody else appended after it."""
         try:
             os.ftruncate(fd, size)
             os.fsync(fd)
         except OSError as exc:
-            self._restore = (path, size)
+            self._restore = (path, size, _identity(fd))
             log.error("cannot cut %s back to %d bytes after a failed write (%s); "
                       "will do so before the next write", path, size, exc.strerror)
 
@@ -87,14 +95,25 @@ class FileDeadLetter:
         """The cut-back a failed write could not make; raises OSError while it still fails."""
         if self._restore is None:
             return
-        path, size = self._restore
+        path, size, left = self._restore
         try:
             fd = os.open(path, os.O_WRONLY)
         except FileNotFoundError:
             self._restore = None  # removed meanwhile: nothing left to cut
             return
         try:
-            if os.fstat(fd).st_size > size:  # never grow it: that would pad with zero bytes
+            lock_exclusively(fd)
+            now = os.fstat(fd)
+            if left is None or (now.st_ino, now.st_size) != left:
+                # Another writer has been at the file since (or how the failed write left
+                # it is unknown): what follows `size` may be its entries, written and
+                # settled. Never cut those; the next append cuts a torn tail, and whole
+                # entries of the failed batch are only duplicates of its retry.
+                self._restore = None
+                log.warning("not cutting %s back to %d bytes: changed since the failed "
+                            "write", path, size)
+                return
+            if now.st_size > size:  # never grow it: that would pad with zero bytes
                 os.ftruncate(fd, size)
                 os.fsync(fd)
         finally:
@@ -139,6 +158,15 @@ class FileDeadLetter:
 
     async def aclose(self) -> None:
         return None
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    """The file's inode and size; None when they cannot be seen."""
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size
 
 
 def _logged(problem: str | None) -> str | None:

@@ -5,6 +5,7 @@ silently. Nothing here logs; the caller reports the problems these functions ret
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,16 @@ from typing import Any
 import orjson
 
 from pipeline.deadletter.store import ReadProblem
+
+
+def lock_exclusively(fd: int) -> None:
+    """Wait for, then take, the exclusive lock on `fd`'s file; closing `fd` releases it.
+
+    Every writer of a dead-letter file takes it around what it cuts and appends: another
+    process writing to the same directory must never see (and cut as torn) a line being
+    written, nor have entries it wrote cut away by a cut-back to a size taken before them.
+    """
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -37,6 +48,7 @@ def recover_file(path: Path) -> str | None:
     try:
         fd = os.open(path, os.O_RDWR)
         try:
+            lock_exclusively(fd)  # a write under way elsewhere is not a torn line
             return cut_torn_tail(fd, path)
         finally:
             os.close(fd)
@@ -93,6 +105,7 @@ def append_on_a_new_line(path: Path, lines: bytes) -> None:
     """Append `lines`; after a last line torn by a crash, on a line of their own (appended
     to the torn one, the first would be unreadable too)."""
     with path.open("a+b") as handle:
+        lock_exclusively(handle.fileno())  # another replay's markers go on lines of their own
         end = handle.seek(0, os.SEEK_END)
         if end > 0:
             handle.seek(end - 1)

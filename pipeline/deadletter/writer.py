@@ -49,6 +49,7 @@ class DeadLetterWriter:
         self._wake = asyncio.Event()
         self._closing = False
         self.last_error: str | None = None
+        self._traced = False  # the current streak of failed writes logged a traceback
 
     @property
     def pending(self) -> int:
@@ -103,6 +104,10 @@ class DeadLetterWriter:
     async def aclose(self) -> None:
         await self.store.aclose()
 
+    def _failed(self, exc: Exception) -> None:
+        self._metrics.deadletter_errors.inc()
+        self.last_error = str(exc) or type(exc).__name__
+
     async def run(self) -> None:
         while True:
             if not self._pending:
@@ -123,11 +128,20 @@ class DeadLetterWriter:
         try:
             await self.store.write(batch)
         except DeadLetterError as exc:
-            self._metrics.deadletter_errors.inc()
-            self.last_error = str(exc)
+            self._failed(exc)
             log.error("dead-letter write failed, holding %d entries: %s", len(batch), exc)
             return False
+        except Exception as exc:
+            # Not a store failure (a bug, an entry that cannot be encoded): still only a
+            # failed write. Ending this task would end the run, and nothing else settles
+            # rejections and given-up events. The traceback once per streak of failures.
+            self._failed(exc)
+            log.error("dead-letter write failed unexpectedly, holding %d entries: %r",
+                      len(batch), exc, exc_info=not self._traced)
+            self._traced = True
+            return False
         self.last_error = None
+        self._traced = False
         reasons = Counter(f"{entry.origin}/{entry.reason}" for entry in batch)
         log.warning("dead-lettered %d entries", len(batch),
                     extra={"fields": {"by_reason": dict(reasons)}})

@@ -18,12 +18,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pipeline.delivery.counts import Counts, SinkCounts
 from pipeline.model import Position, Rejection, SignedEvent
 from pipeline.sources.offsets import OffsetTracker
+
+# No `<counter>_created` series anywhere: the ledger's series (rendered from its counts)
+# have none, and one scrape should not show them for some counters and not others.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 PAUSE_CAUSES = ("sink_queue_full", "deadletter_backlog")
@@ -65,19 +69,26 @@ class Ledger:
 
     # -- the source side
 
-    def ingest(self, read: int, accepted: Sequence[SignedEvent],
-               rejected: Sequence[Rejection]) -> None:
-        """`read` records became `accepted` events (one part to settle per sink) and
-        `rejected` records (one part: their dead-letter entry)."""
-        counts, track = self.counts, self.tracker.track
-        counts.records += read
+    def ingest(self, results: Sequence[SignedEvent | Rejection]
+               ) -> tuple[list[SignedEvent], list[Rejection]]:
+        """One batch read: each record became an accepted event (one part to settle per
+        sink) or a rejection (one part: its dead-letter entry). Tracked in the order read,
+        which is offset order: the commit point must never pass an earlier record.
+        Returns the events and the rejections."""
+        counts, track, parts = self.counts, self.tracker.track, self._parts
+        accepted: list[SignedEvent] = []
+        rejected: list[Rejection] = []
+        for result in results:
+            if isinstance(result, Rejection):
+                counts.rejected[result.reason] += 1
+                track(result.record.position, 1)
+                rejected.append(result)
+            else:
+                track(result.position, parts)
+                accepted.append(result)
+        counts.records += len(results)
         counts.accepted += len(accepted)
-        for rejection in rejected:
-            counts.rejected[rejection.reason] += 1
-            track(rejection.record.position, 1)
-        parts = self._parts
-        for event in accepted:
-            track(event.position, parts)
+        return accepted, rejected
 
     # -- the sink side
 
@@ -186,8 +197,9 @@ def _source_families(ledger: Ledger) -> Iterator[Metric]:
                    "(a sink's queue full, or the dead-letter backlog full).", ["cause"],
                    {(cause,): n for cause, n in ledger.pauses.items()})
     yield _counter("govpipe_source_offset_gaps", "Offsets the consumer skipped without "
-                   "handing their records on (a bug; the records were read again; the log "
-                   "names the partition).", [], {(): ledger.offset_gaps})
+                   "handing their records on, one per gap (a bug; the records were read "
+                   "again; the log names the partition and offsets).", [],
+                   {(): ledger.offset_gaps})
 
 
 def _sink_families(ledger: Ledger) -> Iterator[Metric]:

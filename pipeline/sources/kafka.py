@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 POLL_MS = 500
 MAX_RECORDS = 500
+
+
 class KafkaSource:
     """Reads `source.topic` in consumer group `source.group_id`."""
 
@@ -146,11 +148,24 @@ class KafkaSource:
                 consumer.pause(tp)
                 continue
             admission = self._guard.admit(tp, [message.offset for message in messages])
+            if admission.restart:
+                self._restart(tp, messages[0].offset)
             if admission.rewind_to is not None:
                 self._rewind(consumer, tp, admission.rewind_to)
             records.extend(self._record(tp, message) for message in messages[admission.skip:])
             self._next_offset[tp] = messages[-1].offset + 1
         return records
+
+    def _restart(self, tp: TopicPartition, offset: int) -> None:
+        """The consumer went back before this assignment's first record (an offset reset):
+        what is in flight of the partition is forgotten (read again: duplicates) and it
+        is tracked afresh from `offset`, as after a new assignment."""
+        log.warning("consumer went back to offset %d of %s-%d, before where this assignment "
+                    "started: reading on from there; records in flight are read again",
+                    offset, tp.topic, tp.partition)
+        self._tracker.forget([(tp.topic, tp.partition)])
+        self._committed.pop(tp, None)
+        self._epochs[tp] = self._epochs.get(tp, 0) + 1
 
     @staticmethod
     def _rewind(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
@@ -192,30 +207,34 @@ class KafkaSource:
 
     async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
         """Commit the settled prefix of every (or only the given) assigned partition."""
-        consumer = self._consumer
-        if consumer is None:
-            return
-        wanted = set(only) if only is not None else consumer.assignment()
-        offsets = {TopicPartition(topic, partition): offset
-                   for (topic, partition), offset in self._tracker.committable().items()}
-        due = {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()
-               if tp in wanted and self._committed.get(tp) != offset}
-        if not due:
-            return
-        async with self._commit_lock:
-            try:
-                async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                    await consumer.commit(due)
-            except TimeoutError:
-                log.warning("offset commit timed out after %.0fs, will retry",
-                            COMMIT_TIMEOUT_S)
+        async with self._commit_lock:  # what is due is decided under the lock: a revocation
+            consumer = self._consumer   # may have forgotten partitions while this waited
+            if consumer is None:
                 return
-            except KafkaError as exc:
-                log.warning("offset commit failed, will retry: %s", exc)
-                return
-        self._committed.update({tp: meta.offset for tp, meta in due.items()})
-        log.debug("committed", extra={"fields": {
-            "offsets": {f"{tp.topic}-{tp.partition}": m.offset for tp, m in due.items()}}})
+            assigned = consumer.assignment()
+            wanted = assigned & set(only) if only is not None else assigned
+            due = {tp: OffsetAndMetadata(offset, "")
+                   for (topic, partition), offset in self._tracker.committable().items()
+                   if (tp := TopicPartition(topic, partition)) in wanted
+                   and self._committed.get(tp) != offset}
+            if due and await self._commit(consumer, due):
+                self._committed.update({tp: meta.offset for tp, meta in due.items()})
+                log.debug("committed", extra={"fields": {"offsets": {
+                    f"{tp.topic}-{tp.partition}": m.offset for tp, m in due.items()}}})
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer,
+                      due: dict[TopicPartition, OffsetAndMetadata]) -> bool:
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                await consumer.commit(due)
+        except TimeoutError:
+            log.warning("offset commit timed out after %.0fs, will retry", COMMIT_TIMEOUT_S)
+            return False
+        except KafkaError as exc:
+            log.warning("offset commit failed, will retry: %s", exc)
+            return False
+        return True
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Settle and commit what is held for `revoked` before the group takes them.

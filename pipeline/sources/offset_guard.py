@@ -6,8 +6,11 @@ rule: per partition it knows the next offset it expects (the position the partit
 resumed at, then one past the last record handed on) and looks at the first offset of
 each fetch.
 
-- Lower: the consumer went back (a seek); records already handed on are skipped, so no
-  record is tracked twice in one assignment.
+- Lower, inside what this assignment handed on: the consumer went back (a seek); those
+  records are skipped, so no record is tracked twice in one assignment.
+- Lower than where this assignment started: the consumer was reset backwards (an offset
+  out of range, reset to the earliest): nothing is skipped; the partition starts afresh
+  from there (`Admission.restart`), as after a new assignment.
 - Higher: offsets were skipped. Transaction markers, aborted transactions and compacted
   records legitimately leave such holes, so the guard does not trust the fetch: it asks
   for a rewind to the expected offset and looks again. If the re-read starts at the same
@@ -33,6 +36,7 @@ class Admission:
 
     skip: int  # hand on records[skip:]; len(records) hands on nothing
     rewind_to: int | None = None  # seek the partition here before the next fetch
+    restart: bool = False  # read from before this assignment's start: begin a new one
 
 
 class OffsetGuard:
@@ -41,17 +45,20 @@ class OffsetGuard:
     def __init__(self, on_gap: GapReport) -> None:
         self._on_gap = on_gap
         self._expected: dict[TopicPartition, int] = {}
+        self._start: dict[TopicPartition, int] = {}  # where this assignment began reading
         self._suspect: dict[TopicPartition, tuple[int, int]] = {}  # (expected, first seen)
 
     def resume(self, tp: TopicPartition, position: int) -> None:
         """The partition was assigned and will be read from `position` (unless records of
         it were already handed on, which then say where reading is)."""
         self._expected.setdefault(tp, position)
+        self._start.setdefault(tp, position)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """The partitions were revoked; a later assignment starts afresh."""
         for tp in partitions:
             self._expected.pop(tp, None)
+            self._start.pop(tp, None)
             self._suspect.pop(tp, None)
 
     def expected(self, tp: TopicPartition) -> int | None:
@@ -60,9 +67,13 @@ class OffsetGuard:
     def admit(self, tp: TopicPartition, offsets: Sequence[int]) -> Admission:
         """Decide about the records at `offsets` (ascending, non-empty) of one fetch."""
         expected = self._expected.get(tp)
-        if expected is None:  # resumed at an unknown position: this fetch says where
+        restart = expected is not None and offsets[0] < self._start[tp]
+        if restart:
+            self.forget([tp])
+        if expected is None or restart:  # an unknown position, or afresh: the fetch says
+            self._start[tp] = offsets[0]
             self._expected[tp] = offsets[-1] + 1
-            return Admission(0)
+            return Admission(0, restart=restart)
         skip = bisect.bisect_left(offsets, expected) if offsets[0] < expected else 0
         if skip == len(offsets):
             return Admission(skip)

@@ -23,6 +23,12 @@ class _Partition:
     order: deque[int] = field(default_factory=deque)
     remaining: dict[int, int] = field(default_factory=dict)
     committable: int | None = None  # the next offset to read after the settled prefix
+    last: int = -1  # the highest offset tracked
+
+
+class OutOfOrder(RuntimeError):
+    """A record was tracked at or below an offset already tracked: a bug upstream, which
+    must stop the pipeline rather than let a commit pass an unsettled record."""
 
 
 class OffsetTracker:
@@ -45,11 +51,23 @@ class OffsetTracker:
                    if tp in self._partitions)
 
     def track(self, position: Position, parts: int) -> None:
-        """Start tracking a record that `parts` settlements will complete (parts ≥ 1)."""
+        """Start tracking a record that `parts` settlements will complete (parts ≥ 1).
+
+        Records of a partition must come in offset order: the commit point is the end of
+        the settled prefix, so a record tracked out of order could be committed past.
+        """
         key = (position.topic, position.partition)
         partition = self._partitions.get(key)
+        if partition is not None and position.epoch < partition.epoch:
+            return  # read before the partition was given up: its next owner re-reads it
         if partition is None or partition.epoch != position.epoch:
+            if partition is not None:
+                self._outstanding -= len(partition.order)
             partition = self._partitions[key] = _Partition(position.epoch)
+        if position.offset <= partition.last:
+            raise OutOfOrder(f"{key[0]}-{key[1]}: offset {position.offset} tracked after "
+                             f"{partition.last}")
+        partition.last = position.offset
         partition.order.append(position.offset)
         partition.remaining[position.offset] = parts
         self._outstanding += 1

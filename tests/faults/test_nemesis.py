@@ -25,31 +25,20 @@ import os
 import random
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.faults.nemesis import (
-    DeadLetterDisk,
-    Journal,
-    Nemesis,
-    OffsetWatch,
-    Replicas,
-    ScrapeLog,
-    Services,
-    SteadyProducer,
-    Topology,
-    Verdict,
-    collect_outputs,
-    event_id,
-    heal,
-    input_positions,
-    judge_ids,
-    judge_offsets,
-    replica_report,
-    scrape,
-    scrape_periodically,
-)
+from tests.faults.nemesis.faults import Nemesis, heal
+from tests.faults.nemesis.journal import Journal
+from tests.faults.nemesis.offsets import OffsetWatch
+from tests.faults.nemesis.outputs import collect_outputs, input_positions
+from tests.faults.nemesis.producer import SteadyProducer, event_id
+from tests.faults.nemesis.replicas import Replicas, Topology
+from tests.faults.nemesis.scrapes import ScrapeLog, scrape, scrape_periodically
+from tests.faults.nemesis.services import DeadLetterDisk, Services
+from tests.faults.nemesis.verdict import Verdict, judge_ids, judge_offsets, replica_report
 from tests.support.infra.collector import Collector
 from tests.support.infra.kafka import KafkaBroker
 from tests.support.kafka_clients import create_topics
@@ -87,77 +76,86 @@ def quiet_kafka_clients() -> Iterator[None]:
     logger.setLevel(level)
 
 
+@dataclass(slots=True)
+class Run:
+    """Everything one run holds: the journal, the replicas and services, the nemesis, the
+    producer, the watchers, and the verdict."""
+
+    journal: Journal
+    replicas: Replicas
+    services: Services
+    nemesis: Nemesis
+    producer: SteadyProducer
+    watch: OffsetWatch
+    scrapes: ScrapeLog = field(default_factory=ScrapeLog)
+    verdict: Verdict = field(default_factory=lambda: Verdict(SEED, SECONDS))
+
+
 @pytest.mark.timeout(int(SECONDS) + 900)
 @pytest.mark.usefixtures("quiet_kafka_clients")
 async def test_random_combined_faults_lose_no_event(
         own_broker: KafkaBroker, own_collector: Collector, dead_letter_disk: DeadLetterDisk,
         tmp_path: Path) -> None:
-    journal = Journal()
-    # First, so a failed run can be replayed whatever fails.
+    run = await _prepare(Services(own_broker, own_collector, dead_letter_disk), tmp_path)
+    try:
+        await _run(run)
+    finally:
+        await _release(run)
+    await _judge_outputs(run)
+    report = _report(run)
+    print(report)
+    assert not run.verdict.failures, report
+
+
+async def _prepare(services: Services, tmp_path: Path) -> Run:
+    """The journal (its seed first, so a failed run can be replayed whatever fails), the
+    topics, and everything of the run, not started."""
+    journal, disk = Journal(), services.disk
     journal.note(f"seed {SEED} (GOVPIPE_NEMESIS_SEED), {SECONDS:g}s (GOVPIPE_NEMESIS_SECONDS),"
                  f" {EVENTS} events at {RATE}/s on {PARTITIONS} partitions; dead-letter disk "
-                 f"{'a tmpfs' if dead_letter_disk.mounted else 'not mountable: no disk-full'}")
-    topology = Topology(own_broker.bootstrap, "in", "nemesis", "dlq", dead_letter_disk.path,
-                        own_collector.grpc_endpoint, tmp_path)
+                 f"{'a tmpfs' if disk.mounted else 'not mountable: no disk-full'}")
+    topology = Topology(services.broker.bootstrap, "in", "nemesis", "dlq", disk.path,
+                        services.collector.grpc_endpoint, tmp_path)
     await create_topics(topology.bootstrap, [topology.topic], partitions=PARTITIONS)
     await create_topics(topology.bootstrap, [topology.dlq_topic])
     replicas = Replicas(topology, journal)
-    services = Services(own_broker, own_collector, dead_letter_disk)
-    nemesis = Nemesis(random.Random(SEED), replicas, services, journal)
-    producer = SteadyProducer(topology.bootstrap, topology.topic, EVENTS, RATE, journal)
-    watch = OffsetWatch(topology.bootstrap, topology.topic, topology.group, PARTITIONS)
-    scrapes, verdict = ScrapeLog(), Verdict(SEED, SECONDS)
-    try:
-        await _run(replicas, services, nemesis, producer, watch, scrapes, verdict, journal)
-    finally:
-        nemesis.cancel()
-        services.release()
-        await replicas.reap_all()
-        await watch.close()
-
-    positions = await input_positions(topology.bootstrap, topology.topic)
-    on_topic = set(positions)
-    not_on_topic = {event_id(n) for n in producer.acked} - on_topic
-    if not_on_topic:  # the broker's loss, not govpipe's: the oracle's input is the topic
-        verdict.failures.append(f"{len(not_on_topic)} acknowledged ids are not on the input "
-                                f"topic, e.g. {sorted(not_on_topic)[:5]}")
-    outputs = await collect_outputs(replicas, own_collector)
-    judge_ids(verdict, on_topic, outputs, positions, watch.highest,
-              strict_otlp=not services.collector_killed)
-    report = _report(verdict, nemesis, scrapes, replicas, watch, journal)
-    print(report)
-    assert not verdict.failures, report
+    return Run(journal, replicas, services,
+               Nemesis(random.Random(SEED), replicas, services, journal),
+               SteadyProducer(topology.bootstrap, topology.topic, EVENTS, RATE, journal),
+               OffsetWatch(topology.bootstrap, topology.topic, topology.group, PARTITIONS))
 
 
-async def _run(replicas: Replicas, services: Services, nemesis: Nemesis,
-               producer: SteadyProducer, watch: OffsetWatch, scrapes: ScrapeLog,
-               verdict: Verdict, journal: Journal) -> None:
+async def _run(run: Run) -> None:
     """Start, inject faults while producing, heal, wait for the group to catch up, stop."""
-    await watch.start()
+    replicas, nemesis, journal = run.replicas, run.nemesis, run.journal
+    await run.watch.start()
     for _ in range(FIRST_REPLICAS):
         await replicas.start_one()
     stop = asyncio.Event()
-    producing = asyncio.create_task(producer.run(), name="producer")
-    watchers = [asyncio.create_task(scrape_periodically(replicas, scrapes, journal, stop)),
-                asyncio.create_task(watch.poll_periodically(stop))]
+    producing = asyncio.create_task(run.producer.run(), name="producer")
+    watchers = [asyncio.create_task(scrape_periodically(replicas, run.scrapes, journal, stop)),
+                asyncio.create_task(run.watch.poll_periodically(stop))]
     try:
         await nemesis.run(SECONDS)
         journal.note(f"nemesis over ({sum(nemesis.injected.values())} faults): healing")
         await nemesis.settle()
-        await heal(replicas, services, journal)
+        await heal(replicas, run.services, journal)
         await asyncio.wait_for(producing, 180)
-        await _wait_caught_up(replicas, watch, journal)
+        await _wait_caught_up(replicas, run.watch, journal)
     finally:
         stop.set()
         producing.cancel()
         await asyncio.gather(producing, *watchers, return_exceptions=True)
-    await _stop_all(replicas, verdict, journal)
-    _, committed, ends = await watch.caught_up()
-    judge_offsets(verdict, committed, ends)
-    verdict.failures.extend(f"nemesis could not inject or heal: {e}" for e in nemesis.errors)
-    verdict.failures.extend(f"identities broken: {v}" for v in scrapes.violations[:10])
-    if scrapes.scrapes == 0:
-        verdict.failures.append("no scrape succeeded: the identities were never checked")
+    await _stop_all(replicas, run.verdict, journal)
+    await _judge_run(run)
+
+
+async def _release(run: Run) -> None:
+    """For the finally block: no fault left running, nothing stopped, no replica left."""
+    run.nemesis.cancel()
+    run.services.release()
+    await run.replicas.reap_all()
+    await run.watch.close()
 
 
 async def _wait_caught_up(replicas: Replicas, watch: OffsetWatch, journal: Journal) -> None:
@@ -195,15 +193,41 @@ async def _stop_all(replicas: Replicas, verdict: Verdict, journal: Journal) -> N
                             for r, c in zip(live, codes, strict=True) if c != 0)
 
 
-def _report(verdict: Verdict, nemesis: Nemesis, scrapes: ScrapeLog, replicas: Replicas,
-            watch: OffsetWatch, journal: Journal) -> str:
+async def _judge_run(run: Run) -> None:
+    """What the run itself showed: offsets at the end, the nemesis's errors, the scrapes."""
+    verdict, scrapes = run.verdict, run.scrapes
+    _, committed, ends = await run.watch.caught_up()
+    judge_offsets(verdict, committed, ends)
+    verdict.failures.extend(f"nemesis could not inject or heal: {e}" for e in run.nemesis.errors)
+    verdict.failures.extend(f"identities broken: {v}" for v in scrapes.violations[:10])
+    if scrapes.scrapes == 0:
+        verdict.failures.append("no scrape succeeded: the identities were never checked")
+
+
+async def _judge_outputs(run: Run) -> None:
+    """Every id on the input topic (every acknowledged one must be there) against every id
+    that came out."""
+    topology, verdict = run.replicas.topology, run.verdict
+    positions = await input_positions(topology.bootstrap, topology.topic)
+    on_topic = set(positions)
+    not_on_topic = {event_id(n) for n in run.producer.acked} - on_topic
+    if not_on_topic:  # the broker's loss, not govpipe's: the oracle's input is the topic
+        verdict.failures.append(f"{len(not_on_topic)} acknowledged ids are not on the input "
+                                f"topic, e.g. {sorted(not_on_topic)[:5]}")
+    outputs = await collect_outputs(run.replicas, run.services.collector)
+    judge_ids(verdict, on_topic, outputs, positions, run.watch.highest,
+              strict_otlp=not run.services.collector_killed)
+
+
+def _report(run: Run) -> str:
+    verdict, scrapes, watch = run.verdict, run.scrapes, run.watch
     lines = [
-        f"nemesis seed {verdict.seed}, {verdict.seconds:g}s, {journal.elapsed():.0f}s in all; "
-        f"faults {dict(nemesis.injected)}",
+        f"nemesis seed {verdict.seed}, {verdict.seconds:g}s, {run.journal.elapsed():.0f}s in "
+        f"all; faults {dict(run.nemesis.injected)}",
         f"scrapes {scrapes.scrapes} ({scrapes.unreachable} unreachable, "
         f"{len(scrapes.violations)} broke an identity); offset polls {watch.polls}, highest "
         f"committed {dict(sorted(watch.highest.items()))}",
-        *(replica_report(r, scrapes.last.get(r.name)) for r in replicas.all),
+        *(replica_report(r, scrapes.last.get(r.name)) for r in run.replicas.all),
         *verdict.summary,
         *(f"FAILED: {failure}" for failure in verdict.failures),
         f"replay: GOVPIPE_NEMESIS_SEED={verdict.seed} GOVPIPE_NEMESIS_SECONDS="

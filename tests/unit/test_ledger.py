@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from pipeline.delivery.counts import Counts
 from pipeline.delivery.ledger import Ledger
 from pipeline.model import Position, Record, Rejection, SignedEvent
+from pipeline.sources.offsets import OutOfOrder
 
 
 def event(offset: int) -> SignedEvent:
@@ -34,7 +36,7 @@ def scraped(registry: CollectorRegistry) -> Counts:
 def test_an_event_is_acknowledged_once_every_sink_has_settled_it() -> None:
     ledger = Ledger(CollectorRegistry(), ["a", "b"])
     events = [event(0), event(1)]
-    ledger.ingest(2, events, [])
+    ledger.ingest(events)
     for sink in ("a", "b"):
         ledger.submitted(sink, 2)
     ledger.delivered("a", events)
@@ -52,7 +54,7 @@ def test_an_event_is_acknowledged_once_every_sink_has_settled_it() -> None:
 
 def test_a_rejection_is_acknowledged_by_its_dead_letter_entry() -> None:
     ledger = Ledger(CollectorRegistry(), ["a"])
-    ledger.ingest(1, [], [rejection(0)])
+    ledger.ingest([rejection(0)])
     assert ledger.counts.rejected == {"invalid_json": 1}
     assert ledger.tracker.outstanding == 1
     ledger.dead_lettered([Entry("source", Position("t", 0, 0))])
@@ -63,7 +65,7 @@ def test_a_rejection_is_acknowledged_by_its_dead_letter_entry() -> None:
 def test_the_identities_hold_at_every_step_and_catch_a_miscount() -> None:
     ledger = Ledger(CollectorRegistry(), ["a", "b"])
     events = [event(n) for n in range(5)]
-    ledger.ingest(6, events, [rejection(5)])
+    ledger.ingest([*events, rejection(5)])
     assert ledger.counts.broken() == {"fanout": -10}  # accepted, not yet handed to sinks
     ledger.submitted("a", 5)
     ledger.submitted("b", 5)
@@ -79,7 +81,7 @@ def test_metrics_render_the_ledger_and_reconcile_from_a_scrape() -> None:
     registry = CollectorRegistry()
     ledger = Ledger(registry, ["a"])
     events = [event(n) for n in range(4)]
-    ledger.ingest(5, events, [rejection(4, "too_large")])
+    ledger.ingest([*events, rejection(4, "too_large")])
     ledger.submitted("a", 4)
     ledger.delivered("a", events[:2])
     ledger.dropped("a", events[2:3], "circuit_open")
@@ -109,3 +111,22 @@ def test_series_without_events_exist_from_the_start_except_by_reason() -> None:
     assert ("govpipe_sink_in_flight", (("sink", "a"),)) in names
     assert ("govpipe_source_offset_gaps_total", ()) in names
     assert not any(name == "govpipe_sink_failed_total" for name, _ in names)
+
+
+def test_a_rejection_before_an_event_never_lets_the_commit_pass_the_event() -> None:
+    # Was: rejections were tracked before the batch's events, out of offset order; once the
+    # rejection at 11 was dead-lettered, the commit point jumped past event 10, unsettled.
+    ledger = Ledger(CollectorRegistry(), ["a"])
+    ledger.ingest([event(10), rejection(11), event(12)])
+    ledger.dead_lettered([Entry("source", Position("t", 0, 11))])
+    assert ledger.tracker.committable() == {}
+    ledger.submitted("a", 2)
+    ledger.delivered("a", [event(10)])
+    assert ledger.tracker.committable() == {("t", 0): 12}
+
+
+def test_a_record_tracked_out_of_order_stops_the_pipeline() -> None:
+    ledger = Ledger(CollectorRegistry(), ["a"])
+    ledger.ingest([event(5)])
+    with pytest.raises(OutOfOrder):
+        ledger.ingest([event(5)])

@@ -78,3 +78,15 @@ def test_a_revoked_partition_starts_afresh() -> None:
     guard.resume(TP, 100)
     assert guard.admit(TP, [100]) == Admission(0)
     assert gaps == []
+
+
+def test_a_reset_before_the_assignment_start_is_read_not_skipped() -> None:
+    # Was: records below the expected offset were all taken for ones already handed on,
+    # so a reset to an earlier offset (out of range, reset to earliest) dropped them.
+    guard, gaps = guard_and_gaps()
+    guard.resume(TP, 1000)
+    guard.admit(TP, [1000, 1001])
+    assert guard.admit(TP, [0, 1, 2]) == Admission(0, restart=True)
+    assert guard.expected(TP) == 3
+    assert guard.admit(TP, [3]) == Admission(0)
+    assert gaps == []
