@@ -12,9 +12,10 @@ import pytest
 
 from tests.support.daemons import RunningDaemon
 from tests.support.infra.collector import Collector
-from tests.support.infra.kafka import KafkaBroker
+from tests.support.infra.kafka import KafkaBroker, SecureKafka, SecureKafkaBroker
 from tests.support.kafka_clients import create_topics
 from tests.support.services import serve
+from tests.support.services import started as start_service
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,23 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     a skipped integration test would look green while proving nothing.
     """
     yield from serve(KafkaBroker())
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> Iterator[SecureKafka]:
+    """A second session broker serving PLAINTEXT (``plaintext_bootstrap``, for the test's
+    own admin client), SASL_SSL (SCRAM-SHA-512, PLAIN, OAUTHBEARER), SSL with client
+    certificates required (mTLS) and SASL_PLAINTEXT (OAUTHBEARER), with its private CA,
+    client certificates, users and an unsigned-JWT token maker (``SecureKafka.token``).
+
+    Started only by the tests that ask for it; one that cannot start fails them (never
+    skips). Client options per way in: :mod:`tests.support.kafka_security`.
+    """
+    broker = start_service(SecureKafkaBroker())
+    try:
+        yield broker.security
+    finally:
+        broker.close()
 
 
 @pytest.fixture
