@@ -4,15 +4,20 @@ an operator can act on. Secrets are read from their files here and go nowhere el
 
 from __future__ import annotations
 
-import os
+import base64
+import json
+import logging
 import ssl
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import errors as Errors
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.helpers import create_ssl_context
+from cryptography.hazmat.primitives import serialization
 
 from pipeline.settings import ConfigError, KafkaConnection
 
@@ -56,34 +61,57 @@ def _read_secret(path: Path, key: str) -> str:
 
 
 def _ssl_context(connection: KafkaConnection, table: str) -> ssl.SSLContext:
-    for key, path in connection.files().items():
-        if key.startswith("ssl_") and not os.access(path, os.R_OK):
-            raise ConfigError(f"config error: {table}.{key}: cannot read {path}")
     password = None
     if connection.ssl_key_password_file is not None:
         password = _read_secret(connection.ssl_key_password_file,
                                 f"{table}.ssl_key_password_file")
+    _check_tls_files(connection, table, password)
     try:
         context: ssl.SSLContext = create_ssl_context(
             cafile=str(connection.ssl_ca_file) if connection.ssl_ca_file else None,
             certfile=str(connection.ssl_cert_file) if connection.ssl_cert_file else None,
             keyfile=str(connection.ssl_key_file) if connection.ssl_key_file else None,
             password=password)
-    except ssl.SSLError as exc:
-        raise ConfigError(f"config error: {table}.{_tls_culprit(connection, exc)}: "
-                          f"cannot load it: {exc.reason or exc}") from None
+    except (ssl.SSLError, OSError) as exc:
+        what = ("ssl_key_file: does not match ssl_cert_file" if "MISMATCH" in str(exc)
+                else f"ssl_cert_file: cannot load the certificate and key: {exc}")
+        raise ConfigError(f"config error: {table}.{what}") from None
     context.check_hostname = connection.ssl_check_hostname
     return context
 
 
-def _tls_culprit(connection: KafkaConnection, exc: ssl.SSLError) -> str:
-    """Which key the TLS material failed on, from what OpenSSL says."""
-    text = str(exc).lower()
-    if connection.ssl_key_password_file is not None and ("decrypt" in text or "bad" in text):
-        return "ssl_key_password_file"
-    if connection.ssl_cert_file is not None and ("key" in text or "pem" in text):
-        return "ssl_key_file"
-    return "ssl_ca_file"
+def _check_tls_files(connection: KafkaConnection, table: str, password: str | None) -> None:
+    """Each TLS file readable and of the right kind, and the key openable with the password
+    given: OpenSSL's own errors name neither the file nor the cause."""
+    for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+        path: Path | None = getattr(connection, key)
+        if path is None:
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"config error: {table}.{key}: cannot read {path}: "
+                              f"{exc.strerror}") from None
+        problem = _key_problem(data, password) if key == "ssl_key_file" else (
+            None if b"-----BEGIN CERTIFICATE-----" in data else
+            (key, f"{path} holds no PEM certificate"))
+        if problem is not None:
+            raise ConfigError(f"config error: {table}.{problem[0]}: {problem[1]}")
+
+
+def _key_problem(data: bytes, password: str | None) -> tuple[str, str] | None:
+    try:
+        serialization.load_pem_private_key(data, password.encode() if password else None)
+    except TypeError:  # encrypted without a password given, or a password for a plain key
+        if password is None:
+            return ("ssl_key_file",
+                    "the key is encrypted: give its password in ssl_key_password_file")
+        return "ssl_key_password_file", "the key is not encrypted: remove it"
+    except ValueError as exc:
+        if password is not None and "password" in str(exc).lower():
+            return "ssl_key_password_file", "not the password of ssl_key_file"
+        return "ssl_key_file", "not a PEM private key"
+    return None
 
 
 def _sasl_credentials(connection: KafkaConnection, table: str) -> dict[str, Any]:
@@ -99,6 +127,10 @@ def _sasl_credentials(connection: KafkaConnection, table: str) -> dict[str, Any]
         password = connection.sasl_password.get_secret_value()
     return {"sasl_plain_username": connection.sasl_username,
             "sasl_plain_password": password}
+
+
+class TokenExpired(Errors.KafkaError):  # type: ignore[misc]
+    """The OAUTHBEARER token in the file has expired (brokers would refuse it)."""
 
 
 class TokenFile(AbstractTokenProvider):  # type: ignore[misc]
@@ -124,25 +156,87 @@ class TokenFile(AbstractTokenProvider):  # type: ignore[misc]
         return self._token
 
     async def token(self) -> str:
-        return self.read()
+        token = self.read()
+        expires = _expiry(token)
+        if expires is not None and expires <= time.time():
+            # Brokers answer an expired token with an error aiokafka does not report: the
+            # client would wait for metadata that never comes. Say so instead.
+            raise TokenExpired(f"the OAUTHBEARER token in {self._path} expired at "
+                               f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires))}")
+        return token
 
 
-def explain(exc: BaseException, options: Mapping[str, Any]) -> str:
-    """One line an operator can act on for a failed connection, without secrets."""
-    where = (f"Kafka at {options.get('bootstrap_servers')} over "
-             f"{options.get('security_protocol', 'PLAINTEXT')}")
+def _expiry(token: str) -> float | None:
+    """The `exp` claim of a JWT, read without verifying it (the brokers verify); None when
+    the token is not a JWT or has no expiry."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return None
+
+
+def explain(exc: BaseException, options: Mapping[str, Any],
+            cause: BaseException | None = None) -> str:
+    """One line an operator can act on for a failed connection, without secrets. `cause`:
+    what aiokafka logged (its `start()` only raises "Unable to bootstrap")."""
+    seen = cause if cause is not None else exc
+    protocol = options.get("security_protocol", "PLAINTEXT")
+    where = f"Kafka at {options.get('bootstrap_servers')} over {protocol}"
     mechanism = options.get("sasl_mechanism")
-    if isinstance(exc, Errors.SaslAuthenticationFailed):
+    if isinstance(seen, Errors.SaslAuthenticationFailed):
         user = options.get("sasl_plain_username")
         who = f" for user {user!r}" if user else ""
-        return f"authentication failed{who} with mechanism {mechanism} ({where}): {exc}"
-    if isinstance(exc, Errors.UnsupportedSaslMechanismError):
-        return f"the brokers do not accept SASL mechanism {mechanism} ({where}): {exc}"
-    if (verify := _cause(exc, ssl.SSLCertVerificationError)) is not None:
-        return f"certificate verify failed ({verify.verify_message}) ({where})"
-    if (tls := _cause(exc, ssl.SSLError)) is not None:
-        return f"TLS handshake failed ({tls.reason or tls}) ({where})"
-    return f"cannot reach {where}: {exc}"
+        return f"authentication failed{who} with mechanism {mechanism} ({where}): {seen}"
+    if isinstance(seen, Errors.UnsupportedSaslMechanismError):
+        return f"the brokers do not accept SASL mechanism {mechanism} ({where})"
+    if isinstance(seen, Errors.IllegalSaslStateError):
+        return f"the listener does not speak SASL: is security_protocol right? ({where})"
+    if isinstance(seen, TokenExpired):
+        return f"{seen} ({where})"
+    if (verify := _cause(seen, ssl.SSLCertVerificationError)) is not None:
+        return f"certificate verify failed: {verify.verify_message} ({where})"
+    if (tls := _cause(seen, ssl.SSLError)) is not None:
+        return f"TLS handshake failed: {tls.reason or tls} ({where})"
+    return _closed(seen, protocol, where) or f"cannot reach {where}: {seen}"
+
+
+def _closed(seen: BaseException, protocol: str, where: str) -> str | None:
+    """A connection the broker closed or reset: the usual sign of a protocol mismatch."""
+    if not isinstance(seen, ConnectionResetError) and "closed" not in str(seen):
+        return None
+    if protocol in ("SSL", "SASL_SSL"):
+        return (f"the broker closed the connection during the TLS handshake: it may require a "
+                f"client certificate it trusts (ssl_cert_file, ssl_key_file), or the listener "
+                f"is not {protocol} ({where})")
+    return (f"the broker closed the connection: the listener may expect TLS "
+            f"(security_protocol SSL or SASL_SSL) or SASL ({where})")
+
+
+class CauseCatcher(logging.Handler):
+    """Keeps the last connection error aiokafka logs while a client starts."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.cause: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(record.args, tuple) and isinstance(
+                record.args[-1], BaseException):
+            self.cause = record.args[-1]
+
+
+@contextmanager
+def caught_causes() -> Iterator[CauseCatcher]:
+    """While inside, `.cause` is the last connection error aiokafka logged."""
+    catcher = CauseCatcher()
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(catcher)
+    try:
+        yield catcher
+    finally:
+        logger.removeHandler(catcher)
 
 
 def _cause(exc: BaseException, kind: type[_E]) -> _E | None:

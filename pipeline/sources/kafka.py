@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.delivery.ledger import Ledger
-from pipeline.kafka_connection import explain
+from pipeline.kafka_connection import caught_causes, explain
 from pipeline.model import Position, Record
 from pipeline.ops.health import Status
 from pipeline.settings import SourceSettings
@@ -71,9 +71,10 @@ class KafkaSource:
         backoff = 0.5
         while self._consumer is None:
             try:
-                await self._start_once()
+                with caught_causes() as catcher:
+                    await self._start_once()
             except KafkaError as exc:
-                self.error = explain(exc, self._connection)
+                self.error = explain(exc, self._connection, catcher.cause)
                 log.error("%s; retrying in %.1fs", self.error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
