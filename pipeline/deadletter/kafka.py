@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.deadletter.entry import DeadLetterEntry, is_marker, marker
 from pipeline.deadletter.store import DeadLetterError, StoredEntries
+from pipeline.kafka_connection import caught_causes, explain
 
 MARKER_HEADER = "govpipe-marker"
 
@@ -46,13 +47,15 @@ class KafkaDeadLetter:
 
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
         try:
-            producer = await self._started()
+            with caught_causes() as catcher:
+                producer = await self._started()
             futures = [await producer.send(self._topic, entry.to_json(self.MAX_ENTRY_BYTES),
                                            key=_bounded_key(entry.key))
                        for entry in entries]
             await asyncio.gather(*futures)
         except KafkaError as exc:
-            self._last_error = f"{type(exc).__name__}: {exc}"
+            self._last_error = explain(exc, self._options, catcher.cause) \
+                if self._producer is None else f"{type(exc).__name__}: {exc}"
             raise DeadLetterError(f"cannot write to {self.description}: "
                                   f"{self._last_error}") from exc
         self._last_error = None
