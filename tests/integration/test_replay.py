@@ -65,8 +65,9 @@ async def test_kafka_dead_letters_go_back_on_the_input_topic_once(
                               GOVPIPE_DEADLETTER__KIND="kafka", GOVPIPE_DEADLETTER__TOPIC=dlq)
     down = MemorySink("collector")
     down.fail_with = SinkError("collector down", retriable=False, reason="export_failed")
+    brokers = {"bootstrap_servers": kafka_broker.bootstrap}
     first = RunningDaemon(settings, [(down, SinkSettings(enabled=True))],
-                          deadletter=KafkaDeadLetter({"bootstrap_servers": kafka_broker.bootstrap}, dlq))
+                          deadletter=KafkaDeadLetter(brokers, dlq))
     daemons.append(first)
     first.start()
     await eventually(lambda: first.sample("govpipe_deadletter_written_total",
@@ -85,7 +86,7 @@ async def test_kafka_dead_letters_go_back_on_the_input_topic_once(
 
     back = MemorySink("collector")  # the collector is back: the same group resumes
     second = RunningDaemon(settings, [(back, SinkSettings(enabled=True))],
-                           deadletter=KafkaDeadLetter({"bootstrap_servers": kafka_broker.bootstrap}, dlq))
+                           deadletter=KafkaDeadLetter(brokers, dlq))
     daemons.append(second)
     second.start()
     await asyncio.wait_for(back.wait_for_count(60), 60)
