@@ -22,6 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from pipeline.settings import ConfigError, KafkaConnection
 
 _E = TypeVar("_E", bound=BaseException)
+# TLS alerts a broker sends about the client's certificate (missing, untrusted, bad).
+CLIENT_CERTIFICATE_ALERTS = ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "UNKNOWN_CA",
+                             "CERTIFICATE_UNKNOWN")
 
 
 def client_options(connection: KafkaConnection, table: str = "kafka") -> dict[str, Any]:
@@ -194,10 +197,14 @@ def explain(exc: BaseException, options: Mapping[str, Any],
     if isinstance(seen, Errors.IllegalSaslStateError):
         return f"the listener does not speak SASL: is security_protocol right? ({where})"
     if isinstance(seen, TokenExpired):
-        return f"{seen} ({where})"
+        return f"{seen.args[0]} ({where})"
     if (verify := _cause(seen, ssl.SSLCertVerificationError)) is not None:
         return f"certificate verify failed: {verify.verify_message} ({where})"
     if (tls := _cause(seen, ssl.SSLError)) is not None:
+        if any(alert in str(tls.reason) for alert in CLIENT_CERTIFICATE_ALERTS):
+            return (f"the broker closed the connection: it refused the client certificate "
+                    f"({tls.reason}); it requires one it trusts (ssl_cert_file, ssl_key_file) "
+                    f"({where})")
         return f"TLS handshake failed: {tls.reason or tls} ({where})"
     return _closed(seen, protocol, where) or f"cannot reach {where}: {seen}"
 
