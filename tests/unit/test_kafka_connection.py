@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.app import build_sinks
 from pipeline.kafka_connection import TokenFile, check_files, client_options
 from pipeline.settings import ConfigError, load_settings
+from sinks.kafka import KafkaSink
 from tests.support.processes import GOVPIPE
 
 PASSWORD = "s3cr3t-Pa55"
@@ -129,3 +131,16 @@ def test_no_module_outside_the_connection_makes_a_kafka_client_without_it() -> N
                  if "AIOKafka" in (text := path.read_text())
                  and "bootstrap_servers=" in text.replace(" ", "")]
     assert offenders == [], offenders
+
+
+def test_the_kafka_sink_gets_its_cluster_and_producer_settings() -> None:
+    settings = load_settings(None, {
+        "GOVPIPE_SINKS__KAFKA__ENABLED": "true", "GOVPIPE_SINKS__KAFKA__COMPRESSION_TYPE": "zstd",
+        "GOVPIPE_SINKS__KAFKA__LINGER_MS": "20",
+        "GOVPIPE_SINKS__KAFKA__CONNECTION__BOOTSTRAP_SERVERS": "other:9093",
+        "GOVPIPE_SINKS__KAFKA__CONNECTION__CLIENT_ID": "govpipe-out"})
+    sink = next(sink for sink, _ in build_sinks(settings) if isinstance(sink, KafkaSink))
+    options = sink._options
+    assert (options["bootstrap_servers"], options["client_id"]) == ("other:9093", "govpipe-out")
+    assert (options["compression_type"], options["linger_ms"]) == ("zstd", 20)
+    assert options["security_protocol"] == "PLAINTEXT"
