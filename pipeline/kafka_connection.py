@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from aiokafka import errors as Errors
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.helpers import create_ssl_context
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from pipeline.settings import ConfigError, KafkaConnection
@@ -56,11 +57,15 @@ def check_files(connection: KafkaConnection, table: str = "kafka") -> list[str]:
 
 
 def _read_secret(path: Path, key: str) -> str:
+    """A password kept in a file: its text without the final line break."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"config error: {key}: cannot read {path}: {reason}") from None
+    if not secret:
+        raise ConfigError(f"config error: {key}: {path} is empty")
+    return secret
 
 
 def _ssl_context(connection: KafkaConnection, table: str) -> ssl.SSLContext:
@@ -110,18 +115,21 @@ def _key_problem(data: bytes, password: str | None) -> tuple[str, str] | None:
             return ("ssl_key_file",
                     "the key is encrypted: give its password in ssl_key_password_file")
         return "ssl_key_password_file", "the key is not encrypted: remove it"
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         if password is not None and "password" in str(exc).lower():
             return "ssl_key_password_file", "not the password of ssl_key_file"
-        return "ssl_key_file", "not a PEM private key"
+        return "ssl_key_file", "not a PEM private key OpenSSL can use"
     return None
 
 
 def _sasl_credentials(connection: KafkaConnection, table: str) -> dict[str, Any]:
     if connection.sasl_mechanism == "OAUTHBEARER":
         assert connection.sasl_oauth_token_file is not None  # the settings ensure it
-        provider = TokenFile(connection.sasl_oauth_token_file)
-        provider.read()  # a token that cannot be read stops the start, naming the key
+        provider = TokenFile(connection.sasl_oauth_token_file, f"{table}.sasl_oauth_token_file")
+        try:
+            provider.read()  # a token that cannot be read stops the start, naming the key
+        except TokenUnreadable as exc:
+            raise ConfigError(f"config error: {exc.args[0]}") from None
         return {"sasl_oauth_token_provider": provider}
     if connection.sasl_password_file is not None:
         password = _read_secret(connection.sasl_password_file, f"{table}.sasl_password_file")
@@ -136,16 +144,23 @@ class TokenExpired(Errors.KafkaError):  # type: ignore[misc]
     """The OAUTHBEARER token in the file has expired (brokers would refuse it)."""
 
 
+class TokenUnreadable(Errors.KafkaError):  # type: ignore[misc]
+    """The token file cannot be read now; the client retries (a sidecar may be rewriting
+    it). A `KafkaError`: anything else would stop aiokafka's background tasks for good."""
+
+
 class TokenFile(AbstractTokenProvider):  # type: ignore[misc]
     """An OAUTHBEARER token kept in a file by something else (a sidecar, a Kubernetes
     projected token), read again whenever the file changes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: str = "kafka.sasl_oauth_token_file") -> None:
         self._path = path
+        self._key = key
         self._stamp: tuple[int, int] | None = None
         self._token = ""
 
     def read(self) -> str:
+        """The token; `TokenUnreadable` when the file cannot be read or is empty."""
         try:
             status = self._path.stat()
             stamp = (status.st_mtime_ns, status.st_size)
@@ -154,8 +169,9 @@ class TokenFile(AbstractTokenProvider):  # type: ignore[misc]
                 self._stamp = stamp
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise ConfigError(f"config error: sasl_oauth_token_file: cannot read "
-                              f"{self._path}: {reason}") from None
+            raise TokenUnreadable(f"{self._key}: cannot read {self._path}: {reason}") from None
+        if not self._token:
+            raise TokenUnreadable(f"{self._key}: {self._path} is empty")
         return self._token
 
     async def token(self) -> str:
@@ -196,7 +212,7 @@ def explain(exc: BaseException, options: Mapping[str, Any],
         return f"the brokers do not accept SASL mechanism {mechanism} ({where})"
     if isinstance(seen, Errors.IllegalSaslStateError):
         return f"the listener does not speak SASL: is security_protocol right? ({where})"
-    if isinstance(seen, TokenExpired):
+    if isinstance(seen, TokenExpired | TokenUnreadable):
         return f"{seen.args[0]} ({where})"
     if (verify := _cause(seen, ssl.SSLCertVerificationError)) is not None:
         return f"certificate verify failed: {verify.verify_message} ({where})"

@@ -185,9 +185,12 @@ class AgentOsSink:
     """An Agent OS governance event sink that publishes onto govpipe's input topic."""
 
     def __init__(self, bootstrap_servers: str, topic: str = "governance.events", *,
-                 sign_key: bytes | None = None, sender: str = "") -> None:
+                 sign_key: bytes | None = None, sender: str = "",
+                 client_options: Mapping[str, Any] | None = None) -> None:
+        """`client_options`: TLS and SASL for a secured cluster, as `Publisher` takes them
+        (`pipeline.kafka_connection.client_options(settings.kafka)` makes them)."""
         self._publisher = SyncPublisher(bootstrap_servers, topic, sign_key=sign_key,
-                                        sender=sender)
+                                        sender=sender, client_options=client_options)
         self._lock = threading.Lock()
         self._closed = False
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.cli.run import EXIT_CONFIG, add_config_argument, warn_deprecated
 from pipeline.inbound.verifier import load_inbound_keys
-from pipeline.kafka_connection import client_options, explain
+from pipeline.kafka_connection import CauseCatcher, caught_causes, client_options, explain
 from pipeline.ops.logs import configure_logging
 from pipeline.publisher import Publisher
 from pipeline.settings import ConfigError, load_settings
@@ -78,9 +78,13 @@ async def _publish(lines: Iterable[bytes], options: dict[str, Any], topic: str,
     tally = Tally()
     progress = sys.stderr.isatty()
     events = _events(lines, tally)
+    catcher = CauseCatcher()
     try:
-        async with Publisher(options.pop("bootstrap_servers"), topic, sign_key=key,
-                             sender=sender, client_options=options) as publisher:
+        with caught_causes() as catcher:
+            publisher = Publisher(options["bootstrap_servers"], topic, sign_key=key,
+                                  sender=sender, client_options=options)
+            await publisher.start()
+        async with publisher:
             for chunk in _chunks(events):
                 errors = await publisher.publish_values([item for _, item in chunk])
                 for (number, _), error in zip(chunk, errors, strict=True):
@@ -93,7 +97,8 @@ async def _publish(lines: Iterable[bytes], options: dict[str, Any], topic: str,
                     print(f"\rpublished {tally.published}, failed {tally.failed}…", end="",
                           file=sys.stderr, flush=True)
     except Exception as exc:  # the broker could not be reached at all
-        print(f"govpipe: cannot publish: {explain(exc, options)}", file=sys.stderr)
+        print(f"govpipe: cannot publish: {explain(exc, options, catcher.cause)}",
+              file=sys.stderr)
         unsent = sum(1 for _ in events)  # draining also counts the non-JSON lines left
         tally.failed += unsent  # every line not sent counts as failed
         tally.unreachable = True

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from pipeline.app import build_deadletter_store
 from pipeline.cli.run import (
@@ -23,11 +24,12 @@ from pipeline.cli.run import (
 from pipeline.deadletter.kafka import start_producer
 from pipeline.deadletter.replay import ReplayFilter, ReplayRecord, make_plan
 from pipeline.deadletter.store import DeadLetterStore, StoredEntries
-from pipeline.kafka_connection import client_options
+from pipeline.kafka_connection import caught_causes, client_options, explain
 from pipeline.ops.logs import configure_logging
 from pipeline.settings import ConfigError, Settings
 
 CHUNK = 500
+EXIT_FAILED = 1
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,10 +77,15 @@ def main(args: argparse.Namespace) -> int:
     warn_deprecated(settings)
     selected = ReplayFilter(args.sink, args.reason, args.origin, args.since, args.until)
     try:
-        return asyncio.run(_replay(settings, args, selected))
+        with caught_causes() as catcher:
+            return asyncio.run(_replay(settings, args, selected))
     except ConfigError as exc:  # a Kafka key or password file that cannot be read
         print(f"govpipe: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except KafkaError as exc:
+        why = explain(exc, client_options(settings.kafka), catcher.cause)
+        print(f"govpipe: replay stopped: {why}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 async def _replay(settings: Settings, args: argparse.Namespace, selected: ReplayFilter) -> int:

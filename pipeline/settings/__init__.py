@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from pipeline.settings.base import BROKEN_RULE, ConfigError, StrictModel, broken_rule
-from pipeline.settings.kafka import KafkaConnection, deprecated_kafka_keys
+from pipeline.settings.kafka import KafkaConnection, moved_sink_servers, moved_source_servers
 from pipeline.settings.sinks import (
     OTLP_DEFAULT_ENDPOINTS,
     BreakerSettings,
@@ -186,14 +186,42 @@ class Settings(StrictModel):
 def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
     """Read `path` (optional), apply environment overrides, validate; raise `ConfigError`."""
     data: dict[str, Any] = _read_toml(path) if path is not None else {}
-    from_env = _apply_env_overrides(data, environ)
-    deprecations = deprecated_kafka_keys(data)
+    _refuse_secrets_in_file(data, path)
+    overrides: dict[str, Any] = {}
+    from_env = _apply_env_overrides(overrides, environ)
+    # Old keys move within their own layer, so an old variable still beats the new key in
+    # the file, as every environment override does.
+    deprecations = moved_source_servers(data) + moved_source_servers(overrides)
+    _merge(data, overrides)
+    deprecations += moved_sink_servers(data)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, from_env, path)) from None
     settings._deprecations = tuple(deprecations)
     return settings
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _refuse_secrets_in_file(data: Mapping[str, Any], path: Path | None) -> None:
+    """A password belongs in a file of its own or the environment, not in the config."""
+    sinks = data.get("sinks") if isinstance(data.get("sinks"), dict) else {}
+    sink = sinks.get("kafka") if isinstance(sinks, dict) else None
+    tables = {"kafka": data.get("kafka"),
+              "sinks.kafka.connection": sink.get("connection") if isinstance(sink, dict)
+              else None}
+    for name, table in tables.items():
+        if isinstance(table, dict) and "sasl_password" in table:
+            variable = f"GOVPIPE_{name.upper().replace('.', '__')}__SASL_PASSWORD"
+            raise ConfigError(f"config error: {name}.sasl_password: not in the config file "
+                              f"({path}): use sasl_password_file or {variable}")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

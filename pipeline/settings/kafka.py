@@ -28,7 +28,7 @@ class KafkaConnection(StrictModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
     sasl_password_file: Path | None = None
-    sasl_password: SecretStr | None = None     # rather from GOVPIPE_KAFKA__SASL_PASSWORD
+    sasl_password: SecretStr | None = Field(None, min_length=1)  # only from the environment
     sasl_oauth_token_file: Path | None = None  # OAUTHBEARER: re-read whenever it changes
     client_id: str = Field("govpipe", min_length=1)
 
@@ -46,16 +46,32 @@ class KafkaConnection(StrictModel):
         if mechanism is not None and not sasl:
             return (f"security_protocol: {self.security_protocol} does not authenticate with "
                     f"SASL; use SASL_SSL (or SASL_PLAINTEXT) with sasl_mechanism = {mechanism}")
-        if mechanism == "OAUTHBEARER":
-            return None if self.sasl_oauth_token_file else (
-                "sasl_oauth_token_file: required with sasl_mechanism = OAUTHBEARER")
-        if mechanism is not None and not self.sasl_username:
+        unused = self._unused_credentials()
+        if unused:
+            return unused
+        if mechanism == "OAUTHBEARER" and not self.sasl_oauth_token_file:
+            return "sasl_oauth_token_file: required with sasl_mechanism = OAUTHBEARER"
+        if mechanism in (None, "OAUTHBEARER"):
+            return None
+        if not self.sasl_username:
             return f"sasl_username: required with sasl_mechanism = {mechanism}"
-        if mechanism is not None and (self.sasl_password_file is None) == (
-                self.sasl_password is None):
+        if (self.sasl_password_file is None) == (self.sasl_password is None):
             return ("sasl_password_file: give the password in exactly one way: "
-                    "sasl_password_file or GOVPIPE_KAFKA__SASL_PASSWORD")
+                    "sasl_password_file, or sasl_password from the environment")
         return None
+
+    def _unused_credentials(self) -> str | None:
+        """A credential the mechanism never sends: connecting without it would fail later,
+        and less clearly."""
+        mechanism = self.sasl_mechanism
+        passwords = ("sasl_username", "sasl_password_file", "sasl_password")
+        unused = {None: (*passwords, "sasl_oauth_token_file"), "OAUTHBEARER": passwords}.get(
+            mechanism, ("sasl_oauth_token_file",))
+        given = [key for key in unused if getattr(self, key) is not None]
+        if not given:
+            return None
+        without = f"with sasl_mechanism = {mechanism}" if mechanism else "without sasl_mechanism"
+        return f"{given[0]}: not used {without}; remove it"
 
     def _tls_problem(self) -> str | None:
         tls_files = [name for name in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file",
@@ -76,35 +92,35 @@ class KafkaConnection(StrictModel):
                 "sasl_password_file", "sasl_oauth_token_file")
         return {key: path for key in keys if (path := getattr(self, key)) is not None}
 
-    def where(self) -> str:
-        """How it connects, without secrets: for log lines and errors."""
-        how: str = self.security_protocol
-        if self.sasl_mechanism:
-            who = f" as {self.sasl_username}" if self.sasl_username else ""
-            how += f" ({self.sasl_mechanism}{who})"
-        return f"{self.bootstrap_servers} over {how}"
+
+def moved_source_servers(layer: dict[str, Any]) -> list[str]:
+    """Move one layer's (the file's, or the environment's) old `source.bootstrap_servers` to
+    `kafka.bootstrap_servers`, so that the environment still overrides the file."""
+    source, kafka = layer.get("source"), layer.get("kafka", {})
+    if not (isinstance(source, dict) and "bootstrap_servers" in source
+            and isinstance(kafka, dict)):
+        return []
+    servers = source.pop("bootstrap_servers")
+    if "bootstrap_servers" in kafka:
+        return ["source.bootstrap_servers is deprecated and ignored: kafka.bootstrap_servers "
+                "is set beside it"]
+    layer["kafka"] = {**kafka, "bootstrap_servers": servers}
+    return ["source.bootstrap_servers is deprecated: use kafka.bootstrap_servers"]
 
 
-def deprecated_kafka_keys(data: dict[str, Any]) -> list[str]:
-    """Move the old per-client `bootstrap_servers` keys of raw config `data` to where they
-    live now; one notice per key moved."""
-    notices: list[str] = []
-    kafka = data.setdefault("kafka", {}) if isinstance(data.get("kafka", {}), dict) else None
-    source = data.get("source")
-    if kafka is not None and isinstance(source, dict) and "bootstrap_servers" in source:
-        servers = source.pop("bootstrap_servers")
-        if "bootstrap_servers" in kafka:
-            notices.append("source.bootstrap_servers is deprecated and ignored: "
-                           "kafka.bootstrap_servers is set")
-        else:
-            kafka["bootstrap_servers"] = servers
-            notices.append("source.bootstrap_servers is deprecated: use kafka.bootstrap_servers")
-    sink = data.get("sinks", {}).get("kafka") if isinstance(data.get("sinks"), dict) else None
-    if kafka is not None and isinstance(sink, dict) and "bootstrap_servers" in sink:
-        servers = sink.pop("bootstrap_servers")
-        if "connection" not in sink:
-            # The same security settings as [kafka], on the brokers it names.
-            sink["connection"] = {**kafka, "bootstrap_servers": servers}
-        notices.append("sinks.kafka.bootstrap_servers is deprecated: use "
-                       "[sinks.kafka.connection] (a table of the [kafka] keys)")
-    return notices
+def moved_sink_servers(data: dict[str, Any]) -> list[str]:
+    """The old `sinks.kafka.bootstrap_servers` (of the merged config): the sink's own
+    connection, with [kafka]'s security settings on the brokers it names."""
+    sinks = data.get("sinks")
+    sink = sinks.get("kafka") if isinstance(sinks, dict) else None
+    if not (isinstance(sink, dict) and "bootstrap_servers" in sink):
+        return []
+    servers = sink.pop("bootstrap_servers")
+    if "connection" in sink:
+        return ["sinks.kafka.bootstrap_servers is deprecated and ignored: "
+                "[sinks.kafka.connection] is set"]
+    kafka = data.get("kafka", {})
+    sink["connection"] = {**(kafka if isinstance(kafka, dict) else {}),
+                          "bootstrap_servers": servers}
+    return ["sinks.kafka.bootstrap_servers is deprecated: use [sinks.kafka.connection], a "
+            "table of all the [kafka] keys (nothing is inherited from [kafka])"]

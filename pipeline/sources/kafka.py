@@ -34,7 +34,7 @@ from pipeline.sources.rebalance import (
     COMMIT_TIMEOUT_S,
     POSITION_TIMEOUT_S,
     RebalanceListener,
-    rebalance_timeout_ms,
+    consumer_options,
 )
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,15 @@ MAX_RECORDS = 500
 class KafkaSource:
     """Reads `source.topic` in consumer group `source.group_id`."""
 
-    def __init__(self, settings: SourceSettings, ledger: Ledger,
-                 connection: Mapping[str, Any] | None = None, *,
+    def __init__(self, settings: SourceSettings, ledger: Ledger, connection: Mapping[str, Any],
+                 *,
                  revoke_timeout_s: float = 30.0) -> None:
         self.name = f"kafka:{settings.topic}"
         self._settings = settings
         self._ledger = ledger
         self._tracker = ledger.tracker
         # aiokafka's client options (brokers, TLS, SASL): see pipeline.kafka_connection.
-        self._connection = dict(connection or {"bootstrap_servers": "127.0.0.1:9092"})
+        self._connection = dict(connection)
         self._revoke_timeout_s = revoke_timeout_s
         self._consumer: AIOKafkaConsumer | None = None
         self._committed: dict[TopicPartition, int] = {}
@@ -81,24 +81,8 @@ class KafkaSource:
         self.error = None
 
     async def _start_once(self) -> None:
-        rebalance_ms = rebalance_timeout_ms(self._revoke_timeout_s)
-        source = self._settings
-        consumer = AIOKafkaConsumer(
-            **self._connection,
-            group_id=source.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=source.auto_offset_reset,
-            isolation_level=source.isolation_level,
-            session_timeout_ms=source.session_timeout_ms,
-            heartbeat_interval_ms=source.heartbeat_interval_ms,
-            fetch_max_bytes=source.fetch_max_bytes,
-            max_partition_fetch_bytes=source.max_partition_fetch_bytes
-            or max(1_048_576, source.max_event_bytes + 1024),
-            # aiokafka's default rebalance timeout is the session timeout: a member still
-            # settling revoked partitions after that is evicted mid-callback.
-            rebalance_timeout_ms=max(rebalance_ms, source.session_timeout_ms),
-            max_poll_interval_ms=max(source.max_poll_interval_ms, rebalance_ms),
-        )
+        consumer = AIOKafkaConsumer(**self._connection, **consumer_options(
+            self._settings, self._revoke_timeout_s))
         consumer.subscribe([self._settings.topic], listener=RebalanceListener(self, consumer))
         try:
             await consumer.start()

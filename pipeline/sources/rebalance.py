@@ -3,10 +3,12 @@ revocations and assignments to the Kafka source."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+
+from pipeline.settings import SourceSettings
 
 if TYPE_CHECKING:
     from pipeline.sources.kafka import KafkaSource
@@ -25,6 +27,26 @@ def rebalance_timeout_ms(revoke_timeout_s: float) -> int:
     """The group's rebalance timeout for a member that may spend `revoke_timeout_s` settling
     revoked partitions: long enough for the wait, the commit after it and a margin."""
     return int((revoke_timeout_s + COMMIT_TIMEOUT_S + REBALANCE_MARGIN_S) * 1000)
+
+
+def consumer_options(source: SourceSettings, revoke_timeout_s: float) -> dict[str, Any]:
+    """The consumer's group and fetch settings (its connection comes from [kafka])."""
+    rebalance_ms = rebalance_timeout_ms(revoke_timeout_s)
+    return {
+        "group_id": source.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": source.auto_offset_reset,
+        "isolation_level": source.isolation_level,
+        "session_timeout_ms": source.session_timeout_ms,
+        "heartbeat_interval_ms": source.heartbeat_interval_ms,
+        "fetch_max_bytes": source.fetch_max_bytes,
+        "max_partition_fetch_bytes": source.max_partition_fetch_bytes
+        or max(1_048_576, source.max_event_bytes + 1024),
+        # aiokafka's default rebalance timeout is the session timeout: a member still
+        # settling revoked partitions after that is evicted mid-callback.
+        "rebalance_timeout_ms": max(rebalance_ms, source.session_timeout_ms),
+        "max_poll_interval_ms": max(source.max_poll_interval_ms, rebalance_ms),
+    }
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]

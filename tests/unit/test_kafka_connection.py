@@ -46,6 +46,15 @@ def error_for(env: dict[str, str]) -> str:
      "config error: kafka.security_protocol: Input should be"),
     ({"GOVPIPE_SINKS__KAFKA__CONNECTION__SECURITY_PROTOCOL": "SASL_SSL"},
      "config error: sinks.kafka.connection.sasl_mechanism: required"),
+    ({"GOVPIPE_KAFKA__SASL_USERNAME": "u"},
+     "config error: kafka.sasl_username: not used without sasl_mechanism"),
+    ({"GOVPIPE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+      "GOVPIPE_KAFKA__SASL_MECHANISM": "OAUTHBEARER",
+      "GOVPIPE_KAFKA__SASL_OAUTH_TOKEN_FILE": "/t", "GOVPIPE_KAFKA__SASL_PASSWORD": "p"},
+     "config error: kafka.sasl_password: not used with sasl_mechanism = OAUTHBEARER"),
+    ({"GOVPIPE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "GOVPIPE_KAFKA__SASL_MECHANISM": "PLAIN",
+      "GOVPIPE_KAFKA__SASL_USERNAME": "u", "GOVPIPE_KAFKA__SASL_PASSWORD": ""},
+     "config error: kafka.sasl_password:"),
 ])
 def test_a_connection_that_cannot_work_names_the_key(env: dict[str, str], expected: str) -> None:
     assert error_for(env).startswith(expected)
@@ -144,3 +153,22 @@ def test_the_kafka_sink_gets_its_cluster_and_producer_settings() -> None:
     assert (options["bootstrap_servers"], options["client_id"]) == ("other:9093", "govpipe-out")
     assert (options["compression_type"], options["linger_ms"]) == ("zstd", 20)
     assert options["security_protocol"] == "PLAINTEXT"
+
+
+def test_an_old_variable_still_beats_the_file(tmp_path: Path) -> None:
+    # The shipped config names [kafka] bootstrap_servers; an operator's old-style variable
+    # must still win over the file, as every environment override does.
+    config = tmp_path / "govpipe.toml"
+    config.write_text('[kafka]\nbootstrap_servers = "127.0.0.1:9092"\n')
+    settings = load_settings(config, {"GOVPIPE_SOURCE__BOOTSTRAP_SERVERS": "kafka:9092"})
+    assert settings.kafka.bootstrap_servers == "kafka:9092"
+
+
+def test_a_password_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "govpipe.toml"
+    config.write_text('[kafka]\nsasl_password = "hunter2"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, {})
+    assert "kafka.sasl_password: not in the config file" in str(caught.value)
+    assert "GOVPIPE_KAFKA__SASL_PASSWORD" in str(caught.value)
+    assert "hunter2" not in str(caught.value)

@@ -89,7 +89,8 @@ class Room:
 
 def source_with(consumer: FakeConsumer) -> tuple[KafkaSource, CollectorRegistry]:
     registry = CollectorRegistry()
-    source = KafkaSource(SourceSettings(kind="kafka", topic="events"), Ledger(registry, ["s"]))
+    source = KafkaSource(SourceSettings(kind="kafka", topic="events"), Ledger(registry, ["s"]),
+                         {"bootstrap_servers": "127.0.0.1:9"})
     source._consumer = consumer  # type: ignore[assignment]
     return source, registry
 
