@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.daemons import RunningDaemon
 from tests.support.infra.collector import Collector
-from tests.support.infra.kafka import KafkaBroker, SecureKafka, SecureKafkaBroker
+from tests.support.infra.kafka import KafkaBroker
+from tests.support.infra.secure_kafka import SecureKafka, SecureKafkaBroker
 from tests.support.kafka_clients import create_topics
 from tests.support.services import serve
 from tests.support.services import started as start_service

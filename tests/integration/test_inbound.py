@@ -281,4 +281,4 @@ async def test_govpipe_publish_counts_every_line_as_failed_when_kafka_is_unreach
         str(events), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
     assert (process.returncode, stdout.decode().strip()) == (1, "published 0, failed 3")
-    assert f"cannot publish to 127.0.0.1:{port}" in stderr.decode()
+    assert f"cannot publish: cannot reach Kafka at 127.0.0.1:{port}" in stderr.decode()

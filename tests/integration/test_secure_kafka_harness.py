@@ -26,7 +26,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped,unused-ignore]
 )
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped,unused-ignore]
 
-from tests.support.infra.kafka import SecureKafka
+from tests.support.infra.secure_kafka import SecureKafka
 from tests.support.kafka_clients import create_topics
 from tests.support.kafka_security import (
     WAYS_IN,

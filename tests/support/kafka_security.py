@@ -1,6 +1,7 @@
 """aiokafka client options for each secured listener of a
-:class:`~tests.support.infra.kafka.SecureKafkaBroker`, an OAUTHBEARER token provider, a
-one-record round trip, and the reason aiokafka only logs when a connection fails.
+:class:`~tests.support.infra.secure_kafka.SecureKafkaBroker`, an OAUTHBEARER token
+provider, a one-record round trip, and the reason aiokafka only logs when a connection
+fails.
 
 aiokafka 0.14 raises ``KafkaConnectionError("Unable to bootstrap from [...]")`` from
 ``start()`` whatever went wrong (bad password, TLS verification, closed connection), with no
@@ -31,7 +32,7 @@ from aiokafka import (  # type: ignore[import-untyped,unused-ignore]
 from aiokafka.abc import AbstractTokenProvider  # type: ignore[import-untyped,unused-ignore]
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped,unused-ignore]
 
-from tests.support.infra.kafka import SecureKafka
+from tests.support.infra.secure_kafka import SecureKafka
 
 __all__ = [
     "WAYS_IN",
