@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from pipeline.deadletter.store import StoredEntries
 from pipeline.model import Position, SignedEvent
 from sinks.base import SinkError
 
@@ -69,3 +70,25 @@ class FlakySink:
 def make_event(offset: int) -> SignedEvent:
     return SignedEvent(id=f"e{offset}", attributes={"id": f"e{offset}"},
                        body=b'{"id":"e%d"}' % offset, position=Position("t", 0, offset))
+
+
+class StoreStub:
+    """A dead-letter store with nothing stored and nothing to repair: subclasses give
+    `write` (and a `description`) the behaviour a test needs."""
+
+    description = "store stub"
+
+    def check(self) -> str | None:
+        return None
+
+    def recover(self) -> list[str]:
+        return []
+
+    async def read(self) -> StoredEntries:
+        return StoredEntries()
+
+    async def mark_replayed(self, entry_ids: Sequence[str]) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

@@ -11,16 +11,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pipeline.deadletter.entry import DeadLetterEntry
-from pipeline.deadletter.store import DeadLetterError, StoredEntries
+from pipeline.deadletter.store import DeadLetterError
 from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.ledger import Ledger
 from pipeline.ops.metrics import Metrics
 from sinks.base import SinkError
-from tests.support.fakes import make_event
+from tests.support.fakes import StoreStub, make_event
 from tests.support.metrics import sample
 
 
-class ScriptedStore:
+class ScriptedStore(StoreStub):
     """Raises the scripted exceptions, one per write, then keeps what it is given."""
 
     description = "scripted store"
@@ -35,21 +35,6 @@ class ScriptedStore:
             raise self.failures.pop(0)
         self.written.extend(entries)
         self.stored.set()
-
-    def check(self) -> str | None:
-        return None
-
-    def recover(self) -> list[str]:
-        return []
-
-    async def read(self) -> StoredEntries:
-        return StoredEntries()
-
-    async def mark_replayed(self, entry_ids: Sequence[str]) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_an_unexpected_write_error_is_retried_not_fatal(

@@ -14,20 +14,20 @@ from prometheus_client import CollectorRegistry
 from pipeline.app import build_daemon
 from pipeline.daemon import CLOSE_GRACE_S, Daemon
 from pipeline.deadletter.entry import DeadLetterEntry
-from pipeline.deadletter.store import DeadLetterError, StoredEntries
+from pipeline.deadletter.store import DeadLetterError
 from pipeline.model import SignedEvent
 from pipeline.settings import SinkSettings, load_settings
 from pipeline.signing.signers import HmacSigner
 from sinks.base import Sink
 from tests.support.events import event_value
-from tests.support.fakes import MemorySink
+from tests.support.fakes import MemorySink, StoreStub
 
 SHUTDOWN_S = 1.0
 # The drain's deadline, then the bounded closing steps, then slack for a loaded machine.
 RETURNS_WITHIN_S = SHUTDOWN_S + CLOSE_GRACE_S + 5.0
 
 
-class FailingStore:
+class FailingStore(StoreStub):
     """A dead-letter store whose every write fails (a topic that refuses the entries)."""
 
     description = "failing store"
@@ -40,21 +40,6 @@ class FailingStore:
         self.attempts += 1
         self.tried.set()
         raise DeadLetterError("refused")
-
-    def check(self) -> str | None:
-        return None
-
-    def recover(self) -> list[str]:
-        return []
-
-    async def read(self) -> StoredEntries:
-        return StoredEntries()
-
-    async def mark_replayed(self, entry_ids: Sequence[str]) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 class StuckSink:
