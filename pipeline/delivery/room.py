@@ -37,9 +37,13 @@ class PipelineRoom:
         return self._deadletters.has_room() and all(d.has_room() for d in self._dispatchers)
 
     async def wait(self) -> None:
+        # Only what is full is waited for: a sink that drops when full always has room,
+        # though its queue may be full.
         for dispatcher in self._dispatchers:
-            await dispatcher.wait_for_room()
-        await self._deadletters.wait_for_room()
+            if not dispatcher.has_room():
+                await dispatcher.wait_for_room()
+        if not self._deadletters.has_room():
+            await self._deadletters.wait_for_room()
 
     def note_pause(self) -> None:
         cause = "sink_queue_full" if self._deadletters.has_room() else "deadletter_backlog"
