@@ -12,7 +12,7 @@ from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
 from pipeline.cloudevents.codec import decode_object, encode
 from pipeline.cloudevents.mapping import InvalidEvent, to_cloudevent
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
-from pipeline.inbound.verifier import InboundVerifier
+from pipeline.inbound.verifier import InboundKeys, InboundVerifier
 from pipeline.model import Record, Rejection, SignedEvent
 from pipeline.signing.signers import Signer
 
@@ -30,6 +30,18 @@ class EventProcessor:
         self._configured_source = configured_source or None
         self._inbound = inbound
         self._detector = detector
+
+    @property
+    def signer(self) -> Signer:
+        """The signer events are signed with now."""
+        return self._signer
+
+    def use_keys(self, signer: Signer, inbound_keys: InboundKeys | None) -> None:
+        """Sign every record processed from now on with `signer` and check producer
+        signatures against `inbound_keys` (a key rotation; the nonces seen are kept)."""
+        self._signer = signer
+        if self._inbound is not None and inbound_keys is not None:
+            self._inbound.use_keys(inbound_keys)
 
     def process(self, record: Record) -> SignedEvent | Rejection:
         if self._inbound is not None and (refused := self._inbound.check(record)):

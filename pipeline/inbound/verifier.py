@@ -125,6 +125,10 @@ class InboundVerifier:
         self._counter = metrics.inbound_verification
         self._clock = clock
 
+    def use_keys(self, keys: InboundKeys) -> None:
+        """Check records from now on against `keys` (a rotation; seen nonces still count)."""
+        self._keys = keys
+
     def check(self, record: Record) -> str | None:
         """None when the record may pass, else the rejection reason."""
         result = self._check(record)

@@ -31,6 +31,7 @@ from pipeline.settings.sinks import (
     SinksSettings,
     StdoutSinkSettings,
 )
+from pipeline.signing.signers import canonical_alg
 
 __all__ = [
     "OTLP_DEFAULT_ENDPOINTS", "BreakerSettings", "ConfigError", "KafkaConnection",
@@ -81,6 +82,12 @@ class SigningSettings(StrictModel):
     alg: Literal["HMAC-SHA256", "Ed25519"] = "HMAC-SHA256"
     key_file: Path | None = None
     key_id: str | None = None
+
+    @field_validator("alg", mode="before")
+    @classmethod
+    def _alg_in_any_case(cls, value: Any) -> Any:
+        # "ed25519" as keygen --alg spells it; an unknown name is left to the type's message.
+        return (canonical_alg(value) or value) if isinstance(value, str) else value
 
 
 class DeadLetterSettings(StrictModel):
