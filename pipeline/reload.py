@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from pydantic import BaseModel
+
 from pipeline.settings import ConfigError, Settings
 
 log = logging.getLogger("govpipe")
@@ -25,16 +27,19 @@ LIVE_KEYS = frozenset({"signing.alg", "signing.key_file", "signing.key_id",
 def restart_needed(running: Settings, new: Settings) -> list[str]:
     """The dotted keys whose values differ between `running` and `new` and that a reload
     cannot apply (names only: values may be secrets)."""
-    old_values = dict(_leaves(running.model_dump()))
-    new_values = dict(_leaves(new.model_dump()))
+    old_values = dict(_leaves(running))
+    new_values = dict(_leaves(new))
     changed = {key for key in old_values.keys() | new_values.keys()
                if old_values.get(key) != new_values.get(key)}
     return sorted(key for key in changed - LIVE_KEYS)
 
 
-def _leaves(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in values.items():
-        if isinstance(value, Mapping) and value:
+def _leaves(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every setting: tables are walked, anything else is a value
+    (a table of headers too: it is one key)."""
+    for key in type(model).model_fields:
+        value = getattr(model, key)
+        if isinstance(value, BaseModel):
             yield from _leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value

@@ -229,13 +229,15 @@ class FedGovpipe(GovpipeProcess):
         return self
 
     async def feed(self, lines: Sequence[bytes]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc is not None
+        assert self.proc.stdin is not None
         self.proc.stdin.write(b"".join(line + b"\n" for line in lines))
         await self.proc.stdin.drain()
 
     async def end_input(self, timeout_s: float = 60) -> int:
         """Close stdin and wait for the exit code."""
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc is not None
+        assert self.proc.stdin is not None
         self.proc.stdin.close()
         return await asyncio.wait_for(self.proc.wait(), timeout_s)
 
