@@ -43,18 +43,6 @@ def client_options(connection: KafkaConnection, table: str = "kafka") -> dict[st
     return options
 
 
-def check_files(connection: KafkaConnection, table: str = "kafka") -> list[str]:
-    """One problem per file of `connection` that cannot be read (for check-config)."""
-    problems = []
-    for key, path in connection.files().items():
-        try:
-            with path.open("rb"):
-                pass
-        except OSError as exc:
-            problems.append(f"{table}.{key}: cannot read {path}: {exc.strerror}")
-    return problems
-
-
 def _read_secret(path: Path, key: str) -> str:
     """A password kept in a file: its text without the final line break."""
     try:
