@@ -9,11 +9,13 @@ import logging
 from typing import Any
 
 from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
-from pipeline.cloudevents.codec import decode_object, encode
-from pipeline.cloudevents.mapping import InvalidEvent, to_cloudevent
+from pipeline.cloudevents.codec import NUMBER_OUT_OF_RANGE, decode_object, encode
+from pipeline.cloudevents.errors import InvalidEvent
+from pipeline.cloudevents.mapping import to_cloudevent
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
 from pipeline.inbound.verifier import InboundVerifier
 from pipeline.model import Record, Rejection, SignedEvent
+from pipeline.signing.jcs import IntegerOutOfRange
 from pipeline.signing.signers import Signer
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ class EventProcessor:
             body = encode(signed)
         except InvalidEvent as exc:
             return Rejection(exc.reason, exc.detail, record)
+        except IntegerOutOfRange as exc:
+            # Ed25519 only: HMAC's canonical form (Agent OS's) keeps every digit.
+            return Rejection(NUMBER_OUT_OF_RANGE, str(exc), record)
         except (ValueError, TypeError, RecursionError) as exc:
             # Valid JSON that cannot be signed or written as strict JSON (lone surrogates,
             # nesting past the serializer's depth limit...).
