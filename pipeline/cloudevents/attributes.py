@@ -32,7 +32,7 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # Members of the structured JSON form that are not attributes.
 DATA_MEMBERS = ("data", "data_base64")
 
-_NAME = re.compile(r"[a-z0-9]{1,%d}" % MAX_NAME_LENGTH)
+_NAME = re.compile(rf"[a-z0-9]{{1,{MAX_NAME_LENGTH}}}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+\s*(;.*)?", re.DOTALL)
 # RFC 3986: the characters a URI-reference may hold, and what a scheme looks like.
