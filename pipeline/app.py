@@ -127,8 +127,10 @@ def build_processor(settings: Settings, signer: Signer, metrics: Metrics) -> Eve
                                   source.replay_window_s, source.nonce_capacity, metrics)
     detector = (ToolPoisoningDetector(metrics)
                 if settings.detectors.tool_poisoning.enabled else None)
+    kafka = settings.sinks.kafka
     return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
-                          inbound=inbound, detector=detector)
+                          inbound=inbound, detector=detector,
+                          string_extensions_only=kafka.enabled and kafka.content_mode == "binary")
 
 
 def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,

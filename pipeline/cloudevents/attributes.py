@@ -38,7 +38,8 @@ _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+\s*(;.*)?"
 # RFC 3986: the characters a URI-reference may hold, and what a scheme looks like.
 _URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-_REQUIRED_STRINGS = ("id", "type")
+_CONTEXT = frozenset(("specversion", "id", "source", "type", "subject", "time",
+                      "datacontenttype", "dataschema"))
 
 
 def is_valid_attribute_name(name: str) -> bool:
@@ -67,8 +68,7 @@ def check_attributes(event: Mapping[str, Any]) -> None:
 def _check_value(name: str, value: Any) -> None:
     if name in ("specversion", "time"):
         return
-    if name in _REQUIRED_STRINGS or name in ("subject", "source", "datacontenttype",
-                                              "dataschema"):
+    if name in _CONTEXT:
         _check_string(name, value, non_empty=True)
         _check_format(name, value)
     else:
@@ -103,6 +103,20 @@ def _check_extension(name: str, value: Any) -> None:
         return
     kind = "null" if value is None else type(value).__name__
     raise InvalidEvent(INVALID, f"attribute {name} is {kind}, not a String, Boolean or Integer")
+
+
+TYPED_EXTENSION = "typed_extension"
+
+
+def check_string_extensions(event: Mapping[str, Any]) -> None:
+    """Raise `InvalidEvent("typed_extension")` when an extension is a Boolean or Integer.
+
+    For output in Kafka binary mode: headers have no types, so `7` and `"7"` arrive alike and
+    a consumer could not rebuild the signed event; refused before signing instead."""
+    for name, value in event.items():
+        if name not in _CONTEXT and name not in DATA_MEMBERS and not isinstance(value, str):
+            raise InvalidEvent(TYPED_EXTENSION, f"extension {name} is a "
+                               f"{type(value).__name__}, which Kafka binary mode cannot carry")
 
 
 def is_uri_reference(value: str) -> bool:

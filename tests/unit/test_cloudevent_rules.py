@@ -150,3 +150,13 @@ def test_binary_round_trip_gives_back_the_signed_event() -> None:
     assert isinstance(signed, SignedEvent)
     value, headers = binary_message(signed.attributes)
     assert binary_to_structured(headers, value, 1024) == json.loads(signed.body)
+
+
+def test_typed_extensions_are_refused_only_when_binary_mode_is_written() -> None:
+    record = Record(json.dumps({**CE, "count": 7, "flag": True}).encode(), Position("t", 0, 0))
+    structured = EventProcessor(HmacSigner(KEY), 1 << 20).process(record)
+    assert isinstance(structured, SignedEvent)
+    binary = EventProcessor(HmacSigner(KEY), 1 << 20, string_extensions_only=True)
+    assert reason(binary.process(record)) == "typed_extension"
+    strings = Record(json.dumps({**CE, "count": "7"}).encode(), Position("t", 0, 1))
+    assert isinstance(binary.process(strings), SignedEvent)
