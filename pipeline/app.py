@@ -3,8 +3,10 @@ signers and sources (adding a sink = one module in sinks/ + one entry in SINK_BU
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
@@ -39,6 +41,14 @@ log = logging.getLogger("govpipe")
 SinkBuilder = Callable[[Settings], Sink]
 
 
+def govpipe_version() -> str:
+    """The installed package's version (service.version), or "" when not installed."""
+    try:
+        return importlib.metadata.version("govpipe")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
 def _otlp_sink(settings: Settings) -> Sink:
     otlp = settings.sinks.otlp
     return OtlpSink(OtlpOptions(
@@ -51,6 +61,8 @@ def _otlp_sink(settings: Settings) -> Sink:
         ca_file=otlp.ca_file,
         client_cert_file=otlp.client_cert_file,
         client_key_file=otlp.client_key_file,
+        service_version=govpipe_version(),
+        service_instance_id=otlp.service_instance_id or str(uuid.uuid4()),
     ))
 
 
