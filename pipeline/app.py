@@ -142,7 +142,7 @@ def build_processor(settings: Settings, signer: Signer, metrics: Metrics) -> Eve
     kafka = settings.sinks.kafka
     return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
                           inbound=inbound, detector=detector,
-                          string_extensions_only=kafka.enabled and kafka.content_mode == "binary")
+                          binary_output=kafka.enabled and kafka.content_mode == "binary")
 
 
 def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,

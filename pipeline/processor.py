@@ -8,8 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.cloudevents.attributes import check_string_extensions
-from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
+from pipeline.cloudevents.binding import (
+    binary_to_structured,
+    check_binary_representable,
+    is_binary_mode,
+)
 from pipeline.cloudevents.codec import NUMBER_OUT_OF_RANGE, decode_object, encode
 from pipeline.cloudevents.errors import InvalidEvent
 from pipeline.cloudevents.mapping import to_cloudevent
@@ -28,14 +31,14 @@ class EventProcessor:
     def __init__(self, signer: Signer, max_event_bytes: int, configured_source: str = "", *,
                  inbound: InboundVerifier | None = None,
                  detector: ToolPoisoningDetector | None = None,
-                 string_extensions_only: bool = False) -> None:
+                 binary_output: bool = False) -> None:
         self._signer = signer
         self._max_bytes = max_event_bytes
         self._configured_source = configured_source or None
         self._inbound = inbound
         self._detector = detector
-        # Set when a sink writes Kafka binary mode, which has no typed attribute values.
-        self._string_extensions_only = string_extensions_only
+        # Set when a sink writes Kafka binary mode: only events a consumer rebuilds exactly.
+        self._binary_output = binary_output
 
     def process(self, record: Record) -> SignedEvent | Rejection:
         if self._inbound is not None and (refused := self._inbound.check(record)):
@@ -43,8 +46,8 @@ class EventProcessor:
         alerts: list[str] = []
         try:
             cloudevent = to_cloudevent(self._decode(record), self._configured_source)
-            if self._string_extensions_only:
-                check_string_extensions(cloudevent)
+            if self._binary_output:
+                check_binary_representable(cloudevent)
             if self._detector is not None:
                 alerts = self._detector.mark(cloudevent)
             signed = self._signer.sign(cloudevent)

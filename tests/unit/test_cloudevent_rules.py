@@ -156,7 +156,25 @@ def test_typed_extensions_are_refused_only_when_binary_mode_is_written() -> None
     record = Record(json.dumps({**CE, "count": 7, "flag": True}).encode(), Position("t", 0, 0))
     structured = EventProcessor(HmacSigner(KEY), 1 << 20).process(record)
     assert isinstance(structured, SignedEvent)
-    binary = EventProcessor(HmacSigner(KEY), 1 << 20, string_extensions_only=True)
+    binary = EventProcessor(HmacSigner(KEY), 1 << 20, binary_output=True)
     assert reason(binary.process(record)) == "typed_extension"
     strings = Record(json.dumps({**CE, "count": "7"}).encode(), Position("t", 0, 1))
     assert isinstance(binary.process(strings), SignedEvent)
+
+
+@pytest.mark.parametrize(("members", "refused"), [
+    ({"datacontenttype": "application/xml", "data": "<a/>"}, True),
+    ({"datacontenttype": "text/plain", "data": ""}, True),
+    ({"datacontenttype": "text/plain", "data_base64": "AAE="}, True),
+    ({"datacontenttype": "application/json", "data_base64": "AAE="}, True),
+    ({"datacontenttype": "application/octet-stream", "data_base64": ""}, True),
+    ({"datacontenttype": "text/plain", "data": "hi"}, False),
+    ({"datacontenttype": "application/json", "data": ""}, False),
+    ({"datacontenttype": "application/octet-stream", "data_base64": "AAE="}, False),
+    ({}, False),
+])
+def test_binary_output_refuses_data_a_consumer_would_read_back_differently(
+        members: dict[str, Any], refused: bool) -> None:
+    record = Record(json.dumps({**CE, **members}).encode(), Position("t", 0, 0))
+    result = EventProcessor(HmacSigner(KEY), 1 << 20, binary_output=True).process(record)
+    assert reason(result) == ("ambiguous_data" if refused else None)
