@@ -3,8 +3,10 @@ signers and sources (adding a sink = one module in sinks/ + one entry in SINK_BU
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,14 @@ log = logging.getLogger("govpipe")
 SinkBuilder = Callable[[Settings], Sink]
 
 
+def govpipe_version() -> str:
+    """The installed package's version (service.version), or "" when not installed."""
+    try:
+        return importlib.metadata.version("govpipe")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
 def _otlp_sink(settings: Settings) -> Sink:
     otlp = settings.sinks.otlp
     return OtlpSink(OtlpOptions(
@@ -55,6 +65,8 @@ def _otlp_sink(settings: Settings) -> Sink:
         ca_file=otlp.ca_file,
         client_cert_file=otlp.client_cert_file,
         client_key_file=otlp.client_key_file,
+        service_version=govpipe_version(),
+        service_instance_id=otlp.service_instance_id or str(uuid.uuid4()),
     ))
 
 
@@ -193,8 +205,10 @@ def build_processor(settings: Settings, signer: Signer, metrics: Metrics,
         inbound = InboundVerifier(keys, source.replay_window_s, source.nonce_capacity, metrics)
     detector = (ToolPoisoningDetector(metrics)
                 if settings.detectors.tool_poisoning.enabled else None)
+    kafka = settings.sinks.kafka
     return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
-                          inbound=inbound, detector=detector)
+                          inbound=inbound, detector=detector,
+                          binary_output=kafka.enabled and kafka.content_mode == "binary")
 
 
 def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,

@@ -8,12 +8,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
-from pipeline.cloudevents.codec import decode_object, encode
-from pipeline.cloudevents.mapping import InvalidEvent, to_cloudevent
+from pipeline.cloudevents.binding import (
+    binary_to_structured,
+    check_binary_representable,
+    is_binary_mode,
+)
+from pipeline.cloudevents.codec import NUMBER_OUT_OF_RANGE, decode_object, encode
+from pipeline.cloudevents.errors import InvalidEvent
+from pipeline.cloudevents.mapping import to_cloudevent
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
 from pipeline.inbound.verifier import InboundKeys, InboundVerifier
 from pipeline.model import Record, Rejection, SignedEvent
+from pipeline.signing.jcs import IntegerOutOfRange
 from pipeline.signing.signers import Signer
 
 log = logging.getLogger(__name__)
@@ -24,12 +30,15 @@ class EventProcessor:
 
     def __init__(self, signer: Signer, max_event_bytes: int, configured_source: str = "", *,
                  inbound: InboundVerifier | None = None,
-                 detector: ToolPoisoningDetector | None = None) -> None:
+                 detector: ToolPoisoningDetector | None = None,
+                 binary_output: bool = False) -> None:
         self._signer = signer
         self._max_bytes = max_event_bytes
         self._configured_source = configured_source or None
         self._inbound = inbound
         self._detector = detector
+        # Set when a sink writes Kafka binary mode: only events a consumer rebuilds exactly.
+        self._binary_output = binary_output
 
     @property
     def signer(self) -> Signer:
@@ -49,12 +58,17 @@ class EventProcessor:
         alerts: list[str] = []
         try:
             cloudevent = to_cloudevent(self._decode(record), self._configured_source)
+            if self._binary_output:
+                check_binary_representable(cloudevent)
             if self._detector is not None:
                 alerts = self._detector.mark(cloudevent)
             signed = self._signer.sign(cloudevent)
             body = encode(signed)
         except InvalidEvent as exc:
             return Rejection(exc.reason, exc.detail, record)
+        except IntegerOutOfRange as exc:
+            # Ed25519 only: HMAC's canonical form (Agent OS's) keeps every digit.
+            return Rejection(NUMBER_OUT_OF_RANGE, str(exc), record)
         except (ValueError, TypeError, RecursionError) as exc:
             # Valid JSON that cannot be signed or written as strict JSON (lone surrogates,
             # nesting past the serializer's depth limit...).

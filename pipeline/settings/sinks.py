@@ -54,6 +54,8 @@ class OtlpSinkSettings(SinkSettings):
     ca_file: Path | None = None           # PEM CA bundle to verify the collector (TLS)
     client_cert_file: Path | None = None  # PEM client certificate (mutual TLS)
     client_key_file: Path | None = None   # PEM client key (mutual TLS)
+    # The resource's service.instance.id. Unset: a random UUID, the same for the whole run.
+    service_instance_id: str | None = Field(None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod
