@@ -20,8 +20,10 @@ from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
 from pipeline.inbound.verifier import InboundVerifier, load_inbound_keys
 from pipeline.kafka_connection import client_options
 from pipeline.ops.health import HealthRegistry, Status
+from pipeline.ops.http import HttpLimits
 from pipeline.ops.metrics import Metrics
 from pipeline.ops.server import OpsServer
+from pipeline.ops.webconfig import load_web_config
 from pipeline.processor import EventProcessor
 from pipeline.settings import Settings, SinkSettings
 from pipeline.signing.keys import load_signer
@@ -154,7 +156,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     health.add("deadletter", deadletters.health)
     for dispatcher in dispatchers:
         health.add(f"sink:{dispatcher.name}", dispatcher.health)
-    server = OpsServer(registry, health, settings.server.host, settings.server.port)
+    server = build_ops_server(settings, registry, health)
     started: dict[str, object] = {
         "source": source.name, "sinks": [d.name for d in dispatchers],
         "signing_alg": signer.alg, "key_id": signer.key_id, "deadletter": store.description}
@@ -162,6 +164,18 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
                         processor=build_processor(settings, signer, metrics), ledger=ledger,
                         dispatchers=dispatchers, deadletters=deadletters, health=health,
                         server=server, started_fields=started))
+
+
+def build_ops_server(settings: Settings, registry: CollectorRegistry,
+                     health: HealthRegistry) -> OpsServer:
+    """The ops server `[server]` describes; `ConfigError` for a bad web config file."""
+    server = settings.server
+    limits = HttpLimits(read_header_timeout_s=server.read_header_timeout_s,
+                        read_body_timeout_s=server.read_body_timeout_s,
+                        write_timeout_s=server.write_timeout_s,
+                        max_connections=server.max_connections)
+    return OpsServer(registry, health, server.host, server.port, limits=limits,
+                     web=load_web_config(server.web_config_file))
 
 
 def signer_health(signer: Signer) -> tuple[Status, str]:

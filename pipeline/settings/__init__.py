@@ -89,10 +89,20 @@ class DeadLetterSettings(StrictModel):
     path: Path = Path("deadletter")
     # Entries waiting for a write that keeps failing; past it the source stops reading.
     max_pending: int = Field(10_000, ge=1)
+    # kind = "file": the most bytes the entry files may hold together; at the cap the
+    # source stops reading until room is made.
+    max_bytes: int = Field(1_073_741_824, ge=4096)
 
 
 class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:9464"
+    # A client gets this long for its request head (TLS handshake included), then for
+    # its body, then to take the answer; past it the connection is closed.
+    read_header_timeout_s: float = Field(10.0, gt=0)
+    read_body_timeout_s: float = Field(10.0, gt=0)
+    write_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(64, ge=1)  # more are closed as soon as they are accepted
+    web_config_file: Path | None = None  # TLS and basic auth (exporter-toolkit format)
 
     @field_validator("listen")
     @classmethod
