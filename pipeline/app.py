@@ -23,7 +23,7 @@ from pipeline.ops.health import HealthRegistry, Status
 from pipeline.ops.http import HttpLimits
 from pipeline.ops.metrics import Metrics
 from pipeline.ops.server import OpsServer
-from pipeline.ops.webconfig import load_web_config
+from pipeline.ops.webconfig import WebConfig, load_web_config
 from pipeline.processor import EventProcessor
 from pipeline.settings import Settings, SinkSettings
 from pipeline.signing.keys import load_signer
@@ -139,6 +139,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
                  registry: CollectorRegistry | None = None) -> Daemon:
     """The whole object graph of one run, from settings (tests may hand in their own
     sinks, dead-letter store, signer or registry)."""
+    web = load_web_config(settings.server.web_config_file)  # a bad one stops start-up first
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
     metrics = Metrics(registry)
     sinks = list(sinks) if sinks is not None else build_sinks(settings)
@@ -156,7 +157,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     health.add("deadletter", deadletters.health)
     for dispatcher in dispatchers:
         health.add(f"sink:{dispatcher.name}", dispatcher.health)
-    server = build_ops_server(settings, registry, health)
+    server = build_ops_server(settings, registry, health, web)
     started: dict[str, object] = {
         "source": source.name, "sinks": [d.name for d in dispatchers],
         "signing_alg": signer.alg, "key_id": signer.key_id, "deadletter": store.description}
@@ -167,15 +168,15 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
 
 
 def build_ops_server(settings: Settings, registry: CollectorRegistry,
-                     health: HealthRegistry) -> OpsServer:
-    """The ops server `[server]` describes; `ConfigError` for a bad web config file."""
+                     health: HealthRegistry, web: WebConfig) -> OpsServer:
+    """The ops server `[server]` describes, with `web` from `load_web_config`."""
     server = settings.server
     limits = HttpLimits(read_header_timeout_s=server.read_header_timeout_s,
                         read_body_timeout_s=server.read_body_timeout_s,
                         write_timeout_s=server.write_timeout_s,
                         max_connections=server.max_connections)
     return OpsServer(registry, health, server.host, server.port, limits=limits,
-                     web=load_web_config(server.web_config_file))
+                     web=web)
 
 
 def signer_health(signer: Signer) -> tuple[Status, str]:

@@ -45,10 +45,21 @@ class TlsServerConfig(StrictModel):
     cert_file: str = Field(min_length=1)
     key_file: str = Field(min_length=1)
     client_ca_file: str | None = None
-    client_auth_type: Literal["NoClientCert", "VerifyClientCertIfGiven",
-                              "RequireAndVerifyClientCert"] = "NoClientCert"
+    client_auth_type: str = "NoClientCert"
     min_version: TlsVersion = "TLS12"
     max_version: TlsVersion = "TLS13"
+
+
+    @field_validator("client_auth_type")
+    @classmethod
+    def _verifiable(cls, value: str) -> str:
+        if value in ("RequestClientCert", "RequireAnyClientCert"):
+            raise ValueError(f"{value} is not supported (a client certificate asked for is "
+                             "always verified here): use VerifyClientCertIfGiven or "
+                             "RequireAndVerifyClientCert")
+        if value not in CLIENT_AUTH:
+            raise ValueError(f"expected one of {', '.join(CLIENT_AUTH)}")
+        return value
 
 
 class HttpServerConfig(StrictModel):
