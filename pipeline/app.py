@@ -103,7 +103,7 @@ def build_deadletter_store(settings: Settings) -> DeadLetterStore:
     replay` reads it (the only place that looks at the kind)."""
     if settings.deadletter_kind == "kafka":
         return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic)
-    return FileDeadLetter(settings.deadletter.path)
+    return FileDeadLetter(settings.deadletter.path, max_bytes=settings.deadletter.max_bytes)
 
 
 def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ) -> Signer:
