@@ -167,6 +167,11 @@ class Settings(StrictModel):
         if source.heartbeat_interval_ms >= source.session_timeout_ms:
             raise broken_rule("source.heartbeat_interval_ms",
                               "must be below source.session_timeout_ms")
+        if (self.deadletter_kind == "file"
+                and self.deadletter.max_bytes < 2 * source.max_event_bytes):
+            # An entry holds its record (base64 for binary): one must always fit.
+            raise broken_rule("deadletter.max_bytes",
+                              "must be at least 2 x source.max_event_bytes")
         if self.signing.alg == "Ed25519" and self.signing.key_id:
             # A verifier finds an Ed25519 key by its fingerprint; a chosen name would hide it.
             raise broken_rule("signing.key_id", "not used with alg = \"Ed25519\" (the key id "
