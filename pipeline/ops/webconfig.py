@@ -138,8 +138,9 @@ def _ssl_context(tls: TlsServerConfig, base: Path, where: str) -> ssl.SSLContext
     _must_read(cert, f"{where}: tls_server_config.cert_file")
     _must_read(key, f"{where}: tls_server_config.key_file")
     try:
-        context.load_cert_chain(cert, key)
-    except (ssl.SSLError, ValueError):
+        # An encrypted key must fail, not prompt for its passphrase on the terminal.
+        context.load_cert_chain(cert, key, password=_no_passphrase)
+    except (ssl.SSLError, OSError, ValueError):
         raise ConfigError(f"{where}: tls_server_config.cert_file, key_file: not a PEM "
                           "certificate and its unencrypted private key") from None
     context.verify_mode = CLIENT_AUTH[tls.client_auth_type]
@@ -156,6 +157,10 @@ def _ssl_context(tls: TlsServerConfig, base: Path, where: str) -> ssl.SSLContext
         raise ConfigError(f"{where}: tls_server_config.client_ca_file: no PEM "
                           "certificate in it") from None
     return context
+
+
+def _no_passphrase() -> bytes:
+    raise ValueError("encrypted key")
 
 
 def _must_read(path: Path, what: str) -> None:

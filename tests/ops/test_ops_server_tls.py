@@ -174,6 +174,8 @@ async def refused(host: str, port: int, context: ssl.SSLContext) -> bool:
      "  client_auth_type: RequireAndVerifyClientCert\n",
      "tls_server_config.client_ca_file: required"),
     ("tls_server_config: [unclosed\n", "not valid YAML"),
+    ("tls_server_config:\n  cert_file: server.pem\n  key_file: client.key\n",
+     "tls_server_config.cert_file, key_file: not a PEM certificate and its unencrypted"),
 ])
 def test_a_bad_web_config_stops_run_with_one_line(
         tmp_path: Path, pki: certs.TestPki, content: str, named: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from pipeline.ops.auth import BasicAuth
 from pipeline.ops.webconfig import load_web_config
 from pipeline.settings import ConfigError, load_settings
+from tests.support.infra.certs import make_broker_pki
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4))
 
@@ -76,3 +77,14 @@ async def test_basic_auth_accepts_only_the_right_password() -> None:
     assert not await auth.allows("Basic !!!not-base64")
     assert not await auth.allows(None)
     assert not BasicAuth({}).enabled
+
+
+def test_an_encrypted_key_is_refused_without_a_passphrase_prompt(tmp_path: Path) -> None:
+    # Was: OpenSSL asked for the passphrase on the terminal, blocking start-up.
+    pki = make_broker_pki(tmp_path)
+    path = tmp_path / "web.yml"
+    path.write_text(f"tls_server_config:\n  cert_file: {pki.client_cert}\n"
+                    f"  key_file: {pki.client_key_encrypted}\n")
+    with pytest.raises(ConfigError, match=r"key_file: not a PEM certificate and its "
+                                          r"unencrypted private key"):
+        load_web_config(path)
