@@ -24,8 +24,10 @@ from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
 from pipeline.inbound.verifier import InboundKeys, InboundVerifier, load_inbound_keys
 from pipeline.kafka_connection import client_options
 from pipeline.ops.health import HealthRegistry, Status
+from pipeline.ops.http import HttpLimits
 from pipeline.ops.metrics import Metrics
 from pipeline.ops.server import OpsServer
+from pipeline.ops.webconfig import WebConfig, load_web_config
 from pipeline.processor import EventProcessor
 from pipeline.reload import ConfigReloader
 from pipeline.settings import ConfigError, KafkaConnection, Settings, SinkSettings, load_settings
@@ -117,7 +119,7 @@ def build_deadletter_store(settings: Settings) -> DeadLetterStore:
     replay` reads it (the only place that looks at the kind)."""
     if settings.deadletter_kind == "kafka":
         return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic)
-    return FileDeadLetter(settings.deadletter.path)
+    return FileDeadLetter(settings.deadletter.path, max_bytes=settings.deadletter.max_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ def check_startup(settings: Settings, environ: Mapping[str, str] = os.environ) -
                          for key in ("ca_file", "client_cert_file", "client_key_file")})
     if settings.source.kind == "file" and settings.source.path is not None:
         _check_readable(settings.source.path, "source.path")
+    load_web_config(settings.server.web_config_file)
     return keys
 
 
@@ -219,6 +222,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     """The whole object graph of one run, from settings read from `config_path` and
     `environ` (read again on SIGHUP) and the `keys` `check_startup` loaded (tests may hand
     in their own sinks, dead-letter store, signer or registry)."""
+    web = load_web_config(settings.server.web_config_file)  # a bad one stops start-up first
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
     metrics = Metrics(registry)
     keys = keys if keys is not None else load_keys(settings, environ)
@@ -233,7 +237,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     source = build_source(settings, ledger)
     processor = build_processor(settings, signer, metrics, keys.inbound)
     health = _health(source, processor, deadletters, dispatchers)
-    server = OpsServer(registry, health, settings.server.host, settings.server.port)
+    server = build_ops_server(settings, registry, health, web)
     reloader = ConfigReloader(settings, lambda: load_settings(config_path, environ),
                               lambda new: apply_live_settings(processor, new, environ))
     started: dict[str, object] = {
@@ -273,6 +277,18 @@ def apply_live_settings(processor: EventProcessor, settings: Settings,
     processor.use_keys(signer, keys.inbound)
     logging.getLogger().setLevel(settings.log.level.upper())
     return {"signing_alg": signer.alg, "key_id": signer.key_id}
+
+
+def build_ops_server(settings: Settings, registry: CollectorRegistry,
+                     health: HealthRegistry, web: WebConfig) -> OpsServer:
+    """The ops server `[server]` describes, with `web` from `load_web_config`."""
+    server = settings.server
+    limits = HttpLimits(read_header_timeout_s=server.read_header_timeout_s,
+                        read_body_timeout_s=server.read_body_timeout_s,
+                        write_timeout_s=server.write_timeout_s,
+                        max_connections=server.max_connections)
+    return OpsServer(registry, health, server.host, server.port, limits=limits,
+                     web=web)
 
 
 def signer_health(signer: Signer) -> tuple[Status, str]:

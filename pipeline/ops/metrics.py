@@ -26,6 +26,13 @@ class Metrics:
         self.deadletter_pending = Gauge(
             "govpipe_deadletter_pending", "Entries waiting to be written to the dead-letter "
             "destination.", registry=r)
+        self.deadletter_full = Gauge(
+            "govpipe_deadletter_full", "1 while the dead-letter files are at "
+            "deadletter.max_bytes and the source has stopped reading, else 0.", registry=r)
+        self.deadletter_cap_reached = Counter(
+            "govpipe_deadletter_cap_reached", "Times the dead-letter files reached "
+            "deadletter.max_bytes (each stopped the source until room was made).",
+            registry=r)
         self.inbound_verification = Counter(
             "govpipe_inbound_verification", "Producer signature checks, by result.",
             ["result"], registry=r)

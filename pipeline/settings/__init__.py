@@ -96,10 +96,20 @@ class DeadLetterSettings(StrictModel):
     path: Path = Path("deadletter")
     # Entries waiting for a write that keeps failing; past it the source stops reading.
     max_pending: int = Field(10_000, ge=1)
+    # kind = "file": the most bytes the entry files may hold together; at the cap the
+    # source stops reading until room is made.
+    max_bytes: int = Field(1_073_741_824, ge=4096)
 
 
 class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:9464"
+    # A client gets this long for its request head (TLS handshake included), then for
+    # its body, then to take the answer; past it the connection is closed.
+    read_header_timeout_s: float = Field(10.0, gt=0)
+    read_body_timeout_s: float = Field(10.0, gt=0)
+    write_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(64, ge=1)  # more are closed as soon as they are accepted
+    web_config_file: Path | None = None  # TLS and basic auth (exporter-toolkit format)
 
     @field_validator("listen")
     @classmethod
@@ -164,6 +174,11 @@ class Settings(StrictModel):
         if source.heartbeat_interval_ms >= source.session_timeout_ms:
             raise broken_rule("source.heartbeat_interval_ms",
                               "must be below source.session_timeout_ms")
+        if (self.deadletter_kind == "file"
+                and self.deadletter.max_bytes < 2 * source.max_event_bytes):
+            # An entry holds its record (base64 for binary): one must always fit.
+            raise broken_rule("deadletter.max_bytes",
+                              "must be at least 2 x source.max_event_bytes")
         if self.signing.alg == "Ed25519" and self.signing.key_id:
             # A verifier finds an Ed25519 key by its fingerprint; a chosen name would hide it.
             raise broken_rule("signing.key_id", "not used with alg = \"Ed25519\" (the key id "

@@ -22,6 +22,7 @@ SPEC_ALERTS = frozenset({
     "GovpipeReconciliationBroken", "GovpipeSinkFailing", "GovpipeEventsDropped",
     "GovpipeEventsRejected", "GovpipeCircuitOpen", "GovpipeInFlightStuck",
     "GovpipeSourceLagGrowing", "GovpipeDeadLetterErrors", "GovpipeOffsetGap",
+    "GovpipeDeadLetterFull",
 })
 _SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
              "histogram": ("_bucket", "_count", "_sum", "_created")}
