@@ -62,7 +62,7 @@ class Publisher:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._stats = PublisherStats()
         self._spool = Spool(self.options, clock_ms)
-        self._detach = attach_metrics(self.registry, topic, self._spool, self._stats, clock_ms)
+        attach_metrics(self.registry, topic, self._spool, self._stats, clock_ms)
         link = ProducerLink({**(client_options or {}), "bootstrap_servers": bootstrap_servers},
                             self._stats)
         self._link = link
@@ -146,7 +146,6 @@ class Publisher:
         await self._link.close(max(0.1, deadline - loop.time()))
         counts = self._spool.counts()
         self._spool.close()
-        self._detach()
         if counts.entries:
             log.warning("publisher: closed with %d events not yet acknowledged; they stay in "
                         "spool %s and are sent at the next start", counts.entries,

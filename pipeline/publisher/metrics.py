@@ -78,21 +78,16 @@ class _PublisherCollector(Collector):
     """Every attached publisher's series, summed by topic, rendered at scrape time."""
 
     def __init__(self) -> None:
-        self._sources: dict[int, _Source] = {}
+        self._sources: list[_Source] = []
         self._lock = threading.Lock()
 
-    def add(self, source: _Source) -> Callable[[], None]:
+    def add(self, source: _Source) -> None:
         with self._lock:
-            self._sources[id(source)] = source
-        return lambda: self._remove(id(source))
-
-    def _remove(self, key: int) -> None:
-        with self._lock:
-            self._sources.pop(key, None)
+            self._sources.append(source)
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         with self._lock:
-            sources = list(self._sources.values())
+            sources = list(self._sources)
         views = [(s, s.spool.counts()) for s in sources]
         yield from _families(views)
 
@@ -168,12 +163,13 @@ _COLLECTORS_LOCK = threading.Lock()
 
 
 def attach_metrics(registry: CollectorRegistry, topic: str, spool: Spool,
-                   stats: PublisherStats, clock_ms: Callable[[], int]) -> Callable[[], None]:
-    """Expose one publisher's series on `registry`; returns the function that removes them.
-    Several publishers may share a registry (their series add up by topic)."""
+                   stats: PublisherStats, clock_ms: Callable[[], int]) -> None:
+    """Expose one publisher's series on `registry`, for the life of the registry (a closed
+    publisher's counters stay readable, like Agent OS's processor counters). Several
+    publishers may share a registry: their series add up by topic."""
     with _COLLECTORS_LOCK:
         collector = _COLLECTORS.get(registry)
         if collector is None:
             collector = _COLLECTORS[registry] = _PublisherCollector()
             registry.register(collector)
-    return collector.add(_Source(topic, spool, stats, clock_ms))
+    collector.add(_Source(topic, spool, stats, clock_ms))
