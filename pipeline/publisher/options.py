@@ -20,10 +20,12 @@ class SpoolOptions:
       (counted, logged, and reported to the caller), never silently dropped.
     - `segment_bytes`: the size at which the spool starts a new file; a file is deleted
       once the broker acknowledged every entry in it.
-    - `fsync`: `always` — every accepted batch is on disk before emit/publish returns
-      (survives power loss); `interval` — flushed to disk every `fsync_interval_s`
-      (survives a crash of the agent process, power loss may lose the last interval);
-      `never` — left to the operating system (survives a crash of the agent process).
+    - `fsync`: every policy writes each accepted batch to the file before emit/publish
+      returns, so a crash or kill of the agent process loses nothing. `interval` (the
+      default) also flushes the file to disk every `fsync_interval_s`: power loss or an
+      operating-system crash may lose up to that much. `always` flushes before returning
+      (survives power loss; an fsync can take milliseconds to seconds on a busy disk, and
+      that is then the cost of an emit). `never` leaves it to the operating system.
     - `max_event_bytes`: larger events are refused (the daemon rejects them too).
     - `batch_size`: the most events sent to the broker at once.
     - `resend_after_s`: a batch not acknowledged in this time is sent again by a new
@@ -34,7 +36,7 @@ class SpoolOptions:
     directory: Path
     max_bytes: int = 256 * MiB
     segment_bytes: int = 16 * MiB
-    fsync: FsyncPolicy = "always"
+    fsync: FsyncPolicy = "interval"
     fsync_interval_s: float = 1.0
     max_event_bytes: int = MiB
     batch_size: int = 500

@@ -169,11 +169,17 @@ class Spool:
             self._oldest_ms = self._spooled_at(position) if self._entries else None
 
     def sync(self) -> None:
-        """Flush appended entries to disk (the `interval` policy calls this)."""
+        """Flush appended entries to disk (the `interval` policy calls this). The fsync runs
+        outside the lock, on a duplicate of the descriptor, so appends never wait for it."""
         with self._lock:
-            if self._dirty and not self._closed:
-                os.fsync(self._fd)
-                self._dirty = False
+            if not self._dirty or self._closed:
+                return
+            fd = os.dup(self._fd)
+            self._dirty = False
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Flush (unless the policy is `never`), close the files and unlock; callable twice."""
