@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 
 from pipeline.publisher.spool import Spool, SpoolCounts
 
-__all__ = ["PublisherStats", "attach_metrics"]
+__all__ = ["PublisherStats", "attach_metrics", "register_publisher_metrics"]
 
 F = TypeVar("F", CounterMetricFamily, GaugeMetricFamily)
 
@@ -167,9 +167,14 @@ def attach_metrics(registry: CollectorRegistry, topic: str, spool: Spool,
     """Expose one publisher's series on `registry`, for the life of the registry (a closed
     publisher's counters stay readable, like Agent OS's processor counters). Several
     publishers may share a registry: their series add up by topic."""
+    register_publisher_metrics(registry).add(_Source(topic, spool, stats, clock_ms))
+
+
+def register_publisher_metrics(registry: CollectorRegistry) -> _PublisherCollector:
+    """The `govpipe_publisher_*` families on `registry` (registered once per registry)."""
     with _COLLECTORS_LOCK:
         collector = _COLLECTORS.get(registry)
         if collector is None:
             collector = _COLLECTORS[registry] = _PublisherCollector()
             registry.register(collector)
-    collector.add(_Source(topic, spool, stats, clock_ms))
+    return collector
