@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
@@ -44,9 +44,12 @@ class ProducerLink:
     """Holds at most one started producer (see the module docstring)."""
 
     def __init__(self, options: Mapping[str, Any], stats: PublisherStats,
-                 stop_timeout_s: float = 5.0) -> None:
-        """`options`: aiokafka producer keywords (bootstrap_servers, TLS, SASL…)."""
+                 stop_timeout_s: float = 5.0,
+                 producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer) -> None:
+        """`options`: aiokafka producer keywords (bootstrap_servers, TLS, SASL…);
+        `producer_factory` builds a producer from them (a fake one in unit tests)."""
         self._options = {**options, "acks": "all", "enable_idempotence": True}
+        self._factory = producer_factory
         self._stats = stats
         self._stop_timeout_s = stop_timeout_s
         self._producer: AIOKafkaProducer | None = None
@@ -57,7 +60,7 @@ class ProducerLink:
         while self._producer is None:
             if stopping.is_set():
                 return None
-            producer = AIOKafkaProducer(**self._options)
+            producer = self._factory(**self._options)
             try:
                 await producer.start()
             except Exception as exc:
