@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.publisher import AgentOsSink
+from pipeline.publisher import AgentOsSink, Publisher, PublishError
 from pipeline.publisher.agent_os import KernelBridge
 from pipeline.publisher.results import agent_os_import
 from pipeline.settings import SinkSettings
@@ -79,3 +80,24 @@ async def test_kernel_events_arrive_signed_and_every_counter_agrees(
     kinds = {event.attributes["type"] for event in received.events}
     assert {"ai.agentos.policy.check", "ai.agentos.tool.blocked",
             "ai.agentos.checkpoint.created"} <= kinds
+
+
+async def test_the_async_publisher_spools_then_delivers(kafka_broker: KafkaBroker,
+                                                        kafka_topic: str, tmp_path: Path) -> None:
+    events = [{"event_id": f"async-{n}", "agent_id": f"a{n % 3}", "kind": "policy_check",
+               "occurred_at": "2026-01-02T03:04:05+00:00"} for n in range(50)]
+    registry = CollectorRegistry()
+    async with Publisher(kafka_broker.bootstrap, kafka_topic, spool_dir=tmp_path / "spool",
+                         registry=registry) as publisher:
+        for event in events[:10]:
+            await publisher.publish(event)
+        assert await publisher.publish_many(events[10:]) == [None] * 40
+        with pytest.raises(PublishError, match="not_finite"):
+            await publisher.publish({"event_id": "nan", "latency_ms": float("nan")})
+        assert await publisher.flush(30)
+    records = await consume_all(kafka_broker.bootstrap, kafka_topic, 50)
+    assert [json.loads(record.value)["event_id"] for record in records
+            if record.key == b"a0"] == [e["event_id"] for e in events if e["agent_id"] == "a0"]
+    assert sample(registry, "govpipe_publisher_acknowledged_total", topic=kafka_topic) == 50
+    assert sample(registry, "govpipe_publisher_oldest_unsent_age_seconds",
+                  topic=kafka_topic) == 0
