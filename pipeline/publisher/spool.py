@@ -16,33 +16,31 @@ acknowledges from its own.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from pipeline.publisher.frames import BODY_HEAD, HEADER, SpoolEntry, decode, encode, valid_prefix
 from pipeline.publisher.options import SpoolOptions
+from pipeline.publisher.spool_files import (
+    Position,
+    SpoolError,
+    fsync_directory,
+    lock_directory,
+    read_cursor,
+    segment_numbers,
+    segment_path,
+    write_cursor,
+)
+
+__all__ = ["Position", "Spool", "SpoolCounts", "SpoolError"]
 
 log = logging.getLogger(__name__)
 
-SEGMENT_SUFFIX = ".spool"
 _READ_CHUNK = 1024 * 1024
-
-
-class SpoolError(Exception):
-    """The spool cannot be opened or read (in use by another process, unreadable, damaged)."""
-
-
-class Position(NamedTuple):
-    """A place in the spool: segment number and byte offset in it."""
-
-    segment: int
-    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +80,7 @@ class Spool:
         self._dirty = False
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = _lock_directory(self._dir)
+            self._lock_fd = lock_directory(self._dir)
         except OSError as exc:
             raise SpoolError(f"spool {self._dir}: cannot open: {exc.strerror}") from None
         try:
@@ -162,7 +160,7 @@ class Spool:
             self._entries -= len(entries)
             self._bytes -= sum(entry.size for entry in entries)
             self._acknowledged += len(entries)
-            self._write_cursor(position)
+            write_cursor(self._dir, position)
             for segment in [number for number in self._sizes if number < position.segment]:
                 del self._sizes[segment]
                 self._segment_path(segment).unlink(missing_ok=True)
@@ -218,7 +216,7 @@ class Spool:
         self._sizes[self._segment] = 0
         self._fd = self._open_for_append(self._segment)
         if self._options.fsync == "always":
-            _fsync_directory(self._dir)
+            fsync_directory(self._dir)
 
     def _skip_finished(self, position: Position) -> Position:
         """Past the end of a finished segment → the start of the next one."""
@@ -235,18 +233,11 @@ class Spool:
             return None
         return int(BODY_HEAD.unpack_from(head, HEADER.size)[0])
 
-    def _write_cursor(self, position: Position) -> None:
-        temporary = self._dir / "cursor.tmp"
-        temporary.write_text(f"{position.segment} {position.offset}\n", encoding="ascii")
-        temporary.replace(self._dir / "cursor")
-
     # -- opening ---------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        numbers = sorted(int(path.name.removesuffix(SEGMENT_SUFFIX))
-                         for path in self._dir.glob(f"*{SEGMENT_SUFFIX}")
-                         if path.name.removesuffix(SEGMENT_SUFFIX).isdigit())
-        cursor = self._read_cursor() or Position(numbers[0] if numbers else 0, 0)
+        numbers = segment_numbers(self._dir)
+        cursor = read_cursor(self._dir) or Position(numbers[0] if numbers else 0, 0)
         for number in [n for n in numbers if n < cursor.segment]:
             self._segment_path(number).unlink()
         numbers = [n for n in numbers if n >= cursor.segment] or [cursor.segment]
@@ -283,38 +274,9 @@ class Spool:
         if self._oldest_ms is None:
             self._oldest_ms = first_ms
 
-    def _read_cursor(self) -> Position | None:
-        try:
-            segment, offset = (self._dir / "cursor").read_text(encoding="ascii").split()
-            return Position(int(segment), int(offset))
-        except FileNotFoundError:
-            return None
-        except (ValueError, UnicodeDecodeError):
-            log.warning("spool %s: unreadable cursor; sending every spooled event again",
-                        self._dir)
-            return None
-
     def _segment_path(self, number: int) -> Path:
-        return self._dir / f"{number:012d}{SEGMENT_SUFFIX}"
+        return segment_path(self._dir, number)
 
     def _open_for_append(self, number: int) -> int:
         return os.open(self._segment_path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-
-def _lock_directory(directory: Path) -> int:
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SpoolError(f"spool {directory}: in use by another publisher (one process "
-                         "per spool directory)") from None
-    return fd
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
