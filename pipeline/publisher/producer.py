@@ -63,6 +63,9 @@ class ProducerLink:
             producer = self._factory(**self._options)
             try:
                 await producer.start()
+            except asyncio.CancelledError:
+                await _stop_quietly(producer)  # shut down while connecting: close it anyway
+                raise
             except Exception as exc:
                 await _stop_quietly(producer)  # a half-started producer holds sockets
                 self._failures += 1

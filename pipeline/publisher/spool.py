@@ -15,7 +15,6 @@ acknowledges from its own.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -27,6 +26,7 @@ from pipeline.publisher.frames import BODY_HEAD, HEADER, SpoolEntry, decode, enc
 from pipeline.publisher.options import SpoolOptions
 from pipeline.publisher.spool_files import (
     Position,
+    SpoolClosed,
     SpoolError,
     fsync_directory,
     lock_directory,
@@ -77,6 +77,7 @@ class Spool:
         self._dir = options.directory
         self._lock = threading.Lock()
         self._closed = False
+        self._damaged = False
         self._dirty = False
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,9 @@ class Spool:
         frames = b"".join(encode(SpoolEntry(key, value, now)) for key, value in items)
         with self._lock:
             if self._closed:
-                raise SpoolError(f"spool {self._dir}: closed")
+                raise SpoolClosed(f"spool {self._dir}: closed")
+            if self._damaged:
+                raise SpoolError(f"spool {self._dir}: damaged by a failed write; restart")
             if self._bytes + len(frames) > self._options.max_bytes:
                 return False
             if self._sizes[self._segment] >= self._options.segment_bytes:
@@ -186,8 +189,12 @@ class Spool:
                 return
             self._closed = True
             if self._dirty and self._options.fsync != "never":
-                with contextlib.suppress(OSError):
+                try:
                     os.fsync(self._fd)
+                except OSError as exc:
+                    log.error("spool %s: cannot flush to disk on close: %s (a crash of the "
+                              "operating system now may lose the last entries)", self._dir,
+                              exc.strerror)
             os.close(self._fd)
             os.close(self._lock_fd)
 
@@ -204,9 +211,19 @@ class Spool:
             else:
                 self._dirty = True
         except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, before)  # whole entries or none
+            self._undo_write(before)
             raise
+
+    def _undo_write(self, size: int) -> None:
+        """Whole entries or none: cut a failed write off; if even that fails, refuse every
+        later append (a later entry after a partial one would be unreadable)."""
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self._damaged = True
+            log.error("spool %s: cannot remove a partly written entry (%s); refusing new "
+                      "events until restart (the restart repairs the file)", self._dir,
+                      exc.strerror)
 
     def _roll(self) -> None:
         if self._options.fsync != "never":

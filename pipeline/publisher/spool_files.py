@@ -17,6 +17,10 @@ class SpoolError(Exception):
     """The spool cannot be opened or read (in use by another process, unreadable, damaged)."""
 
 
+class SpoolClosed(SpoolError):
+    """An append after the spool was closed."""
+
+
 class Position(NamedTuple):
     """A place in the spool: segment number and byte offset in it."""
 

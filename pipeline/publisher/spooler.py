@@ -9,7 +9,8 @@ from typing import Any
 
 from pipeline.publisher.events import EncodedEvent, EventRefused, encode_event
 from pipeline.publisher.metrics import PublisherStats
-from pipeline.publisher.spool import Spool, SpoolError
+from pipeline.publisher.spool import Spool
+from pipeline.publisher.spool_files import SpoolClosed, SpoolError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class EventSpooler:
         try:
             accepted = self._spool.append([(event.key, event.value) for event in encoded])
         except (OSError, SpoolError) as exc:
-            reason = "spool_closed" if isinstance(exc, SpoolError) else "spool_write_error"
+            reason = "spool_closed" if isinstance(exc, SpoolClosed) else "spool_write_error"
             log.error("publisher: %d events refused (%s): spool %s: %s", len(encoded), reason,
                       self._spool.directory, getattr(exc, "strerror", None) or exc)
             self._stats.count_refused(reason, len(encoded))
