@@ -232,7 +232,8 @@ async def test_the_agent_os_sink_publishes_signed_records(
     payloads = [json.loads(value) for value in numbered_events(3, "agentos")]
 
     def emit() -> tuple[ExportResult, ExportResult, bool]:
-        sink = AgentOsSink(kafka_broker.bootstrap, kafka_topic, sign_key=KEY, sender="kernel")
+        sink = AgentOsSink(kafka_broker.bootstrap, kafka_topic, sign_key=KEY, sender="kernel",
+                           spool_dir=tmp_path / "spool")
         result = sink.emit([FakeGovernanceEvent(p) for p in payloads[:2]] + payloads[2:])
         closed = sink.shutdown(5000)
         return result, sink.emit(payloads), closed

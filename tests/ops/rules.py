@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.delivery.ledger import Ledger
 from pipeline.ops.metrics import Metrics
+from pipeline.publisher.metrics import register_publisher_metrics
 
 ROOT = Path(__file__).parents[2]
 ALERTS_YML = ROOT / "config" / "alerts.yml"
@@ -23,6 +24,7 @@ SPEC_ALERTS = frozenset({
     "GovpipeEventsRejected", "GovpipeCircuitOpen", "GovpipeInFlightStuck",
     "GovpipeSourceLagGrowing", "GovpipeDeadLetterErrors", "GovpipeOffsetGap",
     "GovpipeDeadLetterFull",
+    "GovpipePublisherSpoolGrowing", "GovpipePublisherRefusing",
 })
 _SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
              "histogram": ("_bucket", "_count", "_sum", "_created")}
@@ -51,6 +53,7 @@ def exported_names() -> set[str]:
     registry = CollectorRegistry()
     Metrics(registry)
     Ledger(registry, ["stdout"])
+    register_publisher_metrics(registry)  # an agent's registry, with govpipe's publisher
     return {family.name + suffix for family in registry.collect()
             for suffix in _SUFFIXES[family.type]}
 
