@@ -96,12 +96,13 @@ def build_source(settings: Settings, ledger: Ledger) -> Source:
     return LineSource.stdin()
 
 
-def build_deadletter_store(settings: Settings) -> DeadLetterStore:
-    """The dead-letter store `deadletter.kind` names: the daemon writes to it, `govpipe
-    replay` reads it (the only place that looks at the kind)."""
+def build_deadletter_store(settings: Settings, signer: Signer | None = None) -> DeadLetterStore:
+    """The dead-letter store `deadletter.kind` names: the daemon writes to it, signing each
+    entry with `signer`; `govpipe replay` reads it (the only place that looks at the kind)."""
     if settings.deadletter_kind == "kafka":
-        return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic)
-    return FileDeadLetter(settings.deadletter.path)
+        return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
+                               signer)
+    return FileDeadLetter(settings.deadletter.path, signer)
 
 
 def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ) -> Signer:
@@ -142,7 +143,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     sinks = list(sinks) if sinks is not None else build_sinks(settings)
     ledger = Ledger(registry, [sink.name for sink, _ in sinks])
     signer = signer if signer is not None else build_signer(settings, environ)
-    store = store if store is not None else build_deadletter_store(settings)
+    store = store if store is not None else build_deadletter_store(settings, signer)
     deadletters = DeadLetterWriter(store, ledger, metrics,
                                    max_pending=settings.deadletter.max_pending)
     dispatchers = [SinkDispatcher(sink, sink_settings, ledger, deadletters)

@@ -1,7 +1,7 @@
 """Turns one raw record into a signed, serialized CloudEvent, or a rejection with a reason.
 
-Stages: inbound signature check (optional) → decode → map → tool-poisoning marks
-(optional) → sign → serialize."""
+Stages: inbound signature check (optional) → decode → map → source position → tool-poisoning
+marks (optional) → sign → serialize."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
 from pipeline.cloudevents.codec import decode_object, encode
 from pipeline.cloudevents.mapping import InvalidEvent, to_cloudevent
+from pipeline.cloudevents.position import with_position
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
 from pipeline.inbound.verifier import InboundVerifier
 from pipeline.model import Record, Rejection, SignedEvent
@@ -36,7 +37,8 @@ class EventProcessor:
             return Rejection(refused, f"producer signature check failed: {refused}", record)
         alerts: list[str] = []
         try:
-            cloudevent = to_cloudevent(self._decode(record), self._configured_source)
+            cloudevent = with_position(
+                to_cloudevent(self._decode(record), self._configured_source), record.position)
             if self._detector is not None:
                 alerts = self._detector.mark(cloudevent)
             signed = self._signer.sign(cloudevent)

@@ -21,6 +21,7 @@ from pipeline.deadletter.lines import (
     write_all,
 )
 from pipeline.deadletter.store import DeadLetterError, StoredEntries
+from pipeline.signing.signers import Signer
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ class FileDeadLetter:
     exclusive lock on the file, so none cuts away what another is writing or has written.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, signer: Signer | None = None) -> None:
+        """`signer` signs each entry written (the daemon's; None only to read and mark)."""
         self.directory = directory
+        self._signer = signer
         self.description = f"directory {directory}"
         # A failed write whose cut-back failed too: the file, the size it must get back to
         # before anything is appended (an append after a partial line would be lost), and
@@ -51,7 +54,7 @@ class FileDeadLetter:
         self._restore: tuple[Path, int, tuple[int, int] | None] | None = None
 
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
-        payload = b"".join(entry.to_json() + b"\n" for entry in entries)
+        payload = b"".join(entry.to_json(signer=self._signer) + b"\n" for entry in entries)
         try:
             await asyncio.to_thread(self._append, payload)
         except OSError as exc:
