@@ -1,0 +1,142 @@
+"""An audit of Kafka topics: the input topic the daemon consumed, its output topic (the
+Kafka sink) and its dead-letter topic, each read to the end offsets it had when the audit
+began, as a `read_committed` consumer (no group, nothing committed).
+
+The output and dead-letter ends are taken before the input's: everything the output holds
+then was read from an input record the input's end covers, so a live pipeline can show
+its newest records as missing (not yet processed) but never an output as unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from pipeline.audit.progress import Progress
+from pipeline.audit.trail import NO_LIMIT, Stream, TrailAudit
+from pipeline.cloudevents.codec import decode_object
+from pipeline.cloudevents.mapping import InvalidEvent
+
+Ends = dict[TopicPartition, int]
+OnRecord = Callable[[ConsumerRecord[bytes, bytes]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicTrail:
+    """The topics of one audit and the aiokafka options to reach them."""
+
+    input_topic: str
+    output_topic: str
+    deadletter_topic: str | None
+    input_options: Mapping[str, Any]  # input and dead-letter: the [kafka] connection
+    output_options: Mapping[str, Any]  # the Kafka sink's (it may name another cluster)
+
+
+class MissingTopic(Exception):
+    """A topic the audit needs does not exist."""
+
+
+async def audit_topics(trail: TopicTrail, audit: TrailAudit, progress: Progress) -> None:
+    """Feed `audit` the input positions, output records and dead-letter entries."""
+    output = await _TopicReader.open(trail.output_options)
+    source = await _TopicReader.open(trail.input_options)
+    try:
+        output_ends = await output.ends(trail.output_topic)
+        deadletter_ends = ({} if trail.deadletter_topic is None
+                           else await source.ends(trail.deadletter_topic))
+        input_ends = await source.ends(trail.input_topic, required=True)
+        await _expect_input(source, input_ends, audit, progress)
+        progress.start(f"output topic {trail.output_topic}")
+        await output.read(output_ends, lambda m: audit.output(
+            m.value or b"", _where(m), list(m.headers)), progress)
+        if deadletter_ends:
+            progress.start(f"dead-letter topic {trail.deadletter_topic}")
+            await source.read(deadletter_ends, lambda m: _deadletter(audit, m), progress)
+    finally:
+        await output.close()
+        await source.close()
+
+
+async def _expect_input(source: _TopicReader, ends: Ends, audit: TrailAudit,
+                        progress: Progress) -> None:
+    starts = await source.starts(list(ends))
+    offsets: dict[TopicPartition, list[int]] = {tp: [] for tp in ends}
+    progress.start("input topic")
+    await source.read(ends, lambda m: offsets[TopicPartition(m.topic, m.partition)].append(
+        m.offset), progress)
+    for tp, present in offsets.items():
+        audit.expect(Stream("kafka", tp.topic, tp.partition), present, starts[tp])
+
+
+def _deadletter(audit: TrailAudit, message: ConsumerRecord[bytes, bytes]) -> None:
+    try:
+        entry = decode_object(message.value or b"", NO_LIMIT)
+    except InvalidEvent:
+        audit.unreadable(_where(message))
+        return
+    audit.deadletter(entry, _where(message))
+
+
+def _where(message: ConsumerRecord[bytes, bytes]) -> str:
+    return f"{message.topic}/{message.partition} offset {message.offset}"
+
+
+class _TopicReader:
+    """One unassigned consumer that reads whole partitions up to given end offsets."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    @classmethod
+    async def open(cls, options: Mapping[str, Any]) -> _TopicReader:
+        consumer = AIOKafkaConsumer(**options, enable_auto_commit=False,
+                                    isolation_level="read_committed",
+                                    auto_offset_reset="earliest")
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()
+            raise
+        return cls(consumer)
+
+    async def ends(self, topic: str, *, required: bool = False) -> Ends:
+        """The end offset of each partition of `topic` ({} when it does not exist)."""
+        if topic not in await self._consumer.topics():
+            if required:
+                raise MissingTopic(f"topic {topic} does not exist")
+            return {}
+        partitions = self._consumer.partitions_for_topic(topic) or set()
+        ends: Ends = await self._consumer.end_offsets(
+            [TopicPartition(topic, p) for p in sorted(partitions)])
+        return ends
+
+    async def starts(self, partitions: list[TopicPartition]) -> Ends:
+        """The log start offsets (above 0 once retention removed records)."""
+        starts: Ends = await self._consumer.beginning_offsets(partitions)
+        return starts
+
+    async def read(self, ends: Ends, on_record: OnRecord, progress: Progress) -> None:
+        """Each record from the start of each partition to its end in `ends`."""
+        pending = {tp: end for tp, end in ends.items() if end > 0}
+        self._consumer.assign(list(pending))
+        if pending:
+            await self._consumer.seek_to_beginning(*pending)
+        while True:
+            for tp, end in list(pending.items()):
+                if await self._consumer.position(tp) >= end:
+                    del pending[tp]
+            if not pending:
+                break
+            fetched = await self._consumer.getmany(*pending, timeout_ms=1000)
+            for tp, messages in fetched.items():
+                for message in messages:
+                    if message.offset < pending.get(tp, 0):
+                        on_record(message)
+                        progress.tick()
+        progress.done()
+
+    async def close(self) -> None:
+        await self._consumer.stop()

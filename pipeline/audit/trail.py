@@ -1,0 +1,139 @@
+"""The accounting of one audit: which input positions exist, what the signed output and the
+signed dead-letter entries say became of each, and what that adds up to.
+
+Only what verifies counts: an event or entry whose signature fails is a bad signature and
+accounts for nothing (its position is missing unless something that verifies covers it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from pipeline.cloudevents.binding import binary_to_structured, is_binary_mode
+from pipeline.cloudevents.codec import decode_object
+from pipeline.cloudevents.mapping import InvalidEvent
+from pipeline.cloudevents.position import position_of
+from pipeline.deadletter.entry import is_marker
+from pipeline.model import Position
+from pipeline.signing.verification import Verifier
+
+NOT_JSON = "not_json"
+NO_LIMIT = sys.maxsize  # a line or record is whole already; no size cap
+
+
+class Stream(NamedTuple):
+    """One sequence of input positions: a Kafka partition, or the lines of one input."""
+
+    kind: str  # "kafka" or "line"
+    name: str  # topic, or input name
+    partition: int
+
+    @classmethod
+    def of(cls, position: Position) -> Stream:
+        return cls(position.kind, position.topic, position.partition)
+
+    def where(self, first: int, last: int | None = None) -> str:
+        """`first` (to `last`) of this stream, as a person reads it."""
+        span = str(first) if last is None or last == first else f"{first}-{last}"
+        if self.kind == "line":
+            noun = "line" if last is None or last == first else "lines"
+            return f"{self.name} {noun} {span}"
+        noun = "offset" if last is None or last == first else "offsets"
+        return f"{self.name}/{self.partition} {noun} {span}"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the audit found that is not a clean delivery (`where` names the copy)."""
+
+    kind: str  # bad_signature, unknown_position, no_position, duplicate
+    where: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Expected:
+    """The input positions of one stream: those present, and where retention cut it."""
+
+    offsets: set[int] = field(default_factory=set)
+    removed_below: int = 0
+
+
+class TrailAudit:
+    """Feed it the input positions, then every output record and dead-letter entry."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self._verifier = verifier
+        self.expected: dict[Stream, Expected] = {}
+        # Per stream, per offset: the digest of each verified copy delivered.
+        self.delivered: dict[Stream, dict[int, list[bytes]]] = defaultdict(dict)
+        self.deadlettered: dict[Stream, set[int]] = defaultdict(set)
+        self.findings: list[Finding] = []
+        self.bad_signatures = 0
+
+    def expect(self, stream: Stream, offsets: Iterable[int], removed_below: int = 0) -> None:
+        """Input positions of `stream` (those below `removed_below` are gone by retention)."""
+        expected = self.expected.setdefault(stream, Expected())
+        expected.offsets.update(offsets)
+        expected.removed_below = max(expected.removed_below, removed_below)
+
+    def output(self, raw: bytes, where: str,
+               headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """One output record (a structured CloudEvent, or binary mode with `ce_` headers)."""
+        event = self._decoded(raw, where, headers)
+        if event is None:
+            return
+        position = self._verified_position(event, where)
+        if position is not None:
+            copies = self.delivered[Stream.of(position)].setdefault(position.offset, [])
+            copies.append(_digest(raw, headers))
+
+    def deadletter(self, entry: Mapping[str, Any], where: str) -> None:
+        """One dead-letter entry (replay markers are passed over)."""
+        if is_marker(entry):
+            return
+        position = self._verified_position(entry, where, entry.get("position"))
+        if position is not None:
+            self.deadlettered[Stream.of(position)].add(position.offset)
+
+    def unreadable(self, where: str, what: str = NOT_JSON) -> None:
+        """Something in the output or dead-letter that is not even JSON: it cannot verify."""
+        self._bad(where, what)
+
+    def _decoded(self, raw: bytes, where: str,
+                 headers: Sequence[tuple[str, bytes]]) -> dict[str, Any] | None:
+        try:
+            if headers and is_binary_mode(headers):
+                return binary_to_structured(headers, raw, NO_LIMIT)
+            return decode_object(raw, NO_LIMIT)
+        except InvalidEvent:
+            self._bad(where, NOT_JSON)
+            return None
+
+    def _verified_position(self, signed: Mapping[str, Any], where: str,
+                           named: object = None) -> Position | None:
+        failure = self._verifier.failure(signed)
+        if failure is not None:
+            self._bad(where, failure)
+            return None
+        attributes = named if isinstance(named, Mapping) else signed
+        position = position_of(attributes)
+        if position is None:
+            self.findings.append(Finding("no_position", where))
+        return position
+
+    def _bad(self, where: str, reason: str) -> None:
+        self.bad_signatures += 1
+        self.findings.append(Finding("bad_signature", where, reason))
+
+
+def _digest(raw: bytes, headers: Sequence[tuple[str, bytes]]) -> bytes:
+    digest = hashlib.blake2b(raw, digest_size=16)
+    for name, value in headers:
+        digest.update(b"\0%s\0%s" % (name.encode("utf-8", "replace"), value))
+    return digest.digest()
