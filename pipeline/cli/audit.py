@@ -59,7 +59,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     files.add_argument("--output", type=Path, metavar="FILE",
                        help="the signed CloudEvents it wrote (JSON lines)")
     files.add_argument("--deadletter", type=Path, metavar="FILE_OR_DIR",
-                       help="its dead-letter directory, or one dead-letter file")
+                       help="its dead-letter directory, or one dead-letter file (also with "
+                            "Kafka topics, for a Kafka source with a file dead-letter)")
     audit.set_defaults(handler=main)
 
 
@@ -78,6 +79,8 @@ def main(args: argparse.Namespace) -> int:
             if trail is None:
                 return EXIT_CONFIG
             asyncio.run(audit_topics(trail, audit, Progress()))
+            if args.deadletter is not None:  # a Kafka source with a file dead-letter
+                read_deadletter(audit, args.deadletter, Progress())
     except (OSError, KafkaError, MissingTopic, ConfigError, _Usage) as exc:
         print(f"govpipe: audit could not run: {_explained(exc)}", file=sys.stderr)
         return EXIT_CONFIG
