@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.audit.progress import Progress
 from pipeline.audit.trail import NO_LIMIT, Stream, TrailAudit
@@ -87,8 +88,9 @@ def _where(message: ConsumerRecord[bytes, bytes]) -> str:
 class _TopicReader:
     """One unassigned consumer that reads whole partitions up to given end offsets."""
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, options: Mapping[str, Any]) -> None:
         self._consumer = consumer
+        self._options = options
 
     @classmethod
     async def open(cls, options: Mapping[str, Any]) -> _TopicReader:
@@ -100,18 +102,26 @@ class _TopicReader:
         except BaseException:
             await consumer.stop()
             raise
-        return cls(consumer)
+        return cls(consumer, options)
 
     async def ends(self, topic: str, *, required: bool = False) -> Ends:
         """The end offset of each partition of `topic` ({} when it does not exist)."""
-        if topic not in await self._consumer.topics():
-            if required:
-                raise MissingTopic(f"topic {topic} does not exist")
-            return {}
-        partitions = self._consumer.partitions_for_topic(topic) or set()
+        partitions = await self._partitions(topic)
+        if not partitions and required:
+            raise MissingTopic(f"topic {topic} does not exist")
         ends: Ends = await self._consumer.end_offsets(
-            [TopicPartition(topic, p) for p in sorted(partitions)])
+            [TopicPartition(topic, p) for p in partitions]) if partitions else {}
         return ends
+
+    async def _partitions(self, topic: str) -> list[int]:
+        admin = AIOKafkaAdminClient(**self._options)
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        return sorted(p["partition"] for t in described if t.get("error_code") == 0
+                      for p in t.get("partitions", []))
 
     async def starts(self, partitions: list[TopicPartition]) -> Ends:
         """The log start offsets (above 0 once retention removed records)."""
