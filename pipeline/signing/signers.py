@@ -22,6 +22,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -76,18 +77,38 @@ def unsigned_envelope(cloudevent: Mapping[str, Any], alg: str, key_id: str) -> d
 
 def hmac_signature(key: bytes, envelope: Mapping[str, Any]) -> str:
     """base64 HMAC-SHA256 of the Agent OS canonical form of `envelope` (no agtsignature)."""
-    mac = hmac.new(key, canonical_hmac_bytes(envelope), hashlib.sha256).digest()
+    mac = hmac.digest(key, canonical_hmac_bytes(envelope), "sha256")  # one-shot, in C
     return base64.b64encode(mac).decode("ascii")
 
 
 def hmac_matches(key: bytes, envelope: Mapping[str, Any], signature: str) -> bool:
     """Constant-time check of a base64 HMAC-SHA256 `signature` over `envelope`."""
+    claimed = signature.encode("utf-8", "surrogatepass")
+    fast = _sorted_orjson(envelope)
+    if fast is not None and hmac.compare_digest(_b64_mac(key, fast), claimed):
+        return True
     try:
         expected = hmac_signature(key, envelope).encode("ascii")
     except (ValueError, RecursionError):
         # No canonical form (a lone surrogate, absurd nesting): nothing could have been signed.
         return False
-    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(expected, claimed)
+
+
+def _sorted_orjson(envelope: Mapping[str, Any]) -> bytes | None:
+    """orjson's sorted compact form, ten times quicker than the canonical `json.dumps` and
+    the same bytes for nearly every event. Only a match is trusted: the MAC then covers
+    exactly these bytes, which read back as this envelope. Where the two forms could differ
+    (float layout, escapes, integers beyond 64 bits) the check falls back to the canonical
+    form, so this never decides a failure."""
+    try:
+        return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
+def _b64_mac(key: bytes, data: bytes) -> bytes:
+    return base64.b64encode(hmac.digest(key, data, "sha256"))
 
 
 class HmacSigner:
