@@ -1,7 +1,7 @@
 """`govpipe audit` over Kafka topics, against the real broker: `govpipe run` consumes the
-input topic, writes the Kafka sink's topic and a file dead-letter; the audit accounts for
-every input offset. A SIGKILL mid-stream leaves duplicates on the output, never a gap; input
-removed by retention is reported as such, not as missing."""
+input topic, writes the Kafka sink's topic and a Kafka (or file) dead-letter; the audit
+accounts for every input offset. A SIGKILL mid-stream leaves duplicates on the output,
+never a gap; input removed by retention is reported as such, not as missing."""
 
 from __future__ import annotations
 
@@ -50,38 +50,41 @@ async def run_to_the_end(env: dict[str, str], tmp_path: Path, bootstrap: str, gr
         await daemon.ensure_stopped()
 
 
-async def audit(tmp_path: Path, bootstrap: str, topic: str, out_topic: str
-                ) -> tuple[int, list[str], str]:
+async def audit(tmp_path: Path, bootstrap: str, topic: str, out_topic: str,
+                *deadletter: str) -> tuple[int, list[str], str]:
     key_file = tmp_path / "key"
     key_file.write_text(base64.b64encode(KEY).decode())
     proc = await asyncio.create_subprocess_exec(
         str(GOVPIPE), "audit", "--key", str(key_file), "--bootstrap-servers", bootstrap,
         "--input-topic", topic, "--output-topic", out_topic,
-        "--deadletter", str(tmp_path / "dlq"), "--json",
+        *(deadletter or ("--deadletter", str(tmp_path / "dlq"))), "--json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return proc.returncode, stdout.decode().splitlines(), stderr.decode()
 
 
-def kafka_env(bootstrap: str, topic: str, out_topic: str, group: str,
-              tmp_path: Path) -> dict[str, str]:
+def kafka_env(bootstrap: str, topic: str, out_topic: str, group: str, tmp_path: Path,
+              **overrides: str) -> dict[str, str]:
     return run_env(bootstrap, topic, group, tmp_path, GOVPIPE_SINKS__STDOUT__ENABLED="false",
                    GOVPIPE_SINKS__KAFKA__ENABLED="true", GOVPIPE_SINKS__KAFKA__TOPIC=out_topic,
-                   GOVPIPE_SINKS__KAFKA__BATCH_SIZE="200")
+                   GOVPIPE_SINKS__KAFKA__BATCH_SIZE="200", **overrides)
 
 
 async def test_a_clean_run_is_all_delivered_and_retention_is_not_missing(
         kafka_broker: KafkaBroker, tmp_path: Path) -> None:
     bootstrap, count, rejected = kafka_broker.bootstrap, 3_000, 3_000 // GARBAGE_EVERY
-    topic, out_topic, group = (f"audit-in-{uuid.uuid4().hex[:8]}",
-                               f"audit-out-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex}")
-    await create_topics(bootstrap, [topic, out_topic], partitions=2)
+    tag = uuid.uuid4().hex[:8]
+    topic, out_topic, dlq, group = (f"audit-in-{tag}", f"audit-out-{tag}", f"audit-dlq-{tag}",
+                                    f"g-{tag}")
+    await create_topics(bootstrap, [topic, out_topic, dlq], partitions=2)
     await produce_fast(bootstrap, topic, values(count))
-    await run_to_the_end(kafka_env(bootstrap, topic, out_topic, group, tmp_path), tmp_path,
-                         bootstrap, group, count, "run")
+    env = kafka_env(bootstrap, topic, out_topic, group, tmp_path,
+                    GOVPIPE_DEADLETTER__KIND="kafka", GOVPIPE_DEADLETTER__TOPIC=dlq)
+    await run_to_the_end(env, tmp_path, bootstrap, group, count, "run")
 
-    code, lines, stderr = await audit(tmp_path, bootstrap, topic, out_topic)
+    code, lines, stderr = await audit(tmp_path, bootstrap, topic, out_topic,
+                                      "--deadletter-topic", dlq)
     assert lines[-1] == (f"input {count}, delivered {count - rejected}, dead-lettered "
                          f"{rejected}, missing 0, duplicates 0, bad signatures 0"), stderr
     assert json.loads(lines[0])["clean"] is True
@@ -95,7 +98,8 @@ async def test_a_clean_run_is_all_delivered_and_retention_is_not_missing(
         await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(100)})
     finally:
         await admin.close()
-    code, lines, stderr = await audit(tmp_path, bootstrap, topic, out_topic)
+    code, lines, stderr = await audit(tmp_path, bootstrap, topic, out_topic,
+                                      "--deadletter-topic", dlq)
     report = json.loads(lines[0])
     assert report["removed_by_retention"] == [
         {"kind": "kafka", "name": topic, "partition": 0, "first": 0, "last": 99,
