@@ -117,10 +117,10 @@ def account(audit: TrailAudit) -> AuditReport:
 
 
 def _duplicates(audit: TrailAudit, report: AuditReport) -> None:
-    for stream, copies_at in sorted(audit.delivered.items()):
+    for stream, more_at in sorted(audit.more_copies.items()):
         found = []
-        for offset in sorted(o for o, copies in copies_at.items() if len(copies) > 1):
-            copies = copies_at[offset]
+        for offset in sorted(more_at):
+            copies = audit.copies(stream, offset)
             report.duplicates += len(copies) - 1
             same = "byte-identical" if len(set(copies)) == 1 else "not byte-identical"
             found.append((offset, f"{len(copies)} copies, {same}"))

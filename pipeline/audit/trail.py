@@ -74,8 +74,10 @@ class TrailAudit:
     def __init__(self, verifier: Verifier) -> None:
         self._verifier = verifier
         self.expected: dict[Stream, Expected] = {}
-        # Per stream, per offset: the digest of each verified copy delivered.
-        self.delivered: dict[Stream, dict[int, list[bytes]]] = defaultdict(dict)
+        # Per stream, per offset: the digest of the first verified copy delivered, and of
+        # each further copy (kept apart: a list per offset would double the memory).
+        self.delivered: dict[Stream, dict[int, bytes]] = defaultdict(dict)
+        self.more_copies: dict[Stream, dict[int, list[bytes]]] = defaultdict(dict)
         self.deadlettered: dict[Stream, set[int]] = defaultdict(set)
         self.findings: list[Finding] = []
         self.bad_signatures = 0
@@ -96,8 +98,7 @@ class TrailAudit:
             event = _exact_object(raw) or event
         position = self._verified_position(event, where)
         if position is not None:
-            copies = self.delivered[Stream.of(position)].setdefault(position.offset, [])
-            copies.append(_digest(raw, headers))
+            self._delivered(Stream.of(position), position.offset, _digest(raw, headers))
 
     def deadletter(self, entry: Mapping[str, Any], where: str) -> None:
         """One dead-letter entry (replay markers are passed over)."""
@@ -106,6 +107,19 @@ class TrailAudit:
         position = self._verified_position(entry, where, entry.get("position"))
         if position is not None:
             self.deadlettered[Stream.of(position)].add(position.offset)
+
+    def copies(self, stream: Stream, offset: int) -> list[bytes]:
+        """The digests of every verified copy delivered for a position."""
+        first = self.delivered[stream].get(offset)
+        more = self.more_copies[stream].get(offset, [])
+        return [first, *more] if first is not None else []
+
+    def _delivered(self, stream: Stream, offset: int, digest: bytes) -> None:
+        delivered = self.delivered[stream]
+        if offset in delivered:
+            self.more_copies[stream].setdefault(offset, []).append(digest)
+        else:
+            delivered[offset] = digest
 
     def unreadable(self, where: str, what: str = NOT_JSON) -> None:
         """Something in the output or dead-letter that is not even JSON: it cannot verify."""
