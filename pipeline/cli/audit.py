@@ -47,9 +47,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "sink's); topics default to source.topic, sinks.kafka.topic and, "
                         "with a Kafka dead-letter configured, deadletter.topic")
     kafka.add_argument("--bootstrap-servers", metavar="B", help="Kafka brokers")
-    kafka.add_argument("--input-topic", metavar="T")
-    kafka.add_argument("--output-topic", metavar="O")
-    kafka.add_argument("--deadletter-topic", metavar="D")
+    kafka.add_argument("--input-topic", metavar="T", help="the topic the daemon consumed")
+    kafka.add_argument("--output-topic", metavar="O", help="the Kafka sink's topic")
+    kafka.add_argument("--deadletter-topic", metavar="D", help="its dead-letter topic")
     files = audit.add_argument_group("files")
     files.add_argument("--input", type=Path, metavar="FILE",
                        help="the JSON lines the daemon read")
