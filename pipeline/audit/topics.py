@@ -1,6 +1,7 @@
 """An audit of Kafka topics: the input topic the daemon consumed, its output topic (the
 Kafka sink) and its dead-letter topic, each read to the end offsets it had when the audit
-began, as a `read_committed` consumer (no group, nothing committed).
+began, by consumers of no group that commit nothing: output and dead-letter
+`read_committed`, the input as the daemon reads it (`source.isolation_level`).
 
 The output and dead-letter ends are taken before the input's: everything the output holds
 then was read from an input record the input's end covers, so a live pipeline can show
@@ -9,6 +10,7 @@ its newest records as missing (not yet processed) but never an output as unknown
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,9 @@ class TopicTrail:
     deadletter_topic: str | None
     input_options: Mapping[str, Any]  # input and dead-letter: the [kafka] connection
     output_options: Mapping[str, Any]  # the Kafka sink's (it may name another cluster)
+    # The input is read as the daemon reads it (source.isolation_level): under
+    # read_uncommitted it processes records of aborted transactions too.
+    input_isolation: str = "read_committed"
 
 
 class MissingTopic(Exception):
@@ -42,12 +47,14 @@ class MissingTopic(Exception):
 
 async def audit_topics(trail: TopicTrail, audit: TrailAudit, progress: Progress) -> None:
     """Feed `audit` the input positions, output records and dead-letter entries."""
-    output = await _TopicReader.open(trail.output_options)
-    source = await _TopicReader.open(trail.input_options)
-    try:
+    async with contextlib.AsyncExitStack() as readers:
+        output = await readers.enter_async_context(_TopicReader(trail.output_options))
+        stored = await readers.enter_async_context(_TopicReader(trail.input_options))
+        source = await readers.enter_async_context(
+            _TopicReader(trail.input_options, trail.input_isolation))
         output_ends = await output.ends(trail.output_topic)
         deadletter_ends = ({} if trail.deadletter_topic is None
-                           else await source.ends(trail.deadletter_topic))
+                           else await stored.ends(trail.deadletter_topic))
         input_ends = await source.ends(trail.input_topic, required=True)
         await _expect_input(source, input_ends, audit, progress)
         progress.start(f"output topic {trail.output_topic}")
@@ -55,10 +62,7 @@ async def audit_topics(trail: TopicTrail, audit: TrailAudit, progress: Progress)
             m.value or b"", _where(m), list(m.headers)), progress)
         if deadletter_ends:
             progress.start(f"dead-letter topic {trail.deadletter_topic}")
-            await source.read(deadletter_ends, lambda m: _deadletter(audit, m), progress)
-    finally:
-        await output.close()
-        await source.close()
+            await stored.read(deadletter_ends, lambda m: _deadletter(audit, m), progress)
 
 
 async def _expect_input(source: _TopicReader, ends: Ends, audit: TrailAudit,
@@ -88,21 +92,23 @@ def _where(message: ConsumerRecord[bytes, bytes]) -> str:
 class _TopicReader:
     """One unassigned consumer that reads whole partitions up to given end offsets."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, options: Mapping[str, Any]) -> None:
-        self._consumer = consumer
+    def __init__(self, options: Mapping[str, Any],
+                 isolation: str = "read_committed") -> None:
         self._options = options
+        self._consumer = AIOKafkaConsumer(**options, enable_auto_commit=False,
+                                          isolation_level=isolation,
+                                          auto_offset_reset="earliest")
 
-    @classmethod
-    async def open(cls, options: Mapping[str, Any]) -> _TopicReader:
-        consumer = AIOKafkaConsumer(**options, enable_auto_commit=False,
-                                    isolation_level="read_committed",
-                                    auto_offset_reset="earliest")
+    async def __aenter__(self) -> _TopicReader:
         try:
-            await consumer.start()
+            await self._consumer.start()
         except BaseException:
-            await consumer.stop()
+            await self._consumer.stop()
             raise
-        return cls(consumer, options)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._consumer.stop()
 
     async def ends(self, topic: str, *, required: bool = False) -> Ends:
         """The end offset of each partition of `topic` ({} when it does not exist)."""
@@ -147,6 +153,3 @@ class _TopicReader:
                         on_record(message)
                         progress.tick()
         progress.done()
-
-    async def close(self) -> None:
-        await self._consumer.stop()

@@ -119,7 +119,7 @@ def _topic_trail(args: argparse.Namespace) -> TopicTrail | None:
         deadletter = settings.deadletter.topic
     return TopicTrail(args.input_topic or settings.source.topic,
                       args.output_topic or settings.sinks.kafka.topic, deadletter,
-                      input_options, output_options)
+                      input_options, output_options, settings.source.isolation_level)
 
 
 def _hint_input_name(report: AuditReport, given: str | None) -> None:
