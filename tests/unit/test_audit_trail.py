@@ -13,6 +13,7 @@ from pipeline.processor import EventProcessor
 from pipeline.signing.keys import HmacKey, KeySet
 from pipeline.signing.signers import HmacSigner
 from pipeline.signing.verification import Verifier
+from sinks.kafka.messages import binary_message
 from tests.support.events import event_value
 
 KEY = bytes(range(32))
@@ -100,3 +101,18 @@ def test_numbers_orjson_writes_differently_still_verify() -> None:
     trail.output(body(0, value), "out 1")
     assert account(trail).summary().startswith("input 1, delivered 1, dead-lettered 0, "
                                                "missing 0")
+
+
+def test_binary_mode_kafka_output_verifies() -> None:
+    # ce_* headers carry every attribute as a string; the position attributes are strings
+    # already, so the event read back is the one signed.
+    event = EventProcessor(SIGNER, 1 << 20).process(
+        Record(event_value(0, "t"), Position("in", 0, 0)))
+    assert isinstance(event, SignedEvent)
+    value, headers = binary_message(event.attributes)
+    trail = audit()
+    trail.expect(TOPIC, [0])
+    trail.output(value or b"", "out 1", headers)
+    trail.output(value or b"", "out 2", [*headers[:-1], (headers[-1][0], b"AAAA")])
+    report = account(trail)
+    assert (report.delivered, report.bad_signatures) == (1, 1)
