@@ -91,12 +91,17 @@ class TrailAudit:
     def output(self, raw: bytes, where: str,
                headers: Sequence[tuple[str, bytes]] = ()) -> None:
         """One output record (a structured CloudEvent, or binary mode with `ce_` headers)."""
-        event = self._decoded(raw, where, headers)
+        binary = bool(headers) and is_binary_mode(headers)
+        event = self._decoded(raw, where, headers if binary else ())
         if event is None:
             return
-        if not headers and self._verifier.failure(event) is not None:
-            event = _exact_object(raw) or event
-        position = self._verified_position(event, where)
+        failure = self._verifier.failure(event)
+        if failure is not None and not binary and (exact := _exact_object(raw)) is not None:
+            failure = self._verifier.failure(exact)
+        if failure is not None:
+            self._bad(where, failure)
+            return
+        position = self._position(event, where)
         if position is not None:
             self._delivered(Stream.of(position), position.offset, _digest(raw, headers))
 
@@ -104,14 +109,19 @@ class TrailAudit:
         """One dead-letter entry (replay markers are passed over)."""
         if is_marker(entry):
             return
-        position = self._verified_position(entry, where, entry.get("position"))
+        failure = self._verifier.failure(entry)
+        if failure is not None:
+            self._bad(where, failure)
+            return
+        named = entry.get("position")
+        position = self._position(named if isinstance(named, Mapping) else {}, where)
         if position is not None:
             self.deadlettered[Stream.of(position)].add(position.offset)
 
     def copies(self, stream: Stream, offset: int) -> list[bytes]:
         """The digests of every verified copy delivered for a position."""
-        first = self.delivered[stream].get(offset)
-        more = self.more_copies[stream].get(offset, [])
+        first = self.delivered.get(stream, {}).get(offset)
+        more = self.more_copies.get(stream, {}).get(offset, [])
         return [first, *more] if first is not None else []
 
     def _delivered(self, stream: Stream, offset: int, digest: bytes) -> None:
@@ -127,21 +137,17 @@ class TrailAudit:
 
     def _decoded(self, raw: bytes, where: str,
                  headers: Sequence[tuple[str, bytes]]) -> dict[str, Any] | None:
+        """The event in `raw` (binary mode when `headers` are given), or a finding."""
         try:
-            if headers and is_binary_mode(headers):
+            if headers:
                 return binary_to_structured(headers, raw, NO_LIMIT)
             return _fast_object(raw)
         except InvalidEvent:
             self._bad(where, NOT_JSON)
             return None
 
-    def _verified_position(self, signed: Mapping[str, Any], where: str,
-                           named: object = None) -> Position | None:
-        failure = self._verifier.failure(signed)
-        if failure is not None:
-            self._bad(where, failure)
-            return None
-        attributes = named if isinstance(named, Mapping) else signed
+    def _position(self, attributes: Mapping[str, Any], where: str) -> Position | None:
+        """The position a verified event or entry names; a finding when it names none."""
         position = position_of(attributes)
         if position is None:
             self.findings.append(Finding("no_position", where))
