@@ -97,6 +97,8 @@ class _Usage(Exception):
 def _audit_files(args: argparse.Namespace, audit: TrailAudit) -> None:
     if args.input is None or args.output is None:
         raise _Usage("file mode needs both --input and --output")
+    if args.input_topic or args.output_topic or args.deadletter_topic:
+        raise _Usage("--input/--output read files; leave out the --*-topic options")
     progress = Progress()
     expect_lines(audit, args.input, args.input_name or str(args.input), progress)
     read_output(audit, args.output, progress)

@@ -151,3 +151,11 @@ def test_a_wrong_key_makes_every_signature_bad(
                     "--input-name", "stdin", "--output", str(trail.output)])
     assert capsys.readouterr().out.splitlines()[-1] == SUMMARY.format(22, 0, 0, 22, 0, 20)
     assert code == 1
+
+
+def test_files_and_topics_do_not_mix(trail: Trail, capsys: pytest.CaptureFixture[str]) -> None:
+    code = govpipe(["audit", "--key", str(trail.key_file), "--input", str(trail.input),
+                    "--output", str(trail.output), "--output-topic", "out"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert "leave out the --*-topic options" in err
