@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -35,6 +36,7 @@ from pipeline.signing.signers import (
     HmacSigner,
     Signer,
     SigningKeyError,
+    canonical_hmac_bytes,
     decode_key_text,
     ed25519_key_id,
     hmac_key_id,
@@ -413,3 +415,27 @@ def test_hostile_events_fail_verification_without_crashing_it(alg: str) -> None:
     ]
     for event in hostile:
         assert verifier.failure(event) in ("bad_signature", "unknown_key", "unsupported_alg")
+
+
+def orjson_form(envelope: dict[str, Any]) -> bytes | None:
+    try:
+        return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+
+
+@pytest.mark.parametrize(("alg", "data"), [
+    ("hmac", {"f": 1e16, "g": 1e-7}),  # json.dumps writes 1e-07
+    ("hmac", {"n": 2**70}),  # beyond what orjson writes
+    ("ed25519", {"f": 1e16}),  # JCS writes 10000000000000000
+    ("ed25519", {"\U0001f600": 1, "\uff61": 2}),  # JCS orders keys by UTF-16 code units
+    ("ed25519", {"n": 2**70}),
+])
+def test_verification_falls_back_to_the_canonical_form(alg: str, data: dict[str, Any]) -> None:
+    # Verifiers try orjson's sorted form first and trust it only on a match.
+    signed = SIGNERS[alg].sign({**CE, "data": data})
+    envelope = {k: v for k, v in signed.items() if k != "agtsignature"}
+    canonical = canonicalize(envelope) if alg == "ed25519" else canonical_hmac_bytes(envelope)
+    assert orjson_form(envelope) != canonical
+    assert Verifier(keyset()).verify(signed)
+    assert not Verifier(keyset()).verify({**signed, "data": {**data, "x": 1}})
