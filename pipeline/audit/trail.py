@@ -91,19 +91,17 @@ class TrailAudit:
     def output(self, raw: bytes, where: str,
                headers: Sequence[tuple[str, bytes]] = ()) -> None:
         """One output record (a structured CloudEvent, or binary mode with `ce_` headers)."""
-        binary = bool(headers) and is_binary_mode(headers)
-        event = self._decoded(raw, where, headers if binary else ())
-        if event is None:
-            return
-        failure = self._verifier.failure(event)
-        if failure is not None and not binary and (exact := _exact_object(raw)) is not None:
-            failure = self._verifier.failure(exact)
-        if failure is not None:
-            self._bad(where, failure)
-            return
-        position = self._position(event, where)
-        if position is not None:
-            self._delivered(Stream.of(position), position.offset, _digest(raw, headers))
+        self.checked_output(check_output(self._verifier, raw, headers), where)
+
+    def checked_output(self, checked: CheckedOutput, where: str) -> None:
+        """One output record, already checked (`check_output`, maybe in another process)."""
+        if checked.failure is not None:
+            self._bad(where, checked.failure)
+        elif checked.position is None:
+            self.findings.append(Finding("no_position", where))
+        else:
+            position = checked.position
+            self._delivered(Stream.of(position), position.offset, checked.digest)
 
     def deadletter(self, entry: Mapping[str, Any], where: str) -> None:
         """One dead-letter entry (replay markers are passed over)."""
@@ -135,17 +133,6 @@ class TrailAudit:
         """Something in the output or dead-letter that is not even JSON: it cannot verify."""
         self._bad(where, what)
 
-    def _decoded(self, raw: bytes, where: str,
-                 headers: Sequence[tuple[str, bytes]]) -> dict[str, Any] | None:
-        """The event in `raw` (binary mode when `headers` are given), or a finding."""
-        try:
-            if headers:
-                return binary_to_structured(headers, raw, NO_LIMIT)
-            return _fast_object(raw)
-        except InvalidEvent:
-            self._bad(where, NOT_JSON)
-            return None
-
     def _position(self, attributes: Mapping[str, Any], where: str) -> Position | None:
         """The position a verified event or entry names; a finding when it names none."""
         position = position_of(attributes)
@@ -156,6 +143,31 @@ class TrailAudit:
     def _bad(self, where: str, reason: str) -> None:
         self.bad_signatures += 1
         self.findings.append(Finding("bad_signature", where, reason))
+
+
+class CheckedOutput(NamedTuple):
+    """What one output record proves: a failure, or the position it names (None: none) and
+    the digest that tells copies apart."""
+
+    failure: str | None
+    position: Position | None = None
+    digest: bytes = b""
+
+
+def check_output(verifier: Verifier, raw: bytes,
+                 headers: Sequence[tuple[str, bytes]] = ()) -> CheckedOutput:
+    """Decode and verify one output record (binary mode when `ce_` headers come with it)."""
+    binary = bool(headers) and is_binary_mode(headers)
+    try:
+        event = binary_to_structured(headers, raw, NO_LIMIT) if binary else _fast_object(raw)
+    except InvalidEvent:
+        return CheckedOutput(NOT_JSON)
+    failure = verifier.failure(event)
+    if failure is not None and not binary and (exact := _exact_object(raw)) is not None:
+        failure = verifier.failure(exact)
+    if failure is not None:
+        return CheckedOutput(failure)
+    return CheckedOutput(None, position_of(event), _digest(raw, headers))
 
 
 def _fast_object(raw: bytes) -> dict[str, Any]:

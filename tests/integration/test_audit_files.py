@@ -159,3 +159,13 @@ def test_files_and_topics_do_not_mix(trail: Trail, capsys: pytest.CaptureFixture
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
     assert "leave out the --*-topic options" in err
+
+
+def test_worker_processes_report_the_same(trail: Trail,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    events = trail.output_lines()
+    events[2] = events[2].replace(b'"decision":"allow"', b'"decision":"deny"')
+    edited = trail.write_output("edited.jsonl", [*events, events[0]])
+    alone = trail.audit(capsys, edited)
+    assert trail.audit(capsys, edited, "--jobs", "2") == alone
+    assert alone[1][-1] == SUMMARY.format(22, 19, 2, 1, 1, 1)
