@@ -17,7 +17,9 @@ from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.delivery.ledger import Ledger
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
-from pipeline.inbound.verifier import InboundVerifier, load_inbound_keys
+from pipeline.inbound.keys import load_inbound_keys
+from pipeline.inbound.replay_seal import seal_check
+from pipeline.inbound.verifier import InboundVerifier, NonceLimits
 from pipeline.kafka_connection import client_options
 from pipeline.ops.health import HealthRegistry, Status
 from pipeline.ops.metrics import Metrics
@@ -87,10 +89,13 @@ def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
             for name, sink_settings in enabled_sinks(settings).items()]
 
 
-def build_source(settings: Settings, ledger: Ledger) -> Source:
+def build_source(settings: Settings, ledger: Ledger,
+                 inbound: InboundVerifier | None = None) -> Source:
+    """The source `source.kind` names; a Kafka source rebuilds `inbound`'s nonces of each
+    partition it is assigned."""
     if settings.source.kind == "kafka":
         return KafkaSource(settings.source, ledger, client_options(settings.kafka),
-                           revoke_timeout_s=settings.shutdown.timeout_s)
+                           revoke_timeout_s=settings.shutdown.timeout_s, inbound=inbound)
     if settings.source.kind == "file" and settings.source.path is not None:
         return LineSource.file(settings.source.path)
     return LineSource.stdin()
@@ -116,18 +121,29 @@ def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ) ->
     return signer
 
 
-def build_processor(settings: Settings, signer: Signer, metrics: Metrics) -> EventProcessor:
-    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file."""
+def build_inbound(settings: Settings, signer: Signer,
+                  metrics: Metrics) -> InboundVerifier | None:
+    """The producer signature check `source.require_signature` asks for (None without);
+    raises `SigningKeyError` for a bad inbound key file."""
     source = settings.source
-    inbound = None
-    if source.require_signature:
-        if source.inbound_key_file is None:  # settings refuse it; never fail open anyway
-            raise SigningKeyError("source.inbound_key_file: required with require_signature")
-        inbound = InboundVerifier(load_inbound_keys(source.inbound_key_file),
-                                  source.replay_window_s, source.nonce_capacity, metrics)
+    if not source.require_signature:
+        return None
+    if source.inbound_key_file is None:  # settings refuse it; never fail open anyway
+        raise SigningKeyError("source.inbound_key_file: required with require_signature")
+    limits = NonceLimits(source.nonce_capacity,
+                         max(1, int(source.nonce_capacity * source.nonce_sender_share)))
+    return InboundVerifier(load_inbound_keys(source.inbound_key_file), source.replay_window_s,
+                           limits, metrics, seal_check=seal_check(signer))
+
+
+def build_processor(settings: Settings, signer: Signer, metrics: Metrics,
+                    inbound: InboundVerifier | None = None) -> EventProcessor:
+    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file."""
+    if inbound is None:
+        inbound = build_inbound(settings, signer, metrics)
     detector = (ToolPoisoningDetector(metrics)
                 if settings.detectors.tool_poisoning.enabled else None)
-    return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
+    return EventProcessor(signer, settings.source.max_event_bytes, settings.cloudevents.source,
                           inbound=inbound, detector=detector)
 
 
@@ -147,7 +163,8 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
                                    max_pending=settings.deadletter.max_pending)
     dispatchers = [SinkDispatcher(sink, sink_settings, ledger, deadletters)
                    for sink, sink_settings in sinks]
-    source = build_source(settings, ledger)
+    inbound = build_inbound(settings, signer, metrics)
+    source = build_source(settings, ledger, inbound)
     health = HealthRegistry()
     health.add("source", source.health)
     health.add("signer", lambda: signer_health(signer))
@@ -159,7 +176,8 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
         "source": source.name, "sinks": [d.name for d in dispatchers],
         "signing_alg": signer.alg, "key_id": signer.key_id, "deadletter": store.description}
     return Daemon(Parts(settings=settings, source=source,
-                        processor=build_processor(settings, signer, metrics), ledger=ledger,
+                        processor=build_processor(settings, signer, metrics, inbound),
+                        ledger=ledger,
                         dispatchers=dispatchers, deadletters=deadletters, health=health,
                         server=server, started_fields=started))
 

@@ -22,14 +22,8 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline.inbound.verifier import (
-    NONCE_HEADER,
-    SENDER_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    sign_record,
-    wall_clock_ms,
-)
+from pipeline.inbound.signed_string import signature_headers
+from pipeline.inbound.verifier import wall_clock_ms
 
 T = TypeVar("T")
 
@@ -89,10 +83,8 @@ class Publisher:
         """The `agt-*` headers for `value` (none without a key): fresh nonce, time now."""
         if self._sign_key is None:
             return []
-        nonce, timestamp = uuid.uuid4().hex, wall_clock_ms()
-        signature = sign_record(self._sign_key, nonce, timestamp, self._sender, value)
-        return [(NONCE_HEADER, nonce.encode()), (TIMESTAMP_HEADER, str(timestamp).encode()),
-                (SENDER_HEADER, self._sender.encode()), (SIGNATURE_HEADER, signature.encode())]
+        return signature_headers(self._sign_key, uuid.uuid4().hex, wall_clock_ms(),
+                                 self._sender, value)
 
     async def publish(self, event: Any) -> None:
         """Send one event (a dict or an object with to_dict()) and wait for the broker."""

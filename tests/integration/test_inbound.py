@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipeline.inbound.verifier import sign_record, wall_clock_ms
+from pipeline.inbound.signed_string import sign_record
+from pipeline.inbound.verifier import wall_clock_ms
 from pipeline.publisher import AgentOsSink, ExportResult
 from pipeline.settings import SinkSettings
 from tests.support.daemons import RunningDaemon, kafka_settings

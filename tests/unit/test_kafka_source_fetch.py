@@ -28,6 +28,8 @@ class FakeMessage:
     value: bytes
     key: bytes | None = None
     headers: Sequence[tuple[str, bytes]] = ()
+    timestamp: int = 0
+    timestamp_type: int = 0
 
 
 class FakeConsumer:
