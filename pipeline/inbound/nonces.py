@@ -121,8 +121,9 @@ class NonceStore:
             return NonceVerdict.REDELIVERY if known == offset else NonceVerdict.REPLAY
         if any(digest in other.offsets for other in self._partitions.values()):
             return NonceVerdict.REPLAY
-        if self._size >= self.capacity:
-            self._evict_all()
+        if self._size >= self.capacity or self._per_sender.get(sender, 0) >= (
+                self.sender_capacity):
+            self._evict_all()  # quiet partitions may still hold expired nonces
         if self._size >= self.capacity:
             return NonceVerdict.FULL
         if self._per_sender.get(sender, 0) >= self.sender_capacity:

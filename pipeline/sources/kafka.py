@@ -302,7 +302,7 @@ class KafkaSource:
             return
         self._closing = True
         if self._rebuilds is not None:
-            self._rebuilds.stop()
+            await self._rebuilds.aclose()
         await self.commit()
         consumer, self._consumer = self._consumer, None
         await consumer.stop()

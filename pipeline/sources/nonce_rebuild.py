@@ -130,6 +130,12 @@ class PartitionRebuilds:
         self.holding -= gone
         self._rebuild.forget(gone)
 
+    async def aclose(self) -> None:
+        """Cancel every rebuild and wait for their consumers to close."""
+        tasks = list(self._tasks)
+        self.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
         if not task.cancelled() and (error := task.exception()) is not None:
