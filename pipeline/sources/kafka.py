@@ -70,7 +70,7 @@ class KafkaSource:
         self._paused = False
         self._closing = False
         # Producer signatures required: each assigned partition's nonces are rebuilt first.
-        self._rebuilds = None if inbound is None else PartitionRebuilds(NonceRebuild(
+        self._rebuilds = PartitionRebuilds(None if inbound is None else NonceRebuild(
             inbound, self._connection, consumer_options(settings, revoke_timeout_s)))
         self.error: str | None = None
 
@@ -127,11 +127,7 @@ class KafkaSource:
                     await self._fetch(consumer, 0)
         finally:
             self._paused = False
-            consumer.resume(*(consumer.assignment() - self._held()))
-
-    def _held(self) -> set[TopicPartition]:
-        """Partitions kept paused until their nonces are rebuilt."""
-        return self._rebuilds.holding if self._rebuilds is not None else set()
+            consumer.resume(*(consumer.assignment() - self._rebuilds.holding))
 
     async def _fetch(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> list[Record]:
         """The only read: every record returned is handed on, or its partition rewound."""
@@ -141,7 +137,7 @@ class KafkaSource:
             if not messages:
                 continue
             # Assigned since reading paused, or still rebuilding: read these again later.
-            if self._paused or tp in self._held():
+            if self._paused or tp in self._rebuilds.holding:
                 self._rewind(consumer, tp, messages[0].offset)
                 consumer.pause(tp)
                 continue
@@ -244,8 +240,7 @@ class KafkaSource:
         finally:
             self._tracker.forget(keys)
             self._guard.forget(revoked)
-            if self._rebuilds is not None:
-                self._rebuilds.stop(revoked)
+            self._rebuilds.stop(revoked)
             for tp in revoked:
                 self._committed.pop(tp, None)
                 self._next_offset.pop(tp, None)
@@ -265,7 +260,8 @@ class KafkaSource:
         """Pause what arrives while reading is paused; note where each partition resumes."""
         if self._paused:
             consumer.pause(*assigned)
-        self._start_rebuild(consumer, assigned)  # pauses them until their nonces are back
+        # Paused until their nonces are back (when producer signatures are required).
+        self._rebuilds.start(consumer, assigned, lambda: not self._paused)
         log.info("partitions assigned", extra={"fields": {
             "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in assigned)}})
         try:
@@ -278,10 +274,6 @@ class KafkaSource:
         for tp, position in positions:
             if tp in consumer.assignment():
                 self._guard.resume(tp, position)
-
-    def _start_rebuild(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
-        if self._rebuilds is not None and assigned:
-            self._rebuilds.start(consumer, assigned, lambda: not self._paused)
 
     def health(self) -> tuple[Status, str]:
         if self.error:
@@ -301,8 +293,7 @@ class KafkaSource:
         if self._consumer is None:
             return
         self._closing = True
-        if self._rebuilds is not None:
-            await self._rebuilds.aclose()
+        await self._rebuilds.aclose()
         await self.commit()
         consumer, self._consumer = self._consumer, None
         await consumer.stop()

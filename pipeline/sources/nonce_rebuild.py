@@ -103,9 +103,10 @@ class NonceRebuild:
 
 class PartitionRebuilds:
     """The rebuilds under way: an assigned partition stays paused in the group consumer
-    until its nonces are back (fail closed: a failed rebuild is retried, never skipped)."""
+    until its nonces are back (fail closed: a failed rebuild is retried, never skipped).
+    Without a `rebuild` (producer signatures not required) it holds nothing."""
 
-    def __init__(self, rebuild: NonceRebuild) -> None:
+    def __init__(self, rebuild: NonceRebuild | None) -> None:
         self._rebuild = rebuild
         self.holding: set[TopicPartition] = set()
         self._tasks: dict[asyncio.Task[None], set[TopicPartition]] = {}
@@ -114,10 +115,14 @@ class PartitionRebuilds:
               may_resume: Callable[[], bool]) -> None:
         """Pause `assigned` and rebuild them in the background; resume each one still
         assigned afterwards when `may_resume()` (else whoever paused reading resumes it)."""
+        rebuild = self._rebuild
+        if rebuild is None or not assigned:
+            return
         consumer.pause(*assigned)
         self.holding |= assigned
-        task = asyncio.create_task(self._until_rebuilt(consumer, set(assigned), may_resume),
-                                   name="nonce-rebuild")
+        task = asyncio.create_task(
+            self._until_rebuilt(rebuild, consumer, set(assigned), may_resume),
+            name="nonce-rebuild")
         self._tasks[task] = set(assigned)
         task.add_done_callback(self._done)
 
@@ -128,7 +133,8 @@ class PartitionRebuilds:
                 task.cancel()
         gone = set(self.holding) if revoked is None else revoked
         self.holding -= gone
-        self._rebuild.forget(gone)
+        if self._rebuild is not None:
+            self._rebuild.forget(gone)
 
     async def aclose(self) -> None:
         """Cancel every rebuild and wait for their consumers to close."""
@@ -141,14 +147,15 @@ class PartitionRebuilds:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("nonce rebuild crashed: %r", error)  # not expected: the task retries
 
-    async def _until_rebuilt(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition],
+    async def _until_rebuilt(self, rebuild: NonceRebuild, consumer: AIOKafkaConsumer,
+                             partitions: set[TopicPartition],
                              may_resume: Callable[[], bool]) -> None:
         backoff = 0.5
         while True:
             wanted = partitions & consumer.assignment()
             try:
                 resume_at = {tp: await consumer.position(tp) for tp in wanted}
-                recalled = await self._rebuild.run(resume_at)
+                recalled = await rebuild.run(resume_at)
                 break
             except (KafkaError, TimeoutError, OSError) as exc:
                 log.error("cannot rebuild the nonces of %s (reading stays paused): %r; "
