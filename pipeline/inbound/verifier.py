@@ -87,6 +87,7 @@ class InboundVerifier:
         self._keys = keys
         self.window_ms = round(window_s * 1000)
         self._nonces = NonceStore(limits.capacity, limits.sender_capacity)
+        metrics.inbound_nonces.set_function(lambda: len(self._nonces))
         self._counter = metrics.inbound_verification
         self._clock = clock
         self._seal_check = seal_check

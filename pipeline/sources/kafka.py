@@ -284,6 +284,8 @@ class KafkaSource:
         assigned = sorted(f"{tp.topic}-{tp.partition}" for tp in consumer.assignment())
         if not assigned:
             return Status.DEGRADED, "connected, no partitions assigned"
+        if held := sorted(f"{tp.topic}-{tp.partition}" for tp in self._rebuilds.holding):
+            return Status.DEGRADED, f"rebuilding the nonces of {', '.join(held)}"
         return Status.HEALTHY, f"consuming {', '.join(assigned)}"
 
     async def aclose(self) -> None:

@@ -137,6 +137,17 @@ def test_a_seal_from_another_key_or_over_another_value_is_refused() -> None:
     assert check.check(with_ce) == "bad_signature"
 
 
+def test_the_remembered_nonces_are_a_gauge() -> None:
+    metrics = Metrics(CollectorRegistry())
+    check = InboundVerifier(InboundKeys(shared=KEY), WINDOW_MS / 1000, 100, metrics,
+                            lambda: NOW)
+    assert check.check(binary(nonce="a", offset=0)) is None
+    assert check.check(binary(nonce="b", offset=1)) is None
+    assert metrics.registry.get_sample_value("govpipe_inbound_nonces") == 2
+    check.forget([("t", 0)])
+    assert metrics.registry.get_sample_value("govpipe_inbound_nonces") == 0
+
+
 def test_signed_by_recognises_the_daemons_own_events() -> None:
     event = DAEMON.sign({"specversion": "1.0", "id": "e-1", "type": "t", "source": "s"})
     assert signed_by(seal_check(DAEMON), json.dumps(event).encode())

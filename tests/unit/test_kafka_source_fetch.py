@@ -164,6 +164,7 @@ async def test_a_partition_whose_nonces_are_rebuilding_is_read_only_afterwards()
     source._guard.resume(TP, 0)
     assert await source._fetch(consumer, 0) == []  # type: ignore[arg-type]
     assert (consumer.seeks, consumer.paused) == ([0], {TP})  # rewound, paused again
+    assert source.health()[1] == "rebuilding the nonces of events-0"
     room = Room()
     room.open.clear()
     async with asyncio.timeout(20):
