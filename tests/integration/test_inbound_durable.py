@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from pipeline.inbound.signed_string import signature_headers
 from pipeline.inbound.verifier import wall_clock_ms
 from pipeline.settings import SinkSettings
-from sinks.base import SinkError
+from sinks.base import Sink, SinkError
 from tests.integration.test_inbound import owned_partition
 from tests.support.daemons import KEY as DAEMON_KEY
 from tests.support.daemons import RunningDaemon, kafka_settings
@@ -46,12 +46,12 @@ def key_file(tmp_path: Path) -> Path:
     return path
 
 
-def daemon(broker: KafkaBroker, topic: str, tmp_path: Path, sink: object,
+def daemon(broker: KafkaBroker, topic: str, tmp_path: Path, sink: Sink,
            started: list[RunningDaemon], **env: str) -> RunningDaemon:
     settings = kafka_settings(broker.bootstrap, topic, tmp_path,
                               GOVPIPE_SOURCE__REQUIRE_SIGNATURE="true",
                               GOVPIPE_SOURCE__INBOUND_KEY_FILE=str(key_file(tmp_path)), **env)
-    running = RunningDaemon(settings, [(sink, SinkSettings(enabled=True))])  # type: ignore[list-item]
+    running = RunningDaemon(settings, [(sink, SinkSettings(enabled=True))])
     started.append(running)
     running.start()
     return running
