@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.inbound.signed_string import signature_headers
 from pipeline.inbound.verifier import wall_clock_ms
@@ -250,3 +251,34 @@ async def test_a_dead_lettered_signed_event_replayed_is_accepted_once(
     assert [event.id for event in sink.events] == [json.loads(value)["event_id"]]
     assert rejected(second, "replay") == 2
     assert rejected(second, "unsigned") == 0
+
+
+async def test_a_backlog_copy_is_caught_after_a_restart_long_after_on_log_append_time(
+        kafka_broker: KafkaBroker, tmp_path: Path, daemons: list[RunningDaemon]) -> None:
+    """The original was read and committed, its copy appended right after waits unread;
+    govpipe comes back more than two windows later. The rebuild looks back from the
+    original's append time, not from now, so the copy (fresh by the broker's clock) is
+    still caught."""
+    topic = f"inbound-lat-restart-{uuid.uuid4().hex[:8]}"
+    await create_topics(kafka_broker.bootstrap, [topic], configs=LOG_APPEND_TIME)
+    value = numbered_events(1, "lat-restart")[0]
+    headers = signed(value)
+    await produce(kafka_broker.bootstrap, topic, [value, value], headers=[headers, headers])
+    settings = kafka_settings(kafka_broker.bootstrap, topic, tmp_path)
+    committer = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap,
+                                 group_id=settings.source.group_id, enable_auto_commit=False)
+    await committer.start()
+    try:  # as if govpipe had settled the original (offset 0) and stopped there
+        committer.assign([TopicPartition(topic, 0)])
+        await committer.commit({TopicPartition(topic, 0): OffsetAndMetadata(1, "")})
+    finally:
+        await committer.stop()
+    await asyncio.sleep(2.5)  # more than two 1 s windows
+    sink = MemorySink()
+    running = daemon(kafka_broker, topic, tmp_path, sink, daemons,
+                     GOVPIPE_SOURCE__GROUP_ID=settings.source.group_id,
+                     GOVPIPE_SOURCE__REPLAY_WINDOW_S="1")
+    await eventually(lambda: read(running) == 1, 60)
+    await running.stop()
+    assert rejected(running, "replay") == 1
+    assert sink.events == []
