@@ -21,7 +21,9 @@ from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.delivery.ledger import Ledger
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
-from pipeline.inbound.verifier import InboundKeys, InboundVerifier, load_inbound_keys
+from pipeline.inbound.keys import InboundKeys, load_inbound_keys
+from pipeline.inbound.replay_seal import seal_check
+from pipeline.inbound.verifier import InboundVerifier, NonceLimits
 from pipeline.kafka_connection import client_options
 from pipeline.ops.health import HealthRegistry, Status
 from pipeline.ops.http import HttpLimits
@@ -105,10 +107,13 @@ def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
             for name, sink_settings in enabled_sinks(settings).items()]
 
 
-def build_source(settings: Settings, ledger: Ledger) -> Source:
+def build_source(settings: Settings, ledger: Ledger,
+                 inbound: InboundVerifier | None = None) -> Source:
+    """The source `source.kind` names; a Kafka source rebuilds `inbound`'s nonces of each
+    partition it is assigned."""
     if settings.source.kind == "kafka":
         return KafkaSource(settings.source, ledger, client_options(settings.kafka),
-                           revoke_timeout_s=settings.shutdown.timeout_s)
+                           revoke_timeout_s=settings.shutdown.timeout_s, inbound=inbound)
     if settings.source.kind == "file" and settings.source.path is not None:
         return LineSource.file(settings.source.path)
     return LineSource.stdin()
@@ -195,21 +200,32 @@ def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ,
     return signer
 
 
-def build_processor(settings: Settings, signer: Signer, metrics: Metrics,
-                    inbound_keys: InboundKeys | None = None) -> EventProcessor:
-    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file
-    (when `inbound_keys` are not given, already loaded)."""
+def build_inbound(settings: Settings, signer: Signer, metrics: Metrics,
+                  inbound_keys: InboundKeys | None = None) -> InboundVerifier | None:
+    """The producer signature check `source.require_signature` asks for (None without);
+    raises `SigningKeyError` for a bad inbound key file (when `inbound_keys` are not given,
+    already loaded)."""
     source = settings.source
-    inbound = None
-    if source.require_signature:
-        if source.inbound_key_file is None:  # settings refuse it; never fail open anyway
-            raise SigningKeyError("source.inbound_key_file: required with require_signature")
-        keys = inbound_keys or load_inbound_keys(source.inbound_key_file)
-        inbound = InboundVerifier(keys, source.replay_window_s, source.nonce_capacity, metrics)
+    if not source.require_signature:
+        return None
+    if source.inbound_key_file is None:  # settings refuse it; never fail open anyway
+        raise SigningKeyError("source.inbound_key_file: required with require_signature")
+    limits = NonceLimits(source.nonce_capacity,
+                         max(1, int(source.nonce_capacity * source.nonce_sender_share)))
+    keys = inbound_keys or load_inbound_keys(source.inbound_key_file)
+    return InboundVerifier(keys, source.replay_window_s, limits, metrics,
+                           seal_check=seal_check(signer))
+
+
+def build_processor(settings: Settings, signer: Signer, metrics: Metrics,
+                    inbound: InboundVerifier | None = None) -> EventProcessor:
+    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file."""
+    if inbound is None:
+        inbound = build_inbound(settings, signer, metrics)
     detector = (ToolPoisoningDetector(metrics)
                 if settings.detectors.tool_poisoning.enabled else None)
     kafka = settings.sinks.kafka
-    return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
+    return EventProcessor(signer, settings.source.max_event_bytes, settings.cloudevents.source,
                           inbound=inbound, detector=detector,
                           binary_output=kafka.enabled and kafka.content_mode == "binary")
 
@@ -234,8 +250,9 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
                                    max_pending=settings.deadletter.max_pending)
     dispatchers = [SinkDispatcher(sink, sink_settings, ledger, deadletters)
                    for sink, sink_settings in sinks]
-    source = build_source(settings, ledger)
-    processor = build_processor(settings, signer, metrics, keys.inbound)
+    inbound = build_inbound(settings, signer, metrics, keys.inbound)
+    source = build_source(settings, ledger, inbound)
+    processor = build_processor(settings, signer, metrics, inbound)
     health = _health(source, processor, deadletters, dispatchers)
     server = build_ops_server(settings, registry, health, web)
     reloader = ConfigReloader(settings, lambda: load_settings(config_path, environ),

@@ -17,7 +17,8 @@ from pipeline.cloudevents.codec import NUMBER_OUT_OF_RANGE, decode_object, encod
 from pipeline.cloudevents.errors import InvalidEvent
 from pipeline.cloudevents.mapping import to_cloudevent
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
-from pipeline.inbound.verifier import InboundKeys, InboundVerifier
+from pipeline.inbound.keys import InboundKeys
+from pipeline.inbound.verifier import InboundVerifier
 from pipeline.model import Record, Rejection, SignedEvent
 from pipeline.signing.jcs import IntegerOutOfRange
 from pipeline.signing.signers import Signer
