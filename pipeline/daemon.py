@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.deadletter.writer import DeadLetterWriter
@@ -54,6 +54,7 @@ class Parts:
     health: HealthRegistry
     server: OpsServer
     started_fields: dict[str, object]  # what "govpipe started" logs
+    reload: Callable[[], object] | None = None  # what SIGHUP does (pipeline.reload)
 
 
 class Daemon:
@@ -185,9 +186,17 @@ class Daemon:
                 log.exception("closing %s failed", name)
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT drain and stop (a second one exits at once); SIGHUP reloads."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self) -> None:
+        # Between two batches: every record of a batch is signed with one key.
+        log.info("SIGHUP received: reloading the configuration")
+        if self._parts.reload is not None:
+            self._parts.reload()
 
     def _on_signal(self, signum: int) -> None:
         self._signals += 1

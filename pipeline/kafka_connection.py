@@ -17,10 +17,9 @@ from typing import Any, TypeVar
 from aiokafka import errors as Errors
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.helpers import create_ssl_context
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 
 from pipeline.settings import ConfigError, KafkaConnection
+from pipeline.tls_files import check_tls_files
 
 _E = TypeVar("_E", bound=BaseException)
 # TLS alerts a broker sends about the client's certificate (missing, untrusted, bad).
@@ -42,18 +41,6 @@ def client_options(connection: KafkaConnection, table: str = "kafka") -> dict[st
         options["sasl_mechanism"] = connection.sasl_mechanism
         options.update(_sasl_credentials(connection, table))
     return options
-
-
-def check_files(connection: KafkaConnection, table: str = "kafka") -> list[str]:
-    """One problem per file of `connection` that cannot be read (for check-config)."""
-    problems = []
-    for key, path in connection.files().items():
-        try:
-            with path.open("rb"):
-                pass
-        except OSError as exc:
-            problems.append(f"{table}.{key}: cannot read {path}: {exc.strerror}")
-    return problems
 
 
 def _read_secret(path: Path, key: str) -> str:
@@ -91,35 +78,9 @@ def _ssl_context(connection: KafkaConnection, table: str) -> ssl.SSLContext:
 def _check_tls_files(connection: KafkaConnection, table: str, password: str | None) -> None:
     """Each TLS file readable and of the right kind, and the key openable with the password
     given: OpenSSL's own errors name neither the file nor the cause."""
-    for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
-        path: Path | None = getattr(connection, key)
-        if path is None:
-            continue
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"config error: {table}.{key}: cannot read {path}: "
-                              f"{exc.strerror}") from None
-        problem = _key_problem(data, password) if key == "ssl_key_file" else (
-            None if b"-----BEGIN CERTIFICATE-----" in data else
-            (key, f"{path} holds no PEM certificate"))
-        if problem is not None:
-            raise ConfigError(f"config error: {table}.{problem[0]}: {problem[1]}")
-
-
-def _key_problem(data: bytes, password: str | None) -> tuple[str, str] | None:
-    try:
-        serialization.load_pem_private_key(data, password.encode() if password else None)
-    except TypeError:  # encrypted without a password given, or a password for a plain key
-        if password is None:
-            return ("ssl_key_file",
-                    "the key is encrypted: give its password in ssl_key_password_file")
-        return "ssl_key_password_file", "the key is not encrypted: remove it"
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        if password is not None and "password" in str(exc).lower():
-            return "ssl_key_password_file", "not the password of ssl_key_file"
-        return "ssl_key_file", "not a PEM private key OpenSSL can use"
-    return None
+    check_tls_files({f"{table}.{key}": getattr(connection, key)
+                     for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")},
+                    password=password, password_key=f"{table}.ssl_key_password_file")
 
 
 def _sasl_credentials(connection: KafkaConnection, table: str) -> dict[str, Any]:

@@ -51,6 +51,10 @@ class Record:
     position: Position
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    # The Kafka record timestamp (ms since the epoch), and whether the broker stamped it
+    # (a LogAppendTime topic) rather than the producer.
+    timestamp_ms: int | None = None
+    log_append_time: bool = False
 
 
 @dataclass(frozen=True, slots=True)

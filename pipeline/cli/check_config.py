@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from pipeline.cli.run import EXIT_CONFIG, add_config_argument, load_or_explain
-from pipeline.kafka_connection import check_files
-from pipeline.settings import KafkaConnection, Settings
+from pipeline.app import check_startup
+from pipeline.cli.run import EXIT_CONFIG, add_config_argument, load_or_explain, refusal
+from pipeline.settings import ConfigError, Settings
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = commands.add_parser(
         "check-config", help="validate the configuration and print it (no secrets)",
-        description="Validate the config file and GOVPIPE_<SECTION>__<KEY> overrides, then "
-                    "print the effective settings with secrets masked.")
+        description="Validate the config file and GOVPIPE_<SECTION>__<KEY> overrides, and "
+                    "load everything `govpipe run` loads before it starts (the signing key "
+                    "from signing.key_file or GOVPIPE_SIGNING_KEY, inbound keys, Kafka and "
+                    "OTLP TLS and SASL files, the source file), then print the effective "
+                    "settings with secrets masked. Exit 2 with the line `run` would log "
+                    "when `run` would refuse to start.")
     add_config_argument(check)
     check.set_defaults(handler=main)
 
@@ -25,20 +30,20 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for notice in settings.deprecations:
         print(f"govpipe: warning: {notice}", file=sys.stderr)
-    problems = _unreadable_files(settings)
-    for problem in problems:
-        print(f"govpipe: config error: {problem}", file=sys.stderr)
+    code = _check_startup(settings)
     print(settings.model_dump_json(indent=2))  # SecretStr values print as **********
-    return EXIT_CONFIG if problems else 0
+    return code
 
 
-def _unreadable_files(settings: Settings) -> list[str]:
-    """Files the Kafka connections in use name that cannot be read now."""
-    used: dict[str, KafkaConnection] = {}
-    if settings.source.kind == "kafka" or settings.deadletter_kind == "kafka":
-        used["kafka"] = settings.kafka
-    if settings.sinks.kafka.enabled:
-        table = "kafka" if settings.sinks.kafka.connection is None else "sinks.kafka.connection"
-        used[table] = settings.sink_kafka
-    return [problem for table, connection in used.items()
-            for problem in check_files(connection, table)]
+def _check_startup(settings: Settings) -> int:
+    """What `run` would load before starting: 0, or EXIT_CONFIG after the line it logs."""
+    try:
+        keys = check_startup(settings, os.environ)
+    except ConfigError as exc:
+        print(f"govpipe: {refusal(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    if keys.signer is None:
+        print("govpipe: warning: no signing key configured (signing.key_file or "
+              "GOVPIPE_SIGNING_KEY): run would sign with an ephemeral key nobody can "
+              "verify later", file=sys.stderr)
+    return 0

@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from pipeline.signing.signers import MIN_HMAC_KEY_BYTES, ed25519_key_id, hmac_key_id
+from pipeline.signing.signers import (
+    ED25519_ALG,
+    MIN_HMAC_KEY_BYTES,
+    canonical_alg,
+    ed25519_key_id,
+    hmac_key_id,
+)
 
 EXIT_REFUSED = 1
 SECRET_MODE = 0o600
@@ -32,13 +38,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "0600). ed25519: private key PEM at FILE (mode 0600), public key PEM at "
                     "FILE.pub (give that one to verifiers). Prints the files and the key id, "
                     "never the key.")
-    keygen.add_argument("--alg", choices=("hmac", "ed25519"), required=True,
-                        help="hmac (HMAC-SHA256, Agent OS compatible) or ed25519")
+    keygen.add_argument("--alg", type=_alg_choice, choices=("hmac", "ed25519"), required=True,
+                        help="hmac (HMAC-SHA256, Agent OS compatible) or ed25519, in any "
+                             "case")
     keygen.add_argument("--out", type=Path, required=True, metavar="FILE",
                         help="where to write the (private) key")
     keygen.add_argument("--force", action="store_true",
                         help="replace existing files instead of refusing")
     keygen.set_defaults(handler=main)
+
+
+def _alg_choice(name: str) -> str:
+    """keygen's own spelling of an algorithm named in any case (Ed25519, HMAC-SHA256…)."""
+    alg = canonical_alg(name)
+    if alg is None:
+        return name  # argparse then lists the choices
+    return "ed25519" if alg == ED25519_ALG else "hmac"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -59,8 +74,8 @@ def main(args: argparse.Namespace) -> int:
               "(use --force to replace it)", file=sys.stderr)
         return EXIT_REFUSED
     except OSError as exc:
-        print(f"govpipe: cannot write the key: {exc.strerror or type(exc).__name__} "
-              f"({exc.filename or out})", file=sys.stderr)
+        print(f"govpipe: cannot write the key to {exc.filename or out}: "
+              f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
         return EXIT_REFUSED
     print(message)
     return 0
@@ -93,7 +108,11 @@ def _write_file(path: Path, data: bytes, mode: int, replace: bool) -> None:
     # A temp file in the same directory, created 0600 by mkstemp, then moved into place:
     # the key is never readable by others, not even for a moment, nor ever half-written.
     # Without replace, link() refuses an existing target atomically (no check-then-write race).
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    # Errors name `path`, the file the user asked for, never the temp file.
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise _about(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -104,5 +123,12 @@ def _write_file(path: Path, data: bytes, mode: int, replace: bool) -> None:
             os.replace(temp, path)
         else:
             os.link(temp, path)
+    except OSError as exc:
+        raise _about(exc, path) from None
     finally:
         Path(temp).unlink(missing_ok=True)
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """`exc` (same type, so FileExistsError stays one) naming `path`."""
+    return type(exc)(exc.errno, exc.strerror, str(path))

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli.run import EXIT_CONFIG, add_config_argument, warn_deprecated
-from pipeline.inbound.verifier import load_inbound_keys
+from pipeline.inbound.keys import load_inbound_keys
 from pipeline.kafka_connection import CauseCatcher, caught_causes, client_options, explain
 from pipeline.ops.logs import configure_logging
-from pipeline.publisher import Publisher
+from pipeline.publisher.direct import DirectPublisher
 from pipeline.settings import ConfigError, load_settings
 from pipeline.signing.signers import SigningKeyError
 
@@ -81,7 +81,7 @@ async def _publish(lines: Iterable[bytes], options: dict[str, Any], topic: str,
     catcher = CauseCatcher()
     try:
         with caught_causes() as catcher:
-            publisher = Publisher(options["bootstrap_servers"], topic, sign_key=key,
+            publisher = DirectPublisher(options["bootstrap_servers"], topic, sign_key=key,
                                   sender=sender, client_options=options)
             await publisher.start()
         async with publisher:

@@ -1,5 +1,9 @@
 """Strict JSON in, strict JSON out: orjson on the fast path, the standard library for the
-rare values orjson refuses (integers beyond 64 bits)."""
+rare values orjson refuses (integers beyond 64 bits) or would alter (tiny numbers).
+
+A number no double holds is refused (reason `number_out_of_range`), not changed: 1e400 would
+become infinity and 1e-400 zero, each signed as a value its producer never sent. Integers
+are read exactly whatever their size; what the signers make of them is theirs to decide."""
 
 from __future__ import annotations
 
@@ -10,11 +14,20 @@ from typing import Any
 
 import orjson
 
-from pipeline.cloudevents.mapping import InvalidEvent
+from pipeline.cloudevents.errors import InvalidEvent
 
 # orjson reads integers beyond 64 bits as floats, silently dropping digits; a value holding
 # a run of 19+ digits (maybe such an integer) takes the exact standard-library path.
 _LONG_DIGITS = re.compile(rb"\d{19}")
+# orjson reads a number below the smallest double as 0.0 without an error: a value that may
+# hold one (an exponent of -100 or less, a long run of zeros) takes the checking path too.
+_MAYBE_TINY = re.compile(rb"[eE]-\d{3}|0{300}")
+_NONZERO_DIGIT = re.compile(r"[1-9]")
+NUMBER_OUT_OF_RANGE = "number_out_of_range"
+
+
+class _NumberOutOfRange(ValueError):
+    pass
 
 
 def _refuse_constant(name: str) -> Any:
@@ -22,10 +35,12 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _finite_float(text: str) -> float:
-    # float("1e400") is inf: signed as "Infinity" but written as null, it would never verify.
+    # float("1e400") is inf: signed as "Infinity" but written as null, it would never verify;
+    # float("1e-400") is 0.0, a different value under a valid signature.
     value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range for a double")
+    mantissa = text.partition("e")[0].partition("E")[0]
+    if not math.isfinite(value) or (value == 0 and _NONZERO_DIGIT.search(mantissa)):
+        raise _NumberOutOfRange(f"number {text[:40]} is out of range for a double")
     return value
 
 
@@ -35,7 +50,7 @@ def decode_any(raw: bytes, max_bytes: int) -> Any:
         raise InvalidEvent("empty", "empty value")
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"value is {len(raw)} bytes, over max_event_bytes")
-    if _LONG_DIGITS.search(raw) is None:
+    if _LONG_DIGITS.search(raw) is None and _MAYBE_TINY.search(raw) is None:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -59,6 +74,8 @@ def _decode_slow(raw: bytes) -> Any:
     try:
         # Same strictness as orjson (no NaN/Infinity); only integer range differs.
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _NumberOutOfRange as exc:
+        raise InvalidEvent(NUMBER_OUT_OF_RANGE, str(exc)) from None
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent("invalid_json", f"not JSON: {_first_line(exc)}") from None
 

@@ -7,12 +7,18 @@ pure function: the same input gives the same dict, key order included.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from pipeline.cloudevents.attributes import check_attributes
+from pipeline.cloudevents.content import check_data
+from pipeline.cloudevents.errors import InvalidEvent
 from pipeline.model import KIND_TYPES, TYPE_PREFIX
+
+__all__ = ["SIGNATURE_ATTRIBUTES", "InvalidEvent", "cloudevent_type", "to_cloudevent"]
 
 SIGNATURE_ATTRIBUTES = ("agtsignature", "agtsignaturealg", "agtkeyid")
 
@@ -37,14 +43,10 @@ _EXTENSIONS = (
 )
 
 
-class InvalidEvent(ValueError):
-    """The input is not a usable event; `reason` is a low-cardinality rejection label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
+# RFC 3339 date-time (section 5.6) with upper-case T and Z, the form the CloudEvents SDKs
+# parse (Go's time.RFC3339 refuses lower case); ranges are checked by datetime.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.ASCII)
 
 def cloudevent_type(kind: str) -> str:
     """The CloudEvent `type` for an Agent OS event kind."""
@@ -82,6 +84,9 @@ def _from_governance_event(
             ce[attribute] = event[name]
     if event.get("agent_id"):
         ce["partitionkey"] = event["agent_id"]
+    # The event as built must be a valid CloudEvent too (an agent_did that is no URI, a
+    # session id holding a control character...).
+    check_attributes(ce)
     return ce
 
 
@@ -139,6 +144,8 @@ def _from_cloudevent(obj: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidEvent(reason, f"CloudEvent {name} is missing or not a non-empty string")
     if "time" in obj:
         _check_timestamp(obj["time"], "time")
+    check_attributes(obj)
+    check_data(obj)
     # Re-signed as is: only a previous signature is replaced.
     return {key: value for key, value in obj.items() if key not in SIGNATURE_ATTRIBUTES}
 
@@ -146,9 +153,10 @@ def _from_cloudevent(obj: Mapping[str, Any]) -> dict[str, Any]:
 def _check_timestamp(value: object, name: str) -> None:
     if not isinstance(value, str):
         raise InvalidEvent("bad_timestamp", f"{name} is missing or not a string")
+    if _RFC3339.fullmatch(value) is None:
+        raise InvalidEvent("bad_timestamp", f"{name} is not an RFC 3339 date-time "
+                           "(YYYY-MM-DDTHH:MM:SS[.fraction] and Z or an offset ±HH:MM)")
     try:
-        parsed = datetime.fromisoformat(value)
+        datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidEvent("bad_timestamp", f"{name} is not an RFC 3339 timestamp") from None
-    if parsed.tzinfo is None or "T" not in value.upper():
-        raise InvalidEvent("bad_timestamp", f"{name} has no date-time separator or UTC offset")
+        raise InvalidEvent("bad_timestamp", f"{name} has a field out of range") from None

@@ -1,12 +1,12 @@
-"""The file dead-letter store: JSON lines in a directory, with `replayed.jsonl` beside them
-for what `govpipe replay` put back."""
+"""The file dead-letter store: JSON lines in a directory, one file per UTC day, with
+`replayed.jsonl` beside them for what `govpipe replay` put back."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +20,8 @@ from pipeline.deadletter.lines import (
     recover_file,
     write_all,
 )
-from pipeline.deadletter.store import DeadLetterError, StoredEntries
+from pipeline.deadletter.private import ensure_private_folder, open_private, tighten_folder
+from pipeline.deadletter.store import DeadLetterError, DeadLetterFull, StoredEntries
 from pipeline.signing.signers import Signer
 
 log = logging.getLogger(__name__)
@@ -41,39 +42,55 @@ class FileDeadLetter:
     More than one writer may share the directory (two processes started in one working
     directory share the default, relative path): each cut, append and cut-back holds an
     exclusive lock on the file, so none cuts away what another is writing or has written.
+
+    The folder is 0700 and its files 0600 (`pipeline.deadletter.private`). With
+    `max_bytes`, the entry files together never grow past it: a batch is written only as
+    far as whole entries fit, and `write` raises `DeadLetterFull` for the rest (the
+    writer holds them and the source stops reading until room is made).
     """
 
-    def __init__(self, directory: Path, signer: Signer | None = None) -> None:
+    def __init__(self, directory: Path, signer: Signer | None = None, *,
+                 max_bytes: int | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         """`signer` signs each entry written (the daemon's; None only to read and mark)."""
         self.directory = directory
         self._signer = signer
         self.description = f"directory {directory}"
+        self.max_bytes = max_bytes
+        self._clock = clock
         # A failed write whose cut-back failed too: the file, the size it must get back to
         # before anything is appended (an append after a partial line would be lost), and
         # how the failed write left it (inode, size), if that could be seen.
         self._restore: tuple[Path, int, tuple[int, int] | None] | None = None
 
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
-        payload = b"".join(entry.to_json(signer=self._signer) + b"\n" for entry in entries)
+        lines = [entry.to_json(signer=self._signer) + b"\n" for entry in entries]
         try:
-            await asyncio.to_thread(self._append, payload)
+            written = await asyncio.to_thread(self._append, lines)
         except OSError as exc:
             raise DeadLetterError(f"cannot write to {self.directory}: {exc.strerror}") from exc
+        if written < len(lines):
+            raise DeadLetterFull(f"{self.directory} holds deadletter.max_bytes "
+                                 f"({self.max_bytes} bytes)", written)
 
-    def _append(self, payload: bytes) -> None:
+    def _append(self, lines: list[bytes]) -> int:
+        """Append as many of `lines` as fit under the cap; how many were written."""
         self._finish_restore()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{FILE_PREFIX}{datetime.now(UTC):%Y-%m-%d}.jsonl"
+        ensure_private_folder(self.directory)
+        path = self.directory / f"{FILE_PREFIX}{self._clock().astimezone(UTC):%Y-%m-%d}.jsonl"
         # Unbuffered: a buffered handle would write what it still holds when closed,
-        # after the cut-back. Mode 0o666 (less the umask) is what open() gives a new file.
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        # after the cut-back.
+        fd = open_private(path, os.O_RDWR | os.O_APPEND)
         try:
             lock_exclusively(fd)  # released by the close
             # A crash mid-write with no recover() since: never append after a partial line.
             _logged(cut_torn_tail(fd, path))
             size = os.fstat(fd).st_size
+            count = self._fitting(lines, size, path)
+            if count == 0:
+                return 0
             try:
-                write_all(fd, payload)
+                write_all(fd, b"".join(lines[:count]))
                 os.fsync(fd)
                 if size == 0:  # maybe a new file: its name must survive a power cut too
                     fsync_directory(self.directory)
@@ -82,6 +99,22 @@ class FileDeadLetter:
                 raise
         finally:
             os.close(fd)
+        return count
+
+    def _fitting(self, lines: list[bytes], size: int, path: Path) -> int:
+        """How many of `lines` fit under the cap, today's file being `size` bytes (taken
+        under its lock, so other writers in the folder are counted exactly)."""
+        if self.max_bytes is None:
+            return len(lines)
+        room = self.max_bytes - size - sum(
+            _size(other) for other in self._entry_files() if other != path)
+        count = 0
+        for line in lines:
+            room -= len(line)
+            if room < 0:
+                break
+            count += 1
+        return count
 
     def _cut_back(self, fd: int, path: Path, size: int) -> None:
         """Take the failed batch out again (all of it: part may be on disk). Called with
@@ -125,8 +158,13 @@ class FileDeadLetter:
         log.warning("cut %s back to %d bytes, its last complete entry", path, size)
 
     def recover(self) -> list[str]:
-        """Cut torn last lines (a crash mid-write) off the dead-letter files; one
-        description per file that had one, each also logged at ERROR."""
+        """Make the folder and its files private again (`tighten_folder`), then cut torn
+        last lines (a crash mid-write) off the dead-letter files; one description per file
+        that had one, each also logged at ERROR."""
+        try:
+            tighten_folder(self.directory)
+        except OSError as exc:  # the write that follows reports it, and is retried
+            log.error("cannot check the modes in %s: %s", self.directory, exc.strerror)
         found = (_logged(recover_file(path)) for path in self._entry_files())
         return [problem for problem in found if problem is not None]
 
@@ -161,6 +199,13 @@ class FileDeadLetter:
 
     async def aclose(self) -> None:
         return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # removed meanwhile (archived after a replay): no bytes
+        return 0
 
 
 def _identity(fd: int) -> tuple[int, int] | None:

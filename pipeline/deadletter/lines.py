@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.deadletter.private import open_private
 from pipeline.deadletter.store import ReadProblem
 
 
@@ -92,7 +93,7 @@ def _complete_end(fd: int, size: int) -> int:
 
 
 def _append_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
     try:
         write_all(fd, data)
         os.fsync(fd)
@@ -104,7 +105,7 @@ def _append_durably(path: Path, data: bytes) -> None:
 def append_on_a_new_line(path: Path, lines: bytes) -> None:
     """Append `lines`; after a last line torn by a crash, on a line of their own (appended
     to the torn one, the first would be unreadable too)."""
-    with path.open("a+b") as handle:
+    with os.fdopen(open_private(path, os.O_RDWR | os.O_APPEND), "a+b") as handle:
         lock_exclusively(handle.fileno())  # another replay's markers go on lines of their own
         end = handle.seek(0, os.SEEK_END)
         if end > 0:

@@ -14,6 +14,15 @@ class DeadLetterError(Exception):
     """A dead-letter write failed; the entries are still pending."""
 
 
+class DeadLetterFull(DeadLetterError):
+    """The store is at its size cap: the first `written` entries of the batch were written
+    (durably), the rest were not and are still pending."""
+
+    def __init__(self, message: str, written: int) -> None:
+        super().__init__(message)
+        self.written = written
+
+
 @dataclass(frozen=True, slots=True)
 class ReadProblem:
     """Something stored that could not be read as JSON: where it is and what is wrong,
@@ -46,7 +55,8 @@ class DeadLetterStore(Protocol):
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
         """Return once every one of `entries` is durable, or raise DeadLetterError: the
         caller keeps them and writes them again (an entry may then be stored twice,
-        which replay puts back once, but never only in part)."""
+        which replay puts back once, but never only in part). DeadLetterFull: a store
+        with a size cap took only the first `written` entries."""
         ...
 
     def check(self) -> str | None:

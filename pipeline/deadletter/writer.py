@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from pipeline.deadletter.entry import DeadLetterEntry
-from pipeline.deadletter.store import DeadLetterError, DeadLetterStore
+from pipeline.deadletter.store import DeadLetterError, DeadLetterFull, DeadLetterStore
 from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
 from pipeline.model import Rejection, SignedEvent
@@ -36,6 +36,11 @@ class DeadLetterWriter:
     `max_pending` entries `has_room` is false and the source stops reading (entries from
     events already in the sinks' queues still come; the bound is that much soft).
     `last_error` is the failure of the last write, None once a write succeeds.
+
+    A store at its size cap (`DeadLetterFull`) makes the writer `full`: no room at all, so
+    the source stops reading; the entries it holds are tried again every
+    `retry_backoff_s`, and the first write that takes them all ends it. Entries the store
+    did take are settled as usual.
     """
 
     def __init__(self, store: DeadLetterStore, ledger: Ledger, metrics: Metrics, *,
@@ -49,6 +54,7 @@ class DeadLetterWriter:
         self._wake = asyncio.Event()
         self._closing = False
         self.last_error: str | None = None
+        self.full: str | None = None  # why the store takes nothing more, while it is full
         self._traced = False  # the current streak of failed writes logged a traceback
 
     @property
@@ -56,7 +62,7 @@ class DeadLetterWriter:
         return len(self._pending)
 
     def has_room(self) -> bool:
-        return self._capacity.fits(len(self._pending))
+        return self.full is None and self._capacity.fits(len(self._pending))
 
     async def wait_for_room(self) -> None:
         await self._capacity.wait()
@@ -82,7 +88,7 @@ class DeadLetterWriter:
 
     def _changed(self) -> None:
         self._metrics.deadletter_pending.set(len(self._pending))
-        self._capacity.update(len(self._pending))
+        self._capacity.update(len(self._pending), blocked=self.full is not None)
 
     def recover(self) -> list[str]:
         """Before the first write: repair what a crash left half-written."""
@@ -92,6 +98,10 @@ class DeadLetterWriter:
         problem = self.last_error or self.store.check()
         if problem:
             return Status.UNHEALTHY, problem
+        if self.full is not None:
+            return Status.DEGRADED, (f"full: {self.full}; the source has stopped reading "
+                                     f"({len(self._pending)} entries held) until entries are "
+                                     "replayed and their files removed")
         return Status.HEALTHY, f"writable: {self.store.description}"
 
     def healthy(self) -> bool:
@@ -117,20 +127,26 @@ class DeadLetterWriter:
                 await self._wake.wait()
                 continue
             batch = self._pending[:WRITE_BATCH]
-            if await self._write(batch):
-                del self._pending[: len(batch)]
+            written = await self._write(batch)
+            if written:
+                del self._pending[:written]
                 self._changed()
-                self._ledger.dead_lettered(batch)
-            else:
+                self._ledger.dead_lettered(batch[:written])
+            if written < len(batch):
                 await asyncio.sleep(self._backoff_s)  # a retry wait; cancelled at shutdown
 
-    async def _write(self, batch: list[DeadLetterEntry]) -> bool:
+    async def _write(self, batch: list[DeadLetterEntry]) -> int:
+        """How many entries of `batch` the store took (all of them, or the few that fit
+        under its cap, or none after a failure)."""
         try:
             await self.store.write(batch)
+        except DeadLetterFull as exc:
+            self._became_full(str(exc))
+            written = exc.written
         except DeadLetterError as exc:
             self._failed(exc)
             log.error("dead-letter write failed, holding %d entries: %s", len(batch), exc)
-            return False
+            return 0
         except Exception as exc:
             # Not a store failure (a bug, an entry that cannot be encoded): still only a
             # failed write. Ending this task would end the run, and nothing else settles
@@ -139,10 +155,30 @@ class DeadLetterWriter:
             log.error("dead-letter write failed unexpectedly, holding %d entries: %r",
                       len(batch), exc, exc_info=not self._traced)
             self._traced = True
-            return False
+            return 0
+        else:
+            written = len(batch)
+            self._has_room_again()
         self.last_error = None
         self._traced = False
-        reasons = Counter(f"{entry.origin}/{entry.reason}" for entry in batch)
-        log.warning("dead-lettered %d entries", len(batch),
-                    extra={"fields": {"by_reason": dict(reasons)}})
-        return True
+        if written:
+            reasons = Counter(f"{entry.origin}/{entry.reason}" for entry in batch[:written])
+            log.warning("dead-lettered %d entries", written,
+                        extra={"fields": {"by_reason": dict(reasons)}})
+        return written
+
+    def _became_full(self, why: str) -> None:
+        if self.full is None:
+            self._metrics.deadletter_cap_reached.inc()
+            self._metrics.deadletter_full.set(1)
+            log.error("dead-letter full, the source stops reading until room is made: %s",
+                      why)
+        self.full = why
+        self._changed()
+
+    def _has_room_again(self) -> None:
+        if self.full is not None:
+            self.full = None
+            self._metrics.deadletter_full.set(0)
+            self._changed()
+            log.warning("dead-letter has room again; the source reads on")

@@ -16,8 +16,9 @@ class Capacity:
     def fits(self, size: int) -> bool:
         return size < self.limit
 
-    def update(self, size: int) -> None:
-        if self.fits(size):
+    def update(self, size: int, *, blocked: bool = False) -> None:
+        """`blocked`: no room whatever the size (what the backlog drains into is full)."""
+        if self.fits(size) and not blocked:
             self._room.set()
         else:
             self._room.clear()

@@ -30,7 +30,7 @@ from pipeline.sources.offsets import OffsetTracker
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CIRCUIT_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
-PAUSE_CAUSES = ("sink_queue_full", "deadletter_backlog")
+PAUSE_CAUSES = ("sink_queue_full", "deadletter_backlog", "deadletter_full")
 
 
 class Settled(Protocol):

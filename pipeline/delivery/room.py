@@ -18,6 +18,9 @@ class Backlog(Protocol):
     @property
     def pending(self) -> int: ...
 
+    @property
+    def full(self) -> str | None: ...
+
     def has_room(self) -> bool: ...
 
     async def wait_for_room(self) -> None: ...
@@ -46,7 +49,9 @@ class PipelineRoom:
             await self._deadletters.wait_for_room()
 
     def note_pause(self) -> None:
-        cause = "sink_queue_full" if self._deadletters.has_room() else "deadletter_backlog"
+        cause = ("sink_queue_full" if self._deadletters.has_room()
+                 else "deadletter_full" if self._deadletters.full is not None
+                 else "deadletter_backlog")
         self._ledger.paused(cause)
         log.debug("reading paused: %s", cause.replace("_", " "), extra={"fields": {
             "cause": cause, "deadletter_pending": self._deadletters.pending,

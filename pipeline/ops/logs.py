@@ -35,6 +35,6 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiokafka and aiohttp are chatty at INFO about routine reconnects and requests.
-    for noisy in ("aiokafka", "aiohttp.access"):
+    # aiokafka is chatty at INFO about routine reconnects.
+    for noisy in ("aiokafka",):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-INBOUND_RESULTS = ("ok", "unsigned", "bad_signature", "expired", "replay", "nonce_capacity")
+INBOUND_RESULTS = ("ok", "unsigned", "bad_signature", "expired", "replay", "nonce_capacity",
+                   "sender_capacity")
 ALERT_SEVERITIES = ("high", "medium")
 
 
@@ -26,11 +27,21 @@ class Metrics:
         self.deadletter_pending = Gauge(
             "govpipe_deadletter_pending", "Entries waiting to be written to the dead-letter "
             "destination.", registry=r)
+        self.deadletter_full = Gauge(
+            "govpipe_deadletter_full", "1 while the dead-letter files are at "
+            "deadletter.max_bytes and the source has stopped reading, else 0.", registry=r)
+        self.deadletter_cap_reached = Counter(
+            "govpipe_deadletter_cap_reached", "Times the dead-letter files reached "
+            "deadletter.max_bytes (each stopped the source until room was made).",
+            registry=r)
         self.inbound_verification = Counter(
             "govpipe_inbound_verification", "Producer signature checks, by result.",
             ["result"], registry=r)
         for result in INBOUND_RESULTS:
             self.inbound_verification.labels(result)
+        self.inbound_nonces = Gauge(
+            "govpipe_inbound_nonces", "Producer nonces remembered inside the replay window "
+            "(at most source.nonce_capacity).", registry=r)
         self.poisoning_alerts = Counter(
             "govpipe_poisoning_alerts", "Tool-poisoning findings, by severity.", ["severity"],
             registry=r)

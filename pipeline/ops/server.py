@@ -1,11 +1,27 @@
-"""The one HTTP server: /metrics, /healthz, /readyz, on the event loop."""
+"""The one HTTP server: /metrics, /healthz, /readyz, on the event loop.
+
+With a web config (`server.web_config_file`) it serves TLS and asks for basic auth on
+/metrics and /readyz; /healthz always answers without credentials (a liveness probe
+carries none, and it tells nothing but "alive"). /readyz names its components and their
+messages (broker addresses, sink errors) only when asked (`?verbose`) or to a loopback
+peer; anyone else gets the status alone.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+import ipaddress
+import json
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from pipeline.ops.auth import BasicAuth
 from pipeline.ops.health import HealthRegistry, Status
+from pipeline.ops.http import CloseReason, HttpLimits, HttpServer, Request, Response
+from pipeline.ops.webconfig import WebConfig
+
+JSON = "application/json"
+UNAUTHORIZED = Response(401, b"unauthorized\n",
+                        headers={"WWW-Authenticate": 'Basic realm="govpipe", charset="UTF-8"'})
 
 
 class ServerError(Exception):
@@ -16,48 +32,77 @@ class OpsServer:
     """Serves metrics and health; `start` binds, `aclose` unbinds (both idempotent)."""
 
     def __init__(self, registry: CollectorRegistry, health: HealthRegistry,
-                 host: str, port: int) -> None:
+                 host: str, port: int, *, limits: HttpLimits | None = None,
+                 web: WebConfig | None = None) -> None:
         self._registry = registry
         self._health = health
         self.host = host
         self._port = port
-        self._runner: web.AppRunner | None = None
+        web = web if web is not None else WebConfig()
+        self._auth = BasicAuth(web.users)
+        self.scheme = "https" if web.ssl_context is not None else "http"
+        closed = Counter("govpipe_server_connections_closed",
+                         "Ops server connections closed before a full answer, by reason.",
+                         ["reason"], registry=registry)
+        for reason in CloseReason:
+            closed.labels(reason.value)
+        self._http = HttpServer(self._route, host, port, limits or HttpLimits(),
+                                ssl_context=web.ssl_context, default_headers=web.headers,
+                                count_close=lambda reason: closed.labels(reason.value).inc())
+        self._started = False
         self.bound_port: int | None = None
 
     async def start(self) -> None:
-        if self._runner is not None:
+        if self._started:
             return
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
         try:
-            await site.start()
+            self.bound_port = await self._http.start()
         except OSError as exc:
-            await runner.cleanup()
             raise ServerError(f"server.listen {self.host}:{self._port}: {exc.strerror}") from None
-        self._runner = runner
-        server = site._server  # aiohttp exposes the bound socket only here
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
-
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        # Rendered without awaiting: no event-loop update can interleave, so the scrape is
-        # one consistent snapshot and the reconciliation identities hold in it.
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "alive"})
-
-    async def _readyz(self, _request: web.Request) -> web.Response:
-        status, body = self._health.report()
-        return web.json_response(body, status=503 if status is Status.UNHEALTHY else 200)
+        self._started = True
 
     async def aclose(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._started:
+            self._started = False
+            await self._http.aclose()
+
+    async def _route(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"method not allowed\n", headers={"Allow": "GET, HEAD"})
+        if request.path == "/healthz":
+            return Response(200, b'{"status":"alive"}', JSON)
+        if request.path not in ("/metrics", "/readyz"):
+            return Response(404, b"not found\n")
+        if self._auth.enabled and not await self._auth.allows(
+                request.headers.get("authorization")):
+            return UNAUTHORIZED
+        if request.path == "/metrics":
+            return self._metrics()
+        return self._readyz(request)
+
+    def _metrics(self) -> Response:
+        # Rendered without awaiting: no event-loop update can interleave, so the scrape is
+        # one consistent snapshot and the reconciliation identities hold in it.
+        return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+
+    def _readyz(self, request: Request) -> Response:
+        status, body = self._health.report()
+        if not (_asks_for_detail(request.query) or _is_loopback(request.peer)):
+            body = {"status": body["status"]}
+        return Response(503 if status is Status.UNHEALTHY else 200,
+                        json.dumps(body).encode(), JSON)
+
+
+def _asks_for_detail(query: str) -> bool:
+    names = {part.partition("=")[0] for part in query.split("&")}
+    return "verbose" in names
+
+
+def _is_loopback(peer: str) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

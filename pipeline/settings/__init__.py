@@ -31,6 +31,7 @@ from pipeline.settings.sinks import (
     SinksSettings,
     StdoutSinkSettings,
 )
+from pipeline.signing.signers import canonical_alg
 
 __all__ = [
     "OTLP_DEFAULT_ENDPOINTS", "BreakerSettings", "ConfigError", "KafkaConnection",
@@ -53,7 +54,9 @@ class SourceSettings(StrictModel):
     require_signature: bool = False
     inbound_key_file: Path | None = None
     replay_window_s: float = Field(300.0, gt=0)
-    nonce_capacity: int = Field(100_000, ge=1)
+    # 5,000 signed records/s over the default window is 1.5 million live nonces.
+    nonce_capacity: int = Field(2_000_000, ge=1)
+    nonce_sender_share: float = Field(0.8, gt=0, le=1)
     commit_interval_s: float = Field(2.0, gt=0)
     # The Kafka consumer: where a new group starts, what it reads, how it stays a member.
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -82,6 +85,12 @@ class SigningSettings(StrictModel):
     key_file: Path | None = None
     key_id: str | None = None
 
+    @field_validator("alg", mode="before")
+    @classmethod
+    def _alg_in_any_case(cls, value: Any) -> Any:
+        # "ed25519" as keygen --alg spells it; an unknown name is left to the type's message.
+        return (canonical_alg(value) or value) if isinstance(value, str) else value
+
 
 class DeadLetterSettings(StrictModel):
     kind: Literal["kafka", "file"] | None = None
@@ -89,10 +98,20 @@ class DeadLetterSettings(StrictModel):
     path: Path = Path("deadletter")
     # Entries waiting for a write that keeps failing; past it the source stops reading.
     max_pending: int = Field(10_000, ge=1)
+    # kind = "file": the most bytes the entry files may hold together; at the cap the
+    # source stops reading until room is made.
+    max_bytes: int = Field(1_073_741_824, ge=4096)
 
 
 class ServerSettings(StrictModel):
     listen: str = "127.0.0.1:9464"
+    # A client gets this long for its request head (TLS handshake included), then for
+    # its body, then to take the answer; past it the connection is closed.
+    read_header_timeout_s: float = Field(10.0, gt=0)
+    read_body_timeout_s: float = Field(10.0, gt=0)
+    write_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(64, ge=1)  # more are closed as soon as they are accepted
+    web_config_file: Path | None = None  # TLS and basic auth (exporter-toolkit format)
 
     @field_validator("listen")
     @classmethod
@@ -157,6 +176,11 @@ class Settings(StrictModel):
         if source.heartbeat_interval_ms >= source.session_timeout_ms:
             raise broken_rule("source.heartbeat_interval_ms",
                               "must be below source.session_timeout_ms")
+        if (self.deadletter_kind == "file"
+                and self.deadletter.max_bytes < 2 * source.max_event_bytes):
+            # An entry holds its record (base64 for binary): one must always fit.
+            raise broken_rule("deadletter.max_bytes",
+                              "must be at least 2 x source.max_event_bytes")
         if self.signing.alg == "Ed25519" and self.signing.key_id:
             # A verifier finds an Ed25519 key by its fingerprint; a chosen name would hide it.
             raise broken_rule("signing.key_id", "not used with alg = \"Ed25519\" (the key id "

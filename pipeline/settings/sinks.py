@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -47,10 +48,14 @@ class OtlpSinkSettings(SinkSettings):
     headers: dict[str, SecretStr] = Field(default_factory=dict)  # may carry credentials
     timeout_s: float = Field(10.0, gt=0)
     compression: Literal["none", "gzip"] = "none"
-    insecure: bool = True
+    # Unset: TLS exactly when the endpoint is https://. false: TLS on a scheme-less gRPC
+    # endpoint too. true: plaintext (refused with any of the TLS files below).
+    insecure: bool | None = None
     ca_file: Path | None = None           # PEM CA bundle to verify the collector (TLS)
     client_cert_file: Path | None = None  # PEM client certificate (mutual TLS)
     client_key_file: Path | None = None   # PEM client key (mutual TLS)
+    # The resource's service.instance.id. Unset: a random UUID, the same for the whole run.
+    service_instance_id: str | None = Field(None, min_length=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -62,6 +67,30 @@ class OtlpSinkSettings(SinkSettings):
                 else ""
             values = {**values, "endpoint": default}
         return values
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> OtlpSinkSettings:
+        # A CA or client certificate on a plaintext connection would be silently unused,
+        # and the headers (bearer tokens) would travel in cleartext.
+        files = ("ca_file", "client_cert_file", "client_key_file")
+        for key in (key for key in files if getattr(self, key) is not None):
+            if self.insecure:
+                raise ValueError(f"{key}: TLS material, but insecure = true sends in "
+                                 "plaintext; remove one of the two")
+            if not self.uses_tls:
+                raise ValueError(f"{key}: TLS material, but the endpoint {self.endpoint} is "
+                                 "plaintext; use https:// (or insecure = false for a gRPC "
+                                 "host:port)")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether exports go over TLS: an https:// endpoint, or insecure = false on a gRPC
+        endpoint without a scheme."""
+        scheme = urlsplit(self.endpoint).scheme
+        if scheme == "https":
+            return True
+        return self.protocol == "grpc" and self.insecure is False and scheme != "http"
 
     @field_validator("headers", mode="before")
     @classmethod

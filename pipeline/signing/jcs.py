@@ -10,14 +10,11 @@ Values JCS cannot represent raise `JcsError` rather than being signed in a form 
 verifier would not reproduce: NaN/Infinity, lone surrogates, non-string member names,
 non-JSON types.
 
-One deliberate extension: RFC 8785 only defines integers a double holds exactly
-(±(2**53 - 1), I-JSON). Agent OS attributes can carry larger ones (byte counts, ids), and an
-audit event must be neither dropped nor altered, so they are written as their exact decimal
-digits. Rounding them to a double, as JavaScript would, would let 2**53 + 1 be changed to
-2**53 under a valid signature. A verifier that keeps integers exact (Python's json does)
-reproduces these bytes; one that parses every number to a double rejects such an event
-(fails closed) rather than accepting a changed value. For I-JSON input (every number within
-±(2**53 - 1) or a non-integer double) the output is exactly RFC 8785.
+RFC 8785 only defines numbers a double holds, so integers beyond ±(2**53 - 1) (outside
+I-JSON) raise `IntegerOutOfRange`: written as exact digits, conforming libraries refuse them
+(Python rfc8785) or round them (Go gowebpki/jcs turns 2**53 + 1 into 2**53) and the signature
+fails; rounded here, the signature would bind a value the producer never sent. Such an event
+is refused with a reason instead (see README, "Numbers").
 """
 
 from __future__ import annotations
@@ -32,8 +29,16 @@ from typing import Any
 _encode_string = json.encoder.encode_basestring
 
 
+# The largest integer magnitude a double holds exactly (I-JSON, RFC 7493 section 2.2).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
 class JcsError(ValueError):
     """The value has no RFC 8785 canonical form (not I-JSON)."""
+
+
+class IntegerOutOfRange(JcsError):
+    """An integer beyond ±(2**53 - 1), which no conforming RFC 8785 library reproduces."""
 
 
 def canonicalize(value: Any) -> bytes:
@@ -63,8 +68,10 @@ def _write(value: Any, parts: list[str]) -> None:
     elif value is False:
         parts.append("false")
     elif isinstance(value, int):
-        # Exact digits: ECMAScript's text for |n| < 2**53, and see the module docstring.
-        parts.append(str(value))
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise IntegerOutOfRange(f"integer of {len(str(abs(value)))} digits is beyond "
+                                    "±(2**53 - 1), outside I-JSON")
+        parts.append(str(value))  # ECMAScript's text for an integral double this small
     elif isinstance(value, float):
         parts.append(number(value))
     elif isinstance(value, list | tuple):

@@ -218,7 +218,11 @@ def load_signer(alg: str, key_file: Path | None, key_id: str | None = None,
     if data.lstrip().startswith(PEM_MARKER):
         raise SigningKeyError(f"{origin}: a PEM key, but signing.alg = \"HMAC-SHA256\" needs "
                               "base64 key text (make one with govpipe keygen --alg hmac)")
-    return HmacSigner(decode_key_text(_text(data, origin), origin), key_id)
+    secret = decode_key_text(_text(data, origin), origin)
+    try:
+        return HmacSigner(secret, key_id)
+    except SigningKeyError as exc:  # too short: say which key
+        raise SigningKeyError(f"{origin}: {exc}") from None
 
 
 def _signing_key_material(key_file: Path | None,

@@ -34,11 +34,19 @@ from pipeline.signing.jcs import canonicalize
 HMAC_ALG = "HMAC-SHA256"
 ED25519_ALG = "Ed25519"
 ALGORITHMS = (HMAC_ALG, ED25519_ALG)
+# What a user may type for each algorithm, in any case (config, environment, keygen --alg).
+_ALG_SPELLINGS = {"hmac-sha256": HMAC_ALG, "hmac": HMAC_ALG, "ed25519": ED25519_ALG}
 SIGNATURE = "agtsignature"
 SIGNATURE_ALG = "agtsignaturealg"
 KEY_ID = "agtkeyid"
 MIN_HMAC_KEY_BYTES = 32
 KEY_ENV = "GOVPIPE_SIGNING_KEY"
+
+
+def canonical_alg(name: str) -> str | None:
+    """The canonical algorithm name ("HMAC-SHA256", "Ed25519") for `name` in any case
+    ("hmac" and "hmac-sha256" both mean HMAC-SHA256); None for an unknown name."""
+    return _ALG_SPELLINGS.get(name.strip().lower())
 
 
 class SigningKeyError(ValueError):

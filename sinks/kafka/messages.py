@@ -2,10 +2,13 @@
 
 - structured mode (default): value = the signed CloudEvent JSON, header
   ``content-type: application/cloudevents+json; charset=UTF-8``.
-- binary mode: one ``ce_<name>`` header per attribute except ``data`` (extensions
-  included), ``content-type`` = ``datacontenttype``, value = ``data`` as JSON bytes (or the
-  decoded ``data_base64``). Header values are the attributes' canonical strings: booleans
-  ``true``/``false``, integers in decimal, strings as they are.
+- binary mode: one ``ce_<name>`` header per attribute (extensions and the signature
+  included), ``content-type`` = ``datacontenttype``, and the value = the data in its own
+  form: JSON data (JSON content type, or none) as JSON, text data (a string under any other
+  content type) as its UTF-8 text, ``data_base64`` as the raw bytes. Header values are the
+  attributes' canonical strings: booleans ``true``/``false``, integers in decimal.
+- an event without data gets an empty value, never a null one: a null value is a tombstone,
+  which a compacted topic deletes. Consumers read an empty value as "no data".
 
 The key is the ``partitionkey`` extension, so one agent's events stay in order on one
 partition.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -28,7 +32,10 @@ __all__ = ["STRUCTURED_CONTENT_TYPE", "ContentMode", "Headers", "Message", "bina
 STRUCTURED_CONTENT_TYPE = b"application/cloudevents+json; charset=UTF-8"
 ContentMode = Literal["structured", "binary"]
 Headers = list[tuple[str, bytes]]
-Message = tuple[bytes | None, bytes | None, Headers]  # key, value, headers
+Message = tuple[bytes | None, bytes, Headers]  # key, value, headers
+# The media types whose data is JSON (parameters aside): application/json, text/json and
+# structured-syntax +json types, as both CloudEvents SDKs read them.
+_JSON_TYPE = re.compile(r"(application|text)/([a-z0-9\-.]+\+)?json", re.IGNORECASE)
 
 
 def to_message(event: SignedEvent, content_mode: ContentMode) -> Message:
@@ -40,7 +47,7 @@ def to_message(event: SignedEvent, content_mode: ContentMode) -> Message:
     return key, event.body, [("content-type", STRUCTURED_CONTENT_TYPE)]
 
 
-def binary_message(ce: Mapping[str, Any]) -> tuple[bytes | None, Headers]:
+def binary_message(ce: Mapping[str, Any]) -> tuple[bytes, Headers]:
     """(value, headers) of a CloudEvent in Kafka binary content mode."""
     headers: Headers = []
     for name, value in ce.items():
@@ -50,11 +57,27 @@ def binary_message(ce: Mapping[str, Any]) -> tuple[bytes | None, Headers]:
             headers.append(("content-type", _header_value(value)))
         else:
             headers.append((f"ce_{name}", _header_value(value)))
+    return _value(ce), headers
+
+
+def _value(ce: Mapping[str, Any]) -> bytes:
     if "data_base64" in ce:
-        return base64.b64decode(ce["data_base64"]), headers
-    if "data" in ce:
-        return _json_bytes(ce["data"]), headers
-    return None, headers
+        return base64.b64decode(ce["data_base64"])
+    if "data" not in ce:
+        return b""
+    data = ce["data"]
+    if isinstance(data, str) and not is_json_content(ce.get("datacontenttype")):
+        return data.encode("utf-8")
+    return _json_bytes(data)
+
+
+def is_json_content(content_type: object) -> bool:
+    """True when data of this ``datacontenttype`` is JSON (absent means JSON)."""
+    if content_type is None:
+        return True
+    if not isinstance(content_type, str):
+        return False
+    return _JSON_TYPE.fullmatch(content_type.split(";", 1)[0].strip()) is not None
 
 
 def _header_value(value: Any) -> bytes:

@@ -23,3 +23,6 @@ class OtlpOptions:
     ca_file: Path | None = None
     client_cert_file: Path | None = None
     client_key_file: Path | None = None
+    # The resource's service.version and service.instance.id (and the scope's version).
+    service_version: str = ""
+    service_instance_id: str = ""

@@ -1,5 +1,15 @@
 """Signed CloudEvent → OTLP log record, with the attribute names Agent OS uses for its audit
-logs (``agt.audit.*``, ``event.domain``), so dashboards built for Agent OS keep working.
+logs (``agt.audit.*``, ``event.name = audit_entry``), so dashboards built for Agent OS keep
+working, and the OpenTelemetry semantic conventions where they name a thing:
+
+- resource ``service.name`` (govpipe), ``service.version``, ``service.instance.id`` (one per
+  process unless configured); scope ``govpipe.sinks.otlp`` with govpipe's version;
+- the LogRecord's ``EventName`` field ``audit_entry`` (where the conventions now put an
+  event's name), and the deprecated ``event.name`` attribute with the same value, because
+  Agent OS's own backend writes and queries that attribute; ``event.domain``, deprecated
+  with no replacement but the name, is no longer written;
+- ``cloudevents.event_id``, ``event_source``, ``event_type``, ``event_spec_version`` and
+  ``event_subject`` (when set) from the CloudEvent.
 
 Severity: the event's ``severity`` (case-insensitive) maps to an OTLP severity number, and
 the severity text is that number's short name. An unknown or missing severity gives
@@ -27,6 +37,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -36,13 +47,22 @@ from opentelemetry._logs import SeverityNumber
 from pipeline.model import KIND_TYPES, TYPE_PREFIX, SignedEvent
 
 __all__ = [
-    "SCOPE_NAME", "SERVICE_NAME", "encode_log_record", "log_attributes", "logs_request",
-    "severity",
+    "EVENT_NAME", "SCOPE_NAME", "SERVICE_NAME", "ServiceIdentity", "encode_log_record",
+    "log_attributes", "logs_request", "severity",
 ]  # fmt: skip
 
 SERVICE_NAME = "govpipe"
 SCOPE_NAME = "govpipe.sinks.otlp"
-EVENT_DOMAIN = "agent_os.governance"
+# Agent OS's OTel backend names its audit log records so.
+EVENT_NAME = "audit_entry"
+
+
+@dataclass(frozen=True)
+class ServiceIdentity:
+    """Who exports: the resource and scope of every request (empty values are left out)."""
+
+    version: str = ""
+    instance_id: str = ""
 
 _SEVERITIES: Mapping[str, SeverityNumber] = {
     "info": SeverityNumber.INFO,
@@ -85,13 +105,16 @@ def log_attributes(ce: Mapping[str, Any]) -> dict[str, str | float | bool | int]
     """The log record attributes for one signed CloudEvent."""
     data = _data(ce)
     attributes: dict[str, str | float | bool | int] = {
-        "event.domain": EVENT_DOMAIN,
+        "event.name": EVENT_NAME,
         "cloudevents.event_id": str(ce.get("id", "")),
         "cloudevents.event_type": str(ce.get("type", "")),
         "cloudevents.event_source": str(ce.get("source", "")),
+        "cloudevents.event_spec_version": str(ce.get("specversion", "")),
         "agt.audit.event_type": event_type(str(ce.get("type", ""))),
         "agt.audit.meta.event_id": str(ce.get("id", "")),
     }
+    if isinstance(ce.get("subject"), str):
+        attributes["cloudevents.event_subject"] = ce["subject"]
     agent_id = data.get("agent_id", ce.get("partitionkey"))
     if isinstance(agent_id, str):
         attributes["agt.agent.id"] = agent_id
@@ -159,6 +182,8 @@ _KV_VALUE = b"\x12"
 _LOG_TIME, _LOG_SEVERITY_NUMBER, _LOG_SEVERITY_TEXT = b"\x09", b"\x10", b"\x1a"
 _LOG_BODY, _LOG_ATTRIBUTE = b"\x2a", b"\x32"
 _LOG_TRACE_ID, _LOG_SPAN_ID, _LOG_OBSERVED_TIME = b"\x4a", b"\x52", b"\x59"
+_LOG_EVENT_NAME = b"\x62"  # field 12, length-delimited
+_SCOPE_NAME, _SCOPE_VERSION, _RESOURCE_ATTRIBUTE = b"\x0a", b"\x12", b"\x0a"
 _SCOPE_LOGS_SCOPE, _SCOPE_LOGS_RECORD = b"\x0a", b"\x12"
 _RESOURCE_LOGS_RESOURCE, _RESOURCE_LOGS_SCOPE_LOGS = b"\x0a", b"\x12"
 _REQUEST_RESOURCE_LOGS = b"\x0a"
@@ -250,17 +275,30 @@ def encode_log_record(event: SignedEvent, observed_ns: int) -> bytes:
         if span_id:
             parts.append(_delimited(_LOG_SPAN_ID, span_id))
     parts.append(_LOG_OBSERVED_TIME + _FIXED64.pack(observed_ns))
+    parts.append(_EVENT_NAME_FIELD)
     return b"".join(parts)
 
 
-_RESOURCE = _delimited(_RESOURCE_LOGS_RESOURCE,
-                       _delimited(b"\x0a", _key_value("service.name", SERVICE_NAME)))
-_SCOPE = _delimited(_SCOPE_LOGS_SCOPE, _delimited(b"\x0a", SCOPE_NAME.encode()))
+_EVENT_NAME_FIELD = _delimited(_LOG_EVENT_NAME, EVENT_NAME.encode())
 
 
-def logs_request(records: Iterable[bytes]) -> bytes:
-    """A serialized ``ExportLogsServiceRequest``: one resource (``service.name = govpipe``),
-    one scope, the given encoded log records in order."""
-    scope_logs = _SCOPE + b"".join(_delimited(_SCOPE_LOGS_RECORD, r) for r in records)
-    resource_logs = _RESOURCE + _delimited(_RESOURCE_LOGS_SCOPE_LOGS, scope_logs)
+@cache
+def _resource_and_scope(identity: ServiceIdentity) -> tuple[bytes, bytes]:
+    attributes = {"service.name": SERVICE_NAME, "service.version": identity.version,
+                  "service.instance.id": identity.instance_id}
+    resource = b"".join(_delimited(_RESOURCE_ATTRIBUTE, _key_value(key, value))
+                        for key, value in attributes.items() if value)
+    scope = _delimited(_SCOPE_NAME, SCOPE_NAME.encode())
+    if identity.version:
+        scope += _delimited(_SCOPE_VERSION, identity.version.encode())
+    return (_delimited(_RESOURCE_LOGS_RESOURCE, resource),
+            _delimited(_SCOPE_LOGS_SCOPE, scope))
+
+
+def logs_request(records: Iterable[bytes], identity: ServiceIdentity) -> bytes:
+    """A serialized ``ExportLogsServiceRequest``: one resource (govpipe, as ``identity``
+    says), one scope, the given encoded log records in order."""
+    resource, scope = _resource_and_scope(identity)
+    scope_logs = scope + b"".join(_delimited(_SCOPE_LOGS_RECORD, r) for r in records)
+    resource_logs = resource + _delimited(_RESOURCE_LOGS_SCOPE_LOGS, scope_logs)
     return _delimited(_REQUEST_RESOURCE_LOGS, resource_logs)

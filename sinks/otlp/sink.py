@@ -25,7 +25,7 @@ from sinks.base import closed_error
 from sinks.otlp.grpc_transport import GrpcTransport
 from sinks.otlp.http_transport import HttpTransport
 from sinks.otlp.options import OtlpOptions
-from sinks.otlp.records import encode_log_record, logs_request
+from sinks.otlp.records import ServiceIdentity, encode_log_record, logs_request
 from sinks.otlp.transport import Transport
 
 __all__ = ["OtlpOptions", "OtlpSink"]
@@ -42,6 +42,7 @@ class OtlpSink:
         # One export at a time: the transport remembers the last status for classification.
         self._lock = asyncio.Lock()
         self._closed = False
+        self._identity = ServiceIdentity(options.service_version, options.service_instance_id)
 
     async def send(self, batch: Sequence[SignedEvent]) -> None:
         """Export ``batch``; raise SinkError (retriable or not) when it is not delivered."""
@@ -50,7 +51,8 @@ class OtlpSink:
         if not batch:
             return
         observed_ns = time.time_ns()
-        payload = logs_request([encode_log_record(event, observed_ns) for event in batch])
+        payload = logs_request([encode_log_record(event, observed_ns) for event in batch],
+                               self._identity)
         async with self._lock:
             if not await asyncio.to_thread(self._export, payload, len(batch)):
                 raise self._transport.failure()

@@ -40,10 +40,28 @@ def test_a_number_beyond_double_range_is_rejected_not_signed_as_infinity(
     # body said null, so the event on the output never verified.
     with pytest.raises(InvalidEvent) as caught:
         decode_object(b'{"n": %s}' % number, 1024)
-    assert caught.value.reason == "invalid_json"
+    assert caught.value.reason == "number_out_of_range"
     result = _process(EVENT % (b'"latency_ms":' + number))
     assert isinstance(result, Rejection)
-    assert result.reason == "invalid_json"
+    assert result.reason == "number_out_of_range"
+
+
+@pytest.mark.parametrize("number", [b"1e-400", b"-2e-324", b"0." + b"0" * 400 + b"1"])
+def test_a_number_below_the_smallest_double_is_rejected_not_signed_as_zero(
+        number: bytes) -> None:
+    # Was: orjson and float() both read it as 0.0 without an error: signed as 0.
+    result = _process(EVENT % (b'"attributes":{"tiny":' + number + b"}"))
+    assert isinstance(result, Rejection)
+    assert result.reason == "number_out_of_range"
+
+
+@pytest.mark.parametrize(("number", "value"), [(b"5e-324", 5e-324), (b"0.0e-999", 0.0),
+                                               (b"1e-320", 1e-320)])
+def test_tiny_doubles_and_zero_written_with_an_exponent_are_kept(
+        number: bytes, value: float) -> None:
+    result = _process(EVENT % (b'"attributes":{"tiny":' + number + b"}"))
+    assert isinstance(result, SignedEvent)
+    assert json.loads(result.body)["data"]["tiny"] == value
 
 
 @pytest.mark.parametrize("number", [123456789012345678901234567890, 2**64, -(2**63) - 1,

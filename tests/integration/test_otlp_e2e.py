@@ -26,13 +26,15 @@ SEVERITY = {"info": (9, "INFO"), "low": (9, "INFO"), "medium": (13, "WARN"),
 
 def _sink(collector: Collector, protocol: Protocol) -> OtlpSink:
     endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
-    return OtlpSink(OtlpOptions(endpoint=endpoint, protocol=protocol, timeout_s=3.0))
+    return OtlpSink(OtlpOptions(endpoint=endpoint, protocol=protocol, timeout_s=3.0,
+                                service_version="9.9.9", service_instance_id="replica-a"))
 
 
 def _expected_attributes(source: dict[str, Any]) -> dict[str, Any]:
     """What a record for this Agent OS input event must carry, from the input alone."""
     expected = {
-        "event.domain": "agent_os.governance",
+        "event.name": "audit_entry",
+        "cloudevents.event_spec_version": "1.0",
         "agt.agent.id": source["agent_id"],
         "agt.audit.event_type": source["kind"],
         "agt.audit.action": source["action"],
@@ -64,7 +66,9 @@ def _check_record(record: LogRecord, source: dict[str, Any], signer: HmacSigner)
     # OTLP/JSON writes ids as lowercase hex; absent when the event has none.
     assert record.record.get("traceId", "") == source.get("trace_id", "")
     assert record.record.get("spanId", "") == source.get("span_id", "")
-    assert record.resource_attributes["service.name"] == "govpipe"
+    assert record.record.get("eventName") == "audit_entry"
+    assert record.resource_attributes == {"service.name": "govpipe", "service.version": "9.9.9",
+                                          "service.instance.id": "replica-a"}
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

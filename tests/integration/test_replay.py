@@ -7,9 +7,13 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.deadletter.entry import DeadLetterEntry
+from pipeline.deadletter.file import FileDeadLetter
 from pipeline.deadletter.kafka import KafkaDeadLetter
+from pipeline.model import Position
 from pipeline.settings import SinkSettings
 from sinks.base import SinkError
 from tests.support.daemons import RunningDaemon, kafka_settings
@@ -93,3 +97,20 @@ async def test_kafka_dead_letters_go_back_on_the_input_topic_once(
     assert (await second.stop()).exit_code == 0
     expected = {json.loads(value)["event_id"] for value in values}
     assert {event.id for event in back.events} == expected
+
+
+async def test_replay_reads_every_daily_file(tmp_path: Path) -> None:
+    days = iter([datetime(2026, 1, 30, 12, tzinfo=UTC), datetime(2026, 1, 31, 12, tzinfo=UTC),
+                 datetime(2026, 2, 1, 12, tzinfo=UTC)])
+    day = next(days)
+    store = FileDeadLetter(tmp_path / "deadletter", clock=lambda: day)
+    values = [b'{"not": "an event", "day": %d}' % n for n in range(3)]
+    for number, value in enumerate(values):
+        await store.write([DeadLetterEntry(origin="source", reason="unknown_shape",
+                                           error="x", position=Position("stdin", 0, number),
+                                           value=value)])
+        day = next(days, day)
+    assert len(list(store.directory.glob("deadletter-*.jsonl"))) == 3
+    code, out, err = await govpipe("replay", cwd=tmp_path, env=govpipe_env(bytes(range(32))))
+    assert code == 0, err
+    assert out.splitlines() == values

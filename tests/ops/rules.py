@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.delivery.ledger import Ledger
 from pipeline.ops.metrics import Metrics
+from pipeline.publisher.metrics import register_publisher_metrics
 
 ROOT = Path(__file__).parents[2]
 ALERTS_YML = ROOT / "config" / "alerts.yml"
@@ -22,6 +23,8 @@ SPEC_ALERTS = frozenset({
     "GovpipeReconciliationBroken", "GovpipeSinkFailing", "GovpipeEventsDropped",
     "GovpipeEventsRejected", "GovpipeCircuitOpen", "GovpipeInFlightStuck",
     "GovpipeSourceLagGrowing", "GovpipeDeadLetterErrors", "GovpipeOffsetGap",
+    "GovpipeDeadLetterFull",
+    "GovpipePublisherSpoolGrowing", "GovpipePublisherRefusing",
 })
 _SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",),
              "histogram": ("_bucket", "_count", "_sum", "_created")}
@@ -50,6 +53,7 @@ def exported_names() -> set[str]:
     registry = CollectorRegistry()
     Metrics(registry)
     Ledger(registry, ["stdout"])
+    register_publisher_metrics(registry)  # an agent's registry, with govpipe's publisher
     return {family.name + suffix for family in registry.collect()
             for suffix in _SUFFIXES[family.type]}
 

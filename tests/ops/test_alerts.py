@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.delivery.ledger import Ledger
 from pipeline.ops.metrics import Metrics
+from pipeline.publisher.metrics import register_publisher_metrics
 from tests.ops.rules import (
     ALERTS_YML,
     ROOT,
@@ -101,6 +102,7 @@ def test_readme_operations_section_documents_every_alert_and_metric() -> None:
     registry = CollectorRegistry()
     Metrics(registry)
     Ledger(registry, ["stdout"])
+    register_publisher_metrics(registry)
     main_name = {"counter": "{}_total", "gauge": "{}", "histogram": "{}"}
     for family in registry.collect():
         assert f"`{main_name[family.type].format(family.name)}`" in section, family.name

@@ -216,3 +216,32 @@ class PipedGovpipe(GovpipeProcess):
             except TimeoutError:
                 self.signal_reader(signal.SIGKILL)
                 await self.reader.wait()
+
+
+class FedGovpipe(GovpipeProcess):
+    """`govpipe run` reading its stdin from the test (`feed`, then `end_input`)."""
+
+    async def spawn(self) -> Self:
+        with self.out.open("wb") as stdout, self.log.open("wb") as stderr:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.PIPE,
+                stdout=stdout, stderr=stderr)
+        return self
+
+    async def feed(self, lines: Sequence[bytes]) -> None:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"".join(line + b"\n" for line in lines))
+        await self.proc.stdin.drain()
+
+    async def end_input(self, timeout_s: float = 60) -> int:
+        """Close stdin and wait for the exit code."""
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return await asyncio.wait_for(self.proc.wait(), timeout_s)
+
+    def logged(self, message: str) -> list[dict[str, Any]]:
+        """The log entries whose message starts with `message`."""
+        return [entry for entry in self.log_entries()
+                if str(entry.get("message", "")).startswith(message)]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.signing.jcs import JcsError, canonicalize, number
+from pipeline.signing.jcs import IntegerOutOfRange, JcsError, canonicalize, number
 
 # RFC 8785 Appendix B: IEEE 754 bit patterns and their ECMAScript text.
 APPENDIX_B = [
@@ -96,13 +96,18 @@ def test_strings_escape_only_what_jcs_escapes() -> None:
     assert canonicalize("\b\t\n\f\r\x01\x1f") == b'"\\b\\t\\n\\f\\r\\u0001\\u001f"'
 
 
-def test_integers_are_exact_even_beyond_double_precision() -> None:
-    # Beyond ±(2**53-1) RFC 8785 has no form; govpipe keeps the exact digits so a signature
-    # binds the value (2**53 + 1 must not canonicalize like 2**53).
-    assert canonicalize(9007199254740993) == b"9007199254740993"
-    assert canonicalize(9007199254740993) != canonicalize(9007199254740992)
-    assert canonicalize(-(2**70)) == str(-(2**70)).encode()
+def test_integers_up_to_the_i_json_limit_are_exact() -> None:
+    assert canonicalize(2**53 - 1) == b"9007199254740991"
+    assert canonicalize(-(2**53) + 1) == b"-9007199254740991"
     assert canonicalize([True, False, None, 0, -7]) == b"[true,false,null,0,-7]"
+
+
+@pytest.mark.parametrize("big", [2**53, 9007199254740993, -(2**53), -(2**70), 10**20])
+def test_integers_beyond_i_json_have_no_canonical_form(big: int) -> None:
+    # Was: written as exact digits, which Python rfc8785 refuses and Go gowebpki/jcs rounds
+    # (…993 to …992), so no other verifier reproduced the signed bytes.
+    with pytest.raises(IntegerOutOfRange):
+        canonicalize({"n": big})
 
 
 @pytest.mark.parametrize("bad", [
@@ -121,11 +126,17 @@ JSON_VALUES = st.recursive(
     max_leaves=30)
 
 
+def _as_verifier_reads(text: str) -> int | float:
+    value = int(text)
+    return value if abs(value) < 2**53 else float(value)
+
+
 @given(JSON_VALUES)
 def test_canonical_form_parses_back_to_the_same_value_and_is_a_fixed_point(value: Any) -> None:
     canonical = canonicalize(value)
-    parsed = json.loads(canonical)
-    # JSON has one number type: an integral double comes back as a Python int.
+    # JSON has one number type: an integral double comes back as a Python int, or, beyond
+    # the I-JSON integers, as the double it is (as an RFC 8785 verifier reads it).
+    parsed = json.loads(canonical, parse_int=_as_verifier_reads)
     assert as_doubles(parsed) == as_doubles(value)
     assert canonicalize(parsed) == canonical
 

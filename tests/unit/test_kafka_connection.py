@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app import build_sinks
-from pipeline.kafka_connection import TokenFile, check_files, client_options
+from pipeline.app import build_sinks, check_startup
+from pipeline.kafka_connection import TokenFile, client_options
 from pipeline.settings import ConfigError, load_settings
 from sinks.kafka import KafkaSink
 from tests.support.processes import GOVPIPE
@@ -119,8 +119,11 @@ def test_a_password_file_is_read_and_an_unreadable_one_is_named(tmp_path: Path) 
     secret.unlink()
     with pytest.raises(ConfigError, match=r"kafka\.sasl_password_file: cannot read"):
         client_options(load_settings(None, env).kafka)
-    assert check_files(load_settings(None, env).kafka) == [
-        f"kafka.sasl_password_file: cannot read {secret}: No such file or directory"]
+    with pytest.raises(ConfigError) as caught:  # what run and check-config report
+        check_startup(load_settings(None, {**env, "GOVPIPE_SOURCE__KIND": "kafka"}), {})
+    assert str(caught.value) == (
+        f"config error: kafka.sasl_password_file: cannot read {secret}: No such file or "
+        "directory")
 
 
 async def test_the_token_file_is_read_again_when_it_changes(tmp_path: Path) -> None:

@@ -30,8 +30,10 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from pipeline.model import Position, SignedEvent
 from sinks.otlp.records import (
+    EVENT_NAME,
     SCOPE_NAME,
     SERVICE_NAME,
+    ServiceIdentity,
     encode_log_record,
     log_attributes,
     logs_request,
@@ -40,8 +42,10 @@ from sinks.otlp.records import (
 from tests.support.events import signed_examples
 
 OBSERVED_NS = 1_795_615_331_000_000_123
-RESOURCE = Resource({"service.name": SERVICE_NAME})
-SCOPE = InstrumentationScope(SCOPE_NAME)
+IDENTITY = ServiceIdentity(version="1.2.3", instance_id="4b8e6f0a-replica-1")
+RESOURCE = Resource({"service.name": SERVICE_NAME, "service.version": "1.2.3",
+                     "service.instance.id": "4b8e6f0a-replica-1"})
+SCOPE = InstrumentationScope(SCOPE_NAME, "1.2.3")
 
 
 def _sdk_id(value: object, digits: int) -> int:
@@ -77,12 +81,14 @@ def sdk_reference(event: SignedEvent) -> ReadableLogRecord:
         context = trace.set_span_in_context(span, Context())
     record = LogRecord(timestamp=_sdk_time(ce.get("time")), observed_timestamp=OBSERVED_NS,
                        context=context, severity_number=number, severity_text=text,
-                       body=event.body.decode(), attributes=log_attributes(ce))
+                       body=event.body.decode(), attributes=log_attributes(ce),
+                       event_name=EVENT_NAME)
     return ReadableLogRecord(log_record=record, resource=RESOURCE, instrumentation_scope=SCOPE)
 
 
 def ours(events: list[SignedEvent]) -> ExportLogsServiceRequest:
-    payload = logs_request([encode_log_record(event, OBSERVED_NS) for event in events])
+    payload = logs_request([encode_log_record(event, OBSERVED_NS) for event in events],
+                           IDENTITY)
     return ExportLogsServiceRequest.FromString(payload)
 
 

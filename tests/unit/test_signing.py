@@ -328,6 +328,10 @@ def test_resigning_a_signed_cloudevent_gives_the_same_bytes(alg: str) -> None:
     processor = EventProcessor(SIGNERS[alg], 1 << 20)
     for line in EXAMPLES.read_bytes().splitlines()[:12]:
         first = processor.process(Record(line, Position("t", 0, 0)))
+        if alg == "ed25519" and has_integer_beyond_i_json(json.loads(line)):
+            assert isinstance(first, Rejection)
+            assert first.reason == "number_out_of_range"
+            continue
         assert isinstance(first, SignedEvent)
         again = processor.process(Record(first.body, Position("t", 0, 0)))
         assert isinstance(again, SignedEvent)
@@ -353,6 +357,15 @@ def test_resigning_at_another_position_replaces_the_position(alg: str) -> None:
     assert moved == {"agtinput": "stdin", "agtline": "7"}
 
 
+def has_integer_beyond_i_json(value: Any) -> bool:
+    """True when `value` holds an integer outside ±(2**53 - 1) anywhere."""
+    if isinstance(value, dict):
+        return any(has_integer_beyond_i_json(item) for item in value.values())
+    if isinstance(value, list):
+        return any(has_integer_beyond_i_json(item) for item in value)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53
+
+
 SAFE_TEXT = st.text(st.characters(codec="utf-8"))  # lone surrogates: see below
 ATTRIBUTE_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**80), 2**80)
@@ -372,6 +385,11 @@ def test_any_attribute_values_verify_after_the_output_round_trip(
     event = {**example_events()[3], "attributes": attributes}
     processor = EventProcessor(SIGNERS[alg], 1 << 24)
     result = processor.process(Record(json.dumps(event).encode(), Position("t", 0, 0)))
+    if alg == "ed25519" and has_integer_beyond_i_json(attributes):
+        # RFC 8785 has no form for them: refused with a reason, never rounded.
+        assert isinstance(result, Rejection)
+        assert result.reason == "number_out_of_range"
+        return
     assert isinstance(result, SignedEvent)
     consumed = decode_object(result.body, 1 << 30)
     assert Verifier(keyset()).failure(consumed) is None

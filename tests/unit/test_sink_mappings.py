@@ -44,10 +44,11 @@ def test_log_attributes_follow_agent_os_names() -> None:
     event = signed_examples()[0]
     attributes = log_attributes(event.attributes)
     assert attributes == {
-        "event.domain": "agent_os.governance",
+        "event.name": "audit_entry",
         "cloudevents.event_id": event.id,
         "cloudevents.event_type": "ai.agentos.policy.check",
         "cloudevents.event_source": "did:mesh:7f3a9c2e41b8d605",
+        "cloudevents.event_spec_version": "1.0",
         "agt.agent.id": "research-agent-7",
         "agt.audit.event_type": "policy_check",
         "agt.audit.action": "web_search",

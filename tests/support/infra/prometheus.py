@@ -69,13 +69,17 @@ class Prometheus(ServiceProcess):
     stop_timeout_s = 10.0
 
     def __init__(self, targets: Sequence[str] = (), *, rule_files: Sequence[Path] = (),
-                 scrape_interval_s: float = 1.0, startup_timeout_s: float = 30.0) -> None:
+                 scrape_interval_s: float = 1.0, startup_timeout_s: float = 30.0,
+                 scrape_options: Mapping[str, Any] | None = None) -> None:
         """Prepare (not start) a server scraping ``targets`` (HOST:PORT; ``set_targets``
-        changes them) and evaluating ``rule_files``, both every ``scrape_interval_s``."""
+        changes them) and evaluating ``rule_files``, both every ``scrape_interval_s``.
+        ``scrape_options`` go into the scrape job as they are, e.g. ``{"scheme": "https",
+        "tls_config": {"ca_file": ...}, "basic_auth": {...}}``."""
         super().__init__("govpipe-prometheus-", "prometheus.log", startup_timeout_s)
         self._targets = list(targets)
         self._rule_files = [path.resolve() for path in rule_files]
         self._interval = f"{int(scrape_interval_s * 1000)}ms"
+        self._scrape_options = dict(scrape_options or {})
         (self.port,) = free_ports(1)
         self._targets_path = self.work_dir / "targets.json"
 
@@ -133,6 +137,7 @@ class Prometheus(ServiceProcess):
                 "job_name": JOB,
                 "file_sd_configs": [{"files": [str(self._targets_path)],
                                      "refresh_interval": self._interval}],
+                **self._scrape_options,
             }],
         }
         # JSON is YAML: no YAML library needed to write Prometheus's config.
