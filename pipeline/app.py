@@ -258,7 +258,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     health = _health(source, processor, deadletters, dispatchers)
     server = build_ops_server(settings, registry, health, web)
     reloader = ConfigReloader(settings, lambda: load_settings(config_path, environ),
-                              lambda new: apply_live_settings(processor, new, environ))
+                              lambda new: apply_live_settings(processor, new, environ, store))
     started: dict[str, object] = {
         "source": source.name, "sinks": [d.name for d in dispatchers],
         "signing_alg": signer.alg, "key_id": signer.key_id, "deadletter": store.description}
@@ -279,9 +279,11 @@ def _health(source: Source, processor: EventProcessor, deadletters: DeadLetterWr
 
 
 def apply_live_settings(processor: EventProcessor, settings: Settings,
-                        environ: Mapping[str, str] = os.environ) -> dict[str, object]:
+                        environ: Mapping[str, str] = os.environ,
+                        store: DeadLetterStore | None = None) -> dict[str, object]:
     """What a reload changes while running (see `pipeline.reload`): the keys, loaded again
-    from their files, and the log level. `ConfigError`, nothing changed, when a key cannot
+    from their files (the processor's, and the dead-letter `store`'s, which signs entries
+    with the same key), and the log level. `ConfigError`, nothing changed, when a key cannot
     be loaded or a configured key was removed (no falling back to an ephemeral key)."""
     keys = load_keys(settings, environ)
     signer = keys.signer
@@ -294,6 +296,8 @@ def apply_live_settings(processor: EventProcessor, settings: Settings,
         signer = current if current.alg == settings.signing.alg else \
             ephemeral_signer(settings.signing.alg)
     processor.use_keys(signer, keys.inbound)
+    if isinstance(store, FileDeadLetter | KafkaDeadLetter):
+        store.use_signer(signer)
     logging.getLogger().setLevel(settings.log.level.upper())
     return {"signing_alg": signer.alg, "key_id": signer.key_id}
 

@@ -63,6 +63,10 @@ class FileDeadLetter:
         # how the failed write left it (inode, size), if that could be seen.
         self._restore: tuple[Path, int, tuple[int, int] | None] | None = None
 
+    def use_signer(self, signer: Signer) -> None:
+        """Sign the entries written from now on with `signer` (a key rotation)."""
+        self._signer = signer
+
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
         lines = [entry.to_json(signer=self._signer) + b"\n" for entry in entries]
         try:

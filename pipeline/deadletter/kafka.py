@@ -49,6 +49,10 @@ class KafkaDeadLetter:
             self._producer = await start_producer(self._options)
         return self._producer
 
+    def use_signer(self, signer: Signer) -> None:
+        """Sign the entries written from now on with `signer` (a key rotation)."""
+        self._signer = signer
+
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
         try:
             with caught_causes() as catcher:
