@@ -21,7 +21,9 @@ from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.delivery.ledger import Ledger
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
-from pipeline.inbound.verifier import InboundKeys, InboundVerifier, load_inbound_keys
+from pipeline.inbound.keys import InboundKeys, load_inbound_keys
+from pipeline.inbound.replay_seal import seal_check
+from pipeline.inbound.verifier import InboundVerifier, NonceLimits
 from pipeline.kafka_connection import client_options
 from pipeline.ops.health import HealthRegistry, Status
 from pipeline.ops.http import HttpLimits
@@ -105,21 +107,26 @@ def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
             for name, sink_settings in enabled_sinks(settings).items()]
 
 
-def build_source(settings: Settings, ledger: Ledger) -> Source:
+def build_source(settings: Settings, ledger: Ledger,
+                 inbound: InboundVerifier | None = None) -> Source:
+    """The source `source.kind` names; a Kafka source rebuilds `inbound`'s nonces of each
+    partition it is assigned."""
     if settings.source.kind == "kafka":
         return KafkaSource(settings.source, ledger, client_options(settings.kafka),
-                           revoke_timeout_s=settings.shutdown.timeout_s)
+                           revoke_timeout_s=settings.shutdown.timeout_s, inbound=inbound)
     if settings.source.kind == "file" and settings.source.path is not None:
         return LineSource.file(settings.source.path)
     return LineSource.stdin()
 
 
-def build_deadletter_store(settings: Settings) -> DeadLetterStore:
-    """The dead-letter store `deadletter.kind` names: the daemon writes to it, `govpipe
-    replay` reads it (the only place that looks at the kind)."""
+def build_deadletter_store(settings: Settings, signer: Signer | None = None) -> DeadLetterStore:
+    """The dead-letter store `deadletter.kind` names: the daemon writes to it, signing each
+    entry with `signer`; `govpipe replay` reads it (the only place that looks at the kind)."""
     if settings.deadletter_kind == "kafka":
-        return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic)
-    return FileDeadLetter(settings.deadletter.path, max_bytes=settings.deadletter.max_bytes)
+        return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
+                               signer)
+    return FileDeadLetter(settings.deadletter.path, signer,
+                          max_bytes=settings.deadletter.max_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,21 +202,32 @@ def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ,
     return signer
 
 
-def build_processor(settings: Settings, signer: Signer, metrics: Metrics,
-                    inbound_keys: InboundKeys | None = None) -> EventProcessor:
-    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file
-    (when `inbound_keys` are not given, already loaded)."""
+def build_inbound(settings: Settings, signer: Signer, metrics: Metrics,
+                  inbound_keys: InboundKeys | None = None) -> InboundVerifier | None:
+    """The producer signature check `source.require_signature` asks for (None without);
+    raises `SigningKeyError` for a bad inbound key file (when `inbound_keys` are not given,
+    already loaded)."""
     source = settings.source
-    inbound = None
-    if source.require_signature:
-        if source.inbound_key_file is None:  # settings refuse it; never fail open anyway
-            raise SigningKeyError("source.inbound_key_file: required with require_signature")
-        keys = inbound_keys or load_inbound_keys(source.inbound_key_file)
-        inbound = InboundVerifier(keys, source.replay_window_s, source.nonce_capacity, metrics)
+    if not source.require_signature:
+        return None
+    if source.inbound_key_file is None:  # settings refuse it; never fail open anyway
+        raise SigningKeyError("source.inbound_key_file: required with require_signature")
+    limits = NonceLimits(source.nonce_capacity,
+                         max(1, int(source.nonce_capacity * source.nonce_sender_share)))
+    keys = inbound_keys or load_inbound_keys(source.inbound_key_file)
+    return InboundVerifier(keys, source.replay_window_s, limits, metrics,
+                           seal_check=seal_check(signer))
+
+
+def build_processor(settings: Settings, signer: Signer, metrics: Metrics,
+                    inbound: InboundVerifier | None = None) -> EventProcessor:
+    """The processor `settings` ask for; raises `SigningKeyError` for a bad inbound key file."""
+    if inbound is None:
+        inbound = build_inbound(settings, signer, metrics)
     detector = (ToolPoisoningDetector(metrics)
                 if settings.detectors.tool_poisoning.enabled else None)
     kafka = settings.sinks.kafka
-    return EventProcessor(signer, source.max_event_bytes, settings.cloudevents.source,
+    return EventProcessor(signer, settings.source.max_event_bytes, settings.cloudevents.source,
                           inbound=inbound, detector=detector,
                           binary_output=kafka.enabled and kafka.content_mode == "binary")
 
@@ -229,17 +247,18 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     sinks = list(sinks) if sinks is not None else build_sinks(settings)
     ledger = Ledger(registry, [sink.name for sink, _ in sinks])
     signer = signer if signer is not None else build_signer(settings, environ, keys)
-    store = store if store is not None else build_deadletter_store(settings)
+    store = store if store is not None else build_deadletter_store(settings, signer)
     deadletters = DeadLetterWriter(store, ledger, metrics,
                                    max_pending=settings.deadletter.max_pending)
     dispatchers = [SinkDispatcher(sink, sink_settings, ledger, deadletters)
                    for sink, sink_settings in sinks]
-    source = build_source(settings, ledger)
-    processor = build_processor(settings, signer, metrics, keys.inbound)
+    inbound = build_inbound(settings, signer, metrics, keys.inbound)
+    source = build_source(settings, ledger, inbound)
+    processor = build_processor(settings, signer, metrics, inbound)
     health = _health(source, processor, deadletters, dispatchers)
     server = build_ops_server(settings, registry, health, web)
     reloader = ConfigReloader(settings, lambda: load_settings(config_path, environ),
-                              lambda new: apply_live_settings(processor, new, environ))
+                              lambda new: apply_live_settings(processor, new, environ, store))
     started: dict[str, object] = {
         "source": source.name, "sinks": [d.name for d in dispatchers],
         "signing_alg": signer.alg, "key_id": signer.key_id, "deadletter": store.description}
@@ -260,9 +279,11 @@ def _health(source: Source, processor: EventProcessor, deadletters: DeadLetterWr
 
 
 def apply_live_settings(processor: EventProcessor, settings: Settings,
-                        environ: Mapping[str, str] = os.environ) -> dict[str, object]:
+                        environ: Mapping[str, str] = os.environ,
+                        store: DeadLetterStore | None = None) -> dict[str, object]:
     """What a reload changes while running (see `pipeline.reload`): the keys, loaded again
-    from their files, and the log level. `ConfigError`, nothing changed, when a key cannot
+    from their files (the processor's, and the dead-letter `store`'s, which signs entries
+    with the same key), and the log level. `ConfigError`, nothing changed, when a key cannot
     be loaded or a configured key was removed (no falling back to an ephemeral key)."""
     keys = load_keys(settings, environ)
     signer = keys.signer
@@ -275,6 +296,8 @@ def apply_live_settings(processor: EventProcessor, settings: Settings,
         signer = current if current.alg == settings.signing.alg else \
             ephemeral_signer(settings.signing.alg)
     processor.use_keys(signer, keys.inbound)
+    if isinstance(store, FileDeadLetter | KafkaDeadLetter):
+        store.use_signer(signer)
     logging.getLogger().setLevel(settings.log.level.upper())
     return {"signing_alg": signer.alg, "key_id": signer.key_id}
 

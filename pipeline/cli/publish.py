@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli.run import EXIT_CONFIG, add_config_argument, warn_deprecated
-from pipeline.inbound.verifier import load_inbound_keys
+from pipeline.inbound.keys import load_inbound_keys
 from pipeline.kafka_connection import CauseCatcher, caught_causes, client_options, explain
 from pipeline.ops.logs import configure_logging
 from pipeline.publisher.direct import DirectPublisher

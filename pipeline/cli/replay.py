@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -24,9 +25,13 @@ from pipeline.cli.run import (
 from pipeline.deadletter.kafka import start_producer
 from pipeline.deadletter.replay import ReplayFilter, ReplayRecord, make_plan
 from pipeline.deadletter.store import DeadLetterStore, StoredEntries
+from pipeline.inbound.replay_seal import SEAL_HEADER, make_seal, seal_check, signed_by
+from pipeline.inbound.verifier import wall_clock_ms
 from pipeline.kafka_connection import caught_causes, client_options, explain
 from pipeline.ops.logs import configure_logging
 from pipeline.settings import ConfigError, Settings
+from pipeline.signing.keys import load_signer
+from pipeline.signing.signers import SigningKeyError
 
 CHUNK = 500
 EXIT_FAILED = 1
@@ -39,6 +44,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "put each back on the input: the source topic when source.kind = kafka, "
                     "else standard output as JSON lines (govpipe replay | govpipe run). "
                     "Replayed entries are marked and skipped next time (see --again). "
+                    "With source.require_signature, each event govpipe signed goes back "
+                    "with a replay seal (signed with signing.key_file or "
+                    "GOVPIPE_SIGNING_KEY), so it is accepted once. "
                     "Ends with one line: replayed N, already replayed M, not matching K, "
                     "without a record U, unreadable X, salvaged S; exit 1 when a line of "
                     "a dead-letter file could not be read (each is named on stderr).")
@@ -79,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         with caught_causes() as catcher:
             return asyncio.run(_replay(settings, args, selected))
-    except ConfigError as exc:  # a Kafka key or password file that cannot be read
+    except (ConfigError, SigningKeyError) as exc:  # a key or password file unreadable
         print(f"govpipe: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KafkaError as exc:
@@ -124,12 +132,32 @@ async def _put_back(settings: Settings, records: list[ReplayRecord],
                     store: DeadLetterStore) -> None:
     """`records` onto the input a chunk at a time, each chunk marked replayed once it is
     there (a crash in between puts that chunk back again next time, never loses it)."""
+    records = _sealed(settings, records)
     async with _input(settings) as send:
         for start in range(0, len(records), CHUNK):
             chunk = records[start:start + CHUNK]
             await send(chunk)
             await store.mark_replayed([record.entry_id for record in chunk])
             _progress(start + len(chunk), len(records))
+
+
+def _sealed(settings: Settings, records: list[ReplayRecord]) -> list[ReplayRecord]:
+    """With producer signatures required, each event signed with the daemon's key (one a
+    sink gave up on: it passed verification when it first arrived) gets a replay seal;
+    other records go back as they were and are judged afresh."""
+    if not settings.source.require_signature:
+        return records
+    signing = settings.signing
+    signer = load_signer(signing.alg, signing.key_file, signing.key_id)
+    if signer is None:
+        print("govpipe replay: no signing key (signing.key_file or GOVPIPE_SIGNING_KEY): "
+              "replayed events carry no replay seal and will be rejected unsigned",
+              file=sys.stderr)
+        return records
+    check, now = seal_check(signer), wall_clock_ms()
+    return [replace(record, headers=(*record.headers, (SEAL_HEADER, make_seal(
+        signer, record.entry_id, now, record.value))))
+        if signed_by(check, record.value) else record for record in records]
 
 
 Send = Callable[[list[ReplayRecord]], Awaitable[None]]

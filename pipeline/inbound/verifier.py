@@ -1,43 +1,54 @@
 """Inbound producer signatures: the `agt-*` Kafka headers of every record.
 
-A producer signs each record with HMAC-SHA256 over the bytes
-`"{nonce}|{timestamp_ms}|{sender}|".encode("utf-8") + value` (the record value exactly as
-sent, not re-encoded) and sends headers `agt-nonce`, `agt-timestamp` (ms since the epoch,
-decimal), `agt-sender` and `agt-signature` (standard padded base64 of the MAC).
+A producer signs each record with HMAC-SHA256 over the signed string of
+`pipeline.inbound.signed_string` (version 1: nonce, timestamp, sender and the value exactly
+as sent; version 2 also the CloudEvents binary-mode headers) and sends headers
+`agt-nonce`, `agt-timestamp` (ms since the epoch, decimal), `agt-sender`, `agt-signature`
+(standard padded base64 of the MAC) and, for version 2, `agt-sigver: 2`.
 
 Checks, in this order, each with its rejection reason:
-1. `unsigned`: no `agt-signature` header.
+1. `unsigned`: no `agt-signature` header (and no replay seal).
 2. `bad_signature`: a header missing, repeated or malformed (nonce and sender may not
-   contain "|", so the signed string splits one way only), an unknown sender, or a MAC
-   that does not match (constant-time compare). Checked before the nonce store is touched,
-   so forged records cannot burn nonces.
-3. `expired`: |now - timestamp| > replay window (both ends inclusive).
-4. `replay` / `nonce_capacity`: see `pipeline.inbound.nonces`.
+   contain "|", so the signed string splits one way only), an unknown sender, a MAC that
+   does not match (constant-time compare), or CloudEvents `ce_*` / `content-type` headers
+   under a version 1 signature, which does not cover them. Checked before the nonce store
+   is touched, so forged records cannot burn nonces.
+3. `expired`: |judged at - timestamp| > replay window (both ends inclusive). A record is
+   judged at its broker append time when its topic stamps LogAppendTime (a backlog read
+   hours later is judged as when it arrived, a copy appended later by when it was
+   appended), else at the consumer's clock.
+4. `replay` / `nonce_capacity` / `sender_capacity`: see `pipeline.inbound.nonces`.
+
+A record `govpipe replay` put back with a replay seal is judged by the seal instead (see
+`pipeline.inbound.replay_seal`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
 import time
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from pipeline.inbound.nonces import NonceStore, NonceVerdict
+from pipeline.inbound.keys import InboundKeys
+from pipeline.inbound.nonces import NonceStore, NonceVerdict, PartitionKey
+from pipeline.inbound.replay_seal import REPLAY_SENDER, SEAL_HEADER, SealCheck, read_seal
+from pipeline.inbound.signed_string import (
+    HEADERS_VERSION,
+    NONCE_HEADER,
+    SENDER_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    VERSION_HEADER,
+    covered_headers,
+    sign_record,
+)
 from pipeline.model import Record
 from pipeline.ops.metrics import Metrics
-from pipeline.signing.signers import MIN_HMAC_KEY_BYTES, SigningKeyError, decode_key_text
 
-NONCE_HEADER = "agt-nonce"
-TIMESTAMP_HEADER = "agt-timestamp"
-SENDER_HEADER = "agt-sender"
-SIGNATURE_HEADER = "agt-signature"
 HEADERS = (NONCE_HEADER, TIMESTAMP_HEADER, SENDER_HEADER, SIGNATURE_HEADER)
-MAX_NONCE_CHARS = 256  # bounds what one stored nonce can cost
+MAX_NONCE_CHARS = 256  # bounds what one signed string can cost
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 WallClockMs = Callable[[], int]
@@ -48,82 +59,38 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def signed_bytes(nonce: str, timestamp_ms: int, sender: str, value: bytes) -> bytes:
-    """What the inbound signature covers."""
-    return f"{nonce}|{timestamp_ms}|{sender}|".encode() + value
+@dataclass(frozen=True, slots=True)
+class NonceLimits:
+    """How many nonces one replica remembers: in all, and for any one sender."""
 
-
-def sign_record(key: bytes, nonce: str, timestamp_ms: int, sender: str, value: bytes) -> str:
-    """The `agt-signature` header value for one record."""
-    mac = hmac.new(key, signed_bytes(nonce, timestamp_ms, sender, value), hashlib.sha256)
-    return base64.b64encode(mac.digest()).decode("ascii")
-
-
-class InboundKeys:
-    """One shared key, or one key per sender."""
-
-    def __init__(self, shared: bytes | None = None,
-                 per_sender: Mapping[str, bytes] | None = None) -> None:
-        for key in [shared, *(per_sender or {}).values()]:
-            if key is not None and len(key) < MIN_HMAC_KEY_BYTES:
-                raise SigningKeyError(f"an inbound key is {len(key)} bytes; at least "
-                                      f"{MIN_HMAC_KEY_BYTES} needed")
-        self._shared = shared
-        self._per_sender = dict(per_sender or {})
-
-    def __repr__(self) -> str:
-        return f"InboundKeys(shared={self._shared is not None}, senders={len(self._per_sender)})"
-
-    def for_sender(self, sender: str) -> bytes | None:
-        """The key `sender` signs with, or None for an unknown sender."""
-        if self._shared is not None:
-            return self._shared
-        return self._per_sender.get(sender)
-
-
-def load_inbound_keys(path: Path) -> InboundKeys:
-    """Base64 key text (one shared key) or a TOML table `"sender" = "base64 key"`."""
-    origin = f"source.inbound_key_file {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise SigningKeyError(f"{origin}: cannot read: {reason}") from None
-    if "=" not in text.strip().rstrip("="):
-        return InboundKeys(shared=decode_key_text(text, origin))
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        raise SigningKeyError(f"{origin}: neither base64 key text nor a TOML table of "
-                              "sender = \"base64 key\"") from None
-    keys = {}
-    for sender, value in table.items():
-        if not isinstance(value, str) or "|" in sender:
-            raise SigningKeyError(f"{origin}: sender {sender!r}: expected \"base64 key\"")
-        keys[sender] = decode_key_text(value, f"{origin}: sender {sender!r}")
-    if not keys:
-        raise SigningKeyError(f"{origin}: no sender keys")
-    return InboundKeys(per_sender=keys)
+    capacity: int
+    sender_capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class _Headers:
+class _Claim:
+    """What a verified record claims: a sender's nonce, stamped `timestamp_ms`."""
+
+    sender: str
     nonce: str
     timestamp_ms: int
-    sender: str
-    signature: bytes
 
 
 class InboundVerifier:
     """Checks one record's producer signature; counts every result."""
 
-    def __init__(self, keys: InboundKeys, window_s: float, capacity: int, metrics: Metrics,
-                 clock: WallClockMs = wall_clock_ms) -> None:
+    def __init__(self, keys: InboundKeys, window_s: float, limits: NonceLimits | int,
+                 metrics: Metrics, clock: WallClockMs = wall_clock_ms, *,
+                 seal_check: SealCheck | None = None) -> None:
+        if isinstance(limits, int):
+            limits = NonceLimits(limits)
         self._keys = keys
-        self._window_ms = round(window_s * 1000)
-        self._nonces = NonceStore(capacity)
+        self.window_ms = round(window_s * 1000)
+        self._nonces = NonceStore(limits.capacity, limits.sender_capacity)
+        metrics.inbound_nonces.set_function(lambda: len(self._nonces))
         self._counter = metrics.inbound_verification
         self._clock = clock
+        self._seal_check = seal_check
 
     def use_keys(self, keys: InboundKeys) -> None:
         """Check records from now on against `keys` (a rotation; seen nonces still count)."""
@@ -135,44 +102,105 @@ class InboundVerifier:
         self._counter.labels(result).inc()
         return None if result == "ok" else result
 
+    def recall(self, record: Record) -> bool:
+        """Remember the nonce of a record read before this replica took its partition
+        (nothing counted, nothing else checked twice): True when it was remembered.
+        Forged or expired records are skipped, as `check` would not have stored them."""
+        claim = self._claim(record)
+        if isinstance(claim, str) or self._expired(record, claim):
+            return False
+        return self._remember(record, claim) is NonceVerdict.FRESH
+
+    def forget(self, partitions: Iterable[PartitionKey]) -> None:
+        """Drop what was remembered for partitions this replica no longer reads."""
+        self._nonces.forget_partitions(partitions)
+
+    def judged_at(self, record: Record) -> int:
+        """The time a record's timestamp is judged against: its broker append time on a
+        LogAppendTime topic (the broker stamps it; producers cannot), else now."""
+        if record.log_append_time and record.timestamp_ms is not None:
+            return record.timestamp_ms
+        return self._clock()
+
     def _check(self, record: Record) -> str:
+        claim = self._claim(record)
+        if isinstance(claim, str):
+            return claim
+        if self._expired(record, claim):
+            return "expired"
+        verdict = self._remember(record, claim)
+        if verdict in (NonceVerdict.FRESH, NonceVerdict.REDELIVERY):
+            return "ok"
+        return "replay" if verdict is NonceVerdict.REPLAY else verdict.value
+
+    def _expired(self, record: Record, claim: _Claim) -> bool:
+        return abs(self.judged_at(record) - claim.timestamp_ms) > self.window_ms
+
+    def _remember(self, record: Record, claim: _Claim) -> NonceVerdict:
+        p = record.position
+        return self._nonces.check_and_add(
+            claim.sender, claim.nonce, claim.timestamp_ms + self.window_ms,
+            self.judged_at(record), (p.topic, p.partition, p.offset))
+
+    def _claim(self, record: Record) -> _Claim | str:
+        """The verified claim of `record`, or the reason it has none."""
+        seals = [value for name, value in record.headers if name == SEAL_HEADER]
+        if seals:
+            return self._sealed_claim(record, seals)
         headers = _read_headers(record.headers)
         if isinstance(headers, str):
             return headers
         key = self._keys.for_sender(headers.sender)
-        if key is None:
-            return "bad_signature"
+        covered = covered_headers(record.headers)
+        if key is None or (covered and headers.version == 1):
+            return "bad_signature"  # version 1 leaves binary-mode headers unsigned
         expected = sign_record(key, headers.nonce, headers.timestamp_ms, headers.sender,
-                               record.value).encode("ascii")
-        if not hmac.compare_digest(expected, headers.signature):
+                               record.value, covered if headers.version > 1 else None)
+        if not hmac.compare_digest(expected.encode("ascii"), headers.signature):
             return "bad_signature"
-        now = self._clock()
-        if abs(now - headers.timestamp_ms) > self._window_ms:
-            return "expired"
-        position = record.position
-        verdict = self._nonces.check_and_add(
-            headers.sender, headers.nonce, headers.timestamp_ms + self._window_ms, now,
-            (position.topic, position.partition, position.offset))
-        if verdict in (NonceVerdict.FRESH, NonceVerdict.REDELIVERY):
-            return "ok"
-        return "replay" if verdict is NonceVerdict.REPLAY else "nonce_capacity"
+        return _Claim(headers.sender, headers.nonce, headers.timestamp_ms)
+
+    def _sealed_claim(self, record: Record, seals: list[bytes]) -> _Claim | str:
+        seal = (read_seal(seals[0], record.value, self._seal_check)
+                if len(seals) == 1 and self._seal_check is not None else None)
+        # The seal covers the value only: binary-mode headers on a sealed record are refused.
+        if seal is None or covered_headers(record.headers):
+            return "bad_signature"
+        return _Claim(REPLAY_SENDER, seal.entry_id, seal.replayed_at_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class _Headers:
+    nonce: str
+    timestamp_ms: int
+    sender: str
+    signature: bytes
+    version: int
 
 
 def _read_headers(headers: tuple[tuple[str, bytes], ...]) -> _Headers | str:
     found: dict[str, list[bytes]] = {}
     for name, value in headers:
-        if name in HEADERS:
+        if name in HEADERS or name == VERSION_HEADER:
             found.setdefault(name, []).append(value)
     if SIGNATURE_HEADER not in found:
         return "unsigned"
     if any(len(found.get(name, ())) != 1 for name in HEADERS):
         return "bad_signature"
+    version = _version(found.get(VERSION_HEADER))
     try:
         nonce, timestamp, sender = (found[name][0].decode("utf-8")
                                     for name in (NONCE_HEADER, TIMESTAMP_HEADER, SENDER_HEADER))
     except UnicodeDecodeError:
         return "bad_signature"
-    if (not nonce or len(nonce) > MAX_NONCE_CHARS or "|" in nonce or "|" in sender
-            or not _DIGITS.fullmatch(timestamp)):
+    if (version is None or not nonce or len(nonce) > MAX_NONCE_CHARS or "|" in nonce
+            or "|" in sender or not _DIGITS.fullmatch(timestamp)):
         return "bad_signature"
-    return _Headers(nonce, int(timestamp), sender, found[SIGNATURE_HEADER][0])
+    return _Headers(nonce, int(timestamp), sender, found[SIGNATURE_HEADER][0], version)
+
+
+def _version(values: list[bytes] | None) -> int | None:
+    """1 without `agt-sigver`, 2 for exactly one "2"; None for anything else."""
+    if values is None:
+        return 1
+    return HEADERS_VERSION if values == [str(HEADERS_VERSION).encode()] else None

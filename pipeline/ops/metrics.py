@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-INBOUND_RESULTS = ("ok", "unsigned", "bad_signature", "expired", "replay", "nonce_capacity")
+INBOUND_RESULTS = ("ok", "unsigned", "bad_signature", "expired", "replay", "nonce_capacity",
+                   "sender_capacity")
 ALERT_SEVERITIES = ("high", "medium")
 
 
@@ -38,6 +39,9 @@ class Metrics:
             ["result"], registry=r)
         for result in INBOUND_RESULTS:
             self.inbound_verification.labels(result)
+        self.inbound_nonces = Gauge(
+            "govpipe_inbound_nonces", "Producer nonces remembered inside the replay window "
+            "(at most source.nonce_capacity).", registry=r)
         self.poisoning_alerts = Counter(
             "govpipe_poisoning_alerts", "Tool-poisoning findings, by severity.", ["severity"],
             registry=r)

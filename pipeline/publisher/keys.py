@@ -16,15 +16,9 @@ import tomllib
 import uuid
 from pathlib import Path
 
-from pipeline.inbound.verifier import (
-    NONCE_HEADER,
-    SENDER_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    InboundKeys,
-    sign_record,
-    wall_clock_ms,
-)
+from pipeline.inbound.keys import InboundKeys
+from pipeline.inbound.signed_string import signature_headers
+from pipeline.inbound.verifier import wall_clock_ms
 from pipeline.signing.signers import MIN_HMAC_KEY_BYTES, SigningKeyError, decode_key_text
 
 SignKey = bytes | str | os.PathLike[str]
@@ -135,7 +129,5 @@ class RecordSigner:
         """The headers for `value` (none without a key)."""
         if self._key is None:
             return []
-        nonce, timestamp = uuid.uuid4().hex, wall_clock_ms()
-        signature = sign_record(self._key, nonce, timestamp, self._sender, value)
-        return [(NONCE_HEADER, nonce.encode()), (TIMESTAMP_HEADER, str(timestamp).encode()),
-                (SENDER_HEADER, self._sender.encode()), (SIGNATURE_HEADER, signature.encode())]
+        return signature_headers(self._key, uuid.uuid4().hex, wall_clock_ms(), self._sender,
+                                 value)

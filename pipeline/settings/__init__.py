@@ -54,7 +54,9 @@ class SourceSettings(StrictModel):
     require_signature: bool = False
     inbound_key_file: Path | None = None
     replay_window_s: float = Field(300.0, gt=0)
-    nonce_capacity: int = Field(100_000, ge=1)
+    # 5,000 signed records/s over the default window is 1.5 million live nonces.
+    nonce_capacity: int = Field(2_000_000, ge=1)
+    nonce_sender_share: float = Field(0.8, gt=0, le=1)
     commit_interval_s: float = Field(2.0, gt=0)
     # The Kafka consumer: where a new group starts, what it reads, how it stays a member.
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"

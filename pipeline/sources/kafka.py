@@ -9,7 +9,8 @@ Every record the consumer returns is handed on (and tracked) or its partition is
 to it before anything else happens: the one `getmany` call is in `_fetch`. A partition
 assigned while reading is paused (a rebalance) arrives unpaused; it is paused again, and
 whatever it already returned is read again later. `OffsetGuard` checks that what is
-handed on continues where the last hand-over ended.
+handed on continues where the last hand-over ended. With producer signatures required, an
+assigned partition stays paused until its nonces are rebuilt (`nonce_rebuild`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.delivery.ledger import Ledger
+from pipeline.inbound.verifier import InboundVerifier
 from pipeline.kafka_connection import caught_causes, explain
-from pipeline.model import Position, Record
+from pipeline.model import Record
 from pipeline.ops.health import Status
 from pipeline.settings import SourceSettings
 from pipeline.sources.base import Room
+from pipeline.sources.kafka_record import kafka_record
+from pipeline.sources.nonce_rebuild import NonceRebuild, PartitionRebuilds
 from pipeline.sources.offset_guard import OffsetGuard
 from pipeline.sources.rebalance import (
     COMMIT_TIMEOUT_S,
@@ -48,7 +52,8 @@ class KafkaSource:
 
     def __init__(self, settings: SourceSettings, ledger: Ledger, connection: Mapping[str, Any],
                  *,
-                 revoke_timeout_s: float = 30.0) -> None:
+                 revoke_timeout_s: float = 30.0, inbound: InboundVerifier | None = None
+                 ) -> None:
         self.name = f"kafka:{settings.topic}"
         self._settings = settings
         self._ledger = ledger
@@ -64,6 +69,9 @@ class KafkaSource:
         self._guard = OffsetGuard(self._report_gap)
         self._paused = False
         self._closing = False
+        # Producer signatures required: each assigned partition's nonces are rebuilt first.
+        self._rebuilds = PartitionRebuilds(None if inbound is None else NonceRebuild(
+            inbound, self._connection, consumer_options(settings, revoke_timeout_s)))
         self.error: str | None = None
 
     async def start(self) -> None:
@@ -119,7 +127,7 @@ class KafkaSource:
                     await self._fetch(consumer, 0)
         finally:
             self._paused = False
-            consumer.resume(*consumer.assignment())
+            consumer.resume(*(consumer.assignment() - self._rebuilds.holding))
 
     async def _fetch(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> list[Record]:
         """The only read: every record returned is handed on, or its partition rewound."""
@@ -128,7 +136,8 @@ class KafkaSource:
         for tp, messages in fetched.items():
             if not messages:
                 continue
-            if self._paused:  # assigned since reading paused: read these again later
+            # Assigned since reading paused, or still rebuilding: read these again later.
+            if self._paused or tp in self._rebuilds.holding:
                 self._rewind(consumer, tp, messages[0].offset)
                 consumer.pause(tp)
                 continue
@@ -167,13 +176,7 @@ class KafkaSource:
                       "to": end - 1}})
 
     def _record(self, tp: TopicPartition, message: ConsumerRecord[Any, Any]) -> Record:
-        raw_headers = message.headers
-        # Most records have no headers: no generator for them (this runs per record).
-        headers = tuple((name, value or b"") for name, value in raw_headers) \
-            if raw_headers else ()
-        position = Position(tp.topic, tp.partition, message.offset, self._epochs.get(tp, 0))
-        return Record(message.value if message.value is not None else b"", position,
-                      key=message.key, headers=headers)
+        return kafka_record(tp, message, self._epochs.get(tp, 0))
 
     async def refresh_metrics(self) -> None:
         """Lag per partition from the brokers' end offsets (fetched even while paused, so a
@@ -237,6 +240,7 @@ class KafkaSource:
         finally:
             self._tracker.forget(keys)
             self._guard.forget(revoked)
+            self._rebuilds.stop(revoked)
             for tp in revoked:
                 self._committed.pop(tp, None)
                 self._next_offset.pop(tp, None)
@@ -256,6 +260,8 @@ class KafkaSource:
         """Pause what arrives while reading is paused; note where each partition resumes."""
         if self._paused:
             consumer.pause(*assigned)
+        # Paused until their nonces are back (when producer signatures are required).
+        self._rebuilds.start(consumer, assigned, lambda: not self._paused)
         log.info("partitions assigned", extra={"fields": {
             "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in assigned)}})
         try:
@@ -278,6 +284,8 @@ class KafkaSource:
         assigned = sorted(f"{tp.topic}-{tp.partition}" for tp in consumer.assignment())
         if not assigned:
             return Status.DEGRADED, "connected, no partitions assigned"
+        if held := sorted(f"{tp.topic}-{tp.partition}" for tp in self._rebuilds.holding):
+            return Status.DEGRADED, f"rebuilding the nonces of {', '.join(held)}"
         return Status.HEALTHY, f"consuming {', '.join(assigned)}"
 
     async def aclose(self) -> None:
@@ -287,6 +295,7 @@ class KafkaSource:
         if self._consumer is None:
             return
         self._closing = True
+        await self._rebuilds.aclose()
         await self.commit()
         consumer, self._consumer = self._consumer, None
         await consumer.stop()

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from pipeline.inbound.verifier import sign_record, wall_clock_ms
+from pipeline.inbound.signed_string import sign_record
+from pipeline.inbound.verifier import wall_clock_ms
 from pipeline.publisher import AgentOsSink, ExportResult
 from pipeline.settings import SinkSettings
 from tests.support.daemons import RunningDaemon, kafka_settings
@@ -107,7 +108,8 @@ async def test_a_full_nonce_store_fails_closed_and_keeps_earlier_nonces(
                   headers=[*signed, signed[0]])
     sink = MemorySink()
     running = signed_daemon(kafka_broker, kafka_topic, tmp_path, key_file, sink, daemons,
-                            GOVPIPE_SOURCE__NONCE_CAPACITY="2")
+                            GOVPIPE_SOURCE__NONCE_CAPACITY="2",
+                            GOVPIPE_SOURCE__NONCE_SENDER_SHARE="1")  # the true overflow
     await eventually(lambda: running.sample("govpipe_source_records_total") == 4, 60)
     await running.stop()
 

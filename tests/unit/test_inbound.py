@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.inbound.verifier import (
-    InboundKeys,
-    InboundVerifier,
-    load_inbound_keys,
-    sign_record,
-    signed_bytes,
-)
+from pipeline.inbound.keys import InboundKeys, load_inbound_keys
+from pipeline.inbound.signed_string import sign_record, signed_bytes
+from pipeline.inbound.verifier import InboundVerifier
 from pipeline.model import Position, Record
 from pipeline.ops.metrics import Metrics
 from pipeline.signing.signers import SigningKeyError

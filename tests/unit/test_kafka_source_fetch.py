@@ -18,6 +18,7 @@ from pipeline.delivery.ledger import Ledger
 from pipeline.model import Record
 from pipeline.settings import SourceSettings
 from pipeline.sources.kafka import KafkaSource
+from pipeline.sources.nonce_rebuild import PartitionRebuilds
 
 TP = TopicPartition("events", 0)
 
@@ -28,6 +29,8 @@ class FakeMessage:
     value: bytes
     key: bytes | None = None
     headers: Sequence[tuple[str, bytes]] = ()
+    timestamp: int = 0
+    timestamp_type: int = 0
 
 
 class FakeConsumer:
@@ -140,3 +143,41 @@ async def test_a_consumer_that_skips_records_is_caught_and_read_again() -> None:
         rest = await read(source, room, 50)
     assert [r.position.offset for r in rest] == list(range(10, 60))
     assert registry.get_sample_value("govpipe_source_offset_gaps_total") == 1
+
+
+class HeldRebuild:
+    """Stands in for the nonce rebuild (only `forget` is called here)."""
+
+    def __init__(self) -> None:
+        self.forgotten: set[TopicPartition] = set()
+
+    def forget(self, revoked: set[TopicPartition]) -> None:
+        self.forgotten |= revoked
+
+
+async def test_a_partition_whose_nonces_are_rebuilding_is_read_only_afterwards() -> None:
+    consumer = FakeConsumer(30)
+    source, registry = source_with(consumer)
+    rebuilds = PartitionRebuilds(HeldRebuild())  # type: ignore[arg-type]
+    rebuilds.holding.add(TP)  # as `start` leaves it, but the rebalance handed TP unpaused
+    source._rebuilds = rebuilds
+    source._guard.resume(TP, 0)
+    assert await source._fetch(consumer, 0) == []  # type: ignore[arg-type]
+    assert (consumer.seeks, consumer.paused) == ([0], {TP})  # rewound, paused again
+    assert source.health()[1] == "rebuilding the nonces of events-0"
+    room = Room()
+    room.open.clear()
+    async with asyncio.timeout(20):
+        paused = asyncio.create_task(source._paused_until_room(consumer, room))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        room.open.set()
+        await paused
+    assert consumer.paused == {TP}, "room coming back does not resume a rebuilding partition"
+    rebuilds.holding.clear()
+    consumer.resume(TP)
+    async with asyncio.timeout(20):
+        records = await read(source, room, 30)
+    assert [r.position.offset for r in records] == list(range(30))
+    rebuilds.stop({TP})
+    assert rebuilds.holding == set()
+    assert registry.get_sample_value("govpipe_source_offset_gaps_total") == 0

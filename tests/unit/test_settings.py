@@ -71,6 +71,8 @@ def test_deadletter_defaults_to_kafka_with_a_kafka_source() -> None:
     ({"GOVPIPE_SERVER__LISTEN": "9464"}, "config error: server.listen: expected HOST:PORT"),
     ({"GOVPIPE_SOURCE_KIND": "kafka"}, "GOVPIPE_SOURCE_KIND: not a config override"),
     ({"GOVPIPE_SOURCE__KIND": "file"}, "config error: source.path: required"),
+    ({"GOVPIPE_SOURCE__NONCE_SENDER_SHARE": "0"},
+     "config error: source.nonce_sender_share: Input should be greater than 0"),
 ])
 def test_bad_environment_is_one_line_naming_the_key(env: dict[str, str], expected: str) -> None:
     with pytest.raises(ConfigError) as caught:

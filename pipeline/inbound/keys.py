@@ -1,0 +1,56 @@
+"""The keys producers sign inbound records with: one shared key, or one per sender."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from pipeline.signing.signers import MIN_HMAC_KEY_BYTES, SigningKeyError, decode_key_text
+
+
+class InboundKeys:
+    """One shared key, or one key per sender."""
+
+    def __init__(self, shared: bytes | None = None,
+                 per_sender: Mapping[str, bytes] | None = None) -> None:
+        for key in [shared, *(per_sender or {}).values()]:
+            if key is not None and len(key) < MIN_HMAC_KEY_BYTES:
+                raise SigningKeyError(f"an inbound key is {len(key)} bytes; at least "
+                                      f"{MIN_HMAC_KEY_BYTES} needed")
+        self._shared = shared
+        self._per_sender = dict(per_sender or {})
+
+    def __repr__(self) -> str:
+        return f"InboundKeys(shared={self._shared is not None}, senders={len(self._per_sender)})"
+
+    def for_sender(self, sender: str) -> bytes | None:
+        """The key `sender` signs with, or None for an unknown sender."""
+        if self._shared is not None:
+            return self._shared
+        return self._per_sender.get(sender)
+
+
+def load_inbound_keys(path: Path) -> InboundKeys:
+    """Base64 key text (one shared key) or a TOML table `"sender" = "base64 key"`."""
+    origin = f"source.inbound_key_file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SigningKeyError(f"{origin}: cannot read: {reason}") from None
+    if "=" not in text.strip().rstrip("="):
+        return InboundKeys(shared=decode_key_text(text, origin))
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise SigningKeyError(f"{origin}: neither base64 key text nor a TOML table of "
+                              "sender = \"base64 key\"") from None
+    keys = {}
+    for sender, value in table.items():
+        if not isinstance(value, str) or "|" in sender:
+            raise SigningKeyError(f"{origin}: sender {sender!r}: expected \"base64 key\"")
+        keys[sender] = decode_key_text(value, f"{origin}: sender {sender!r}")
+    if not keys:
+        raise SigningKeyError(f"{origin}: no sender keys")
+    return InboundKeys(per_sender=keys)
