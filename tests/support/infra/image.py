@@ -1,0 +1,183 @@
+"""The repository's container image, built and run with no registry and no container engine.
+
+Debian's `buildah` builds the Dockerfile (``--isolation chroot``) on a base that `mmdebstrap`
+makes: a Debian bookworm root with python3 and python3-venv, the stand-in for
+python:3.11-slim. The base tarball is cached under ``${GOVPIPE_CACHE:-~/.cache/govpipe}/
+image-base/`` and imported into buildah's store once; build layers are cached by buildah.
+
+An image is run as a container runtime would, from what the image itself says (Env, User,
+WorkingDir, Entrypoint, Cmd, Healthcheck): its root is mounted with `buildah mount`, and the
+command runs there with `chroot --userspec` inside a fresh network namespace (`unshare -n`),
+so the image's fixed port cannot clash with anything on the machine::
+
+    with MountedImage(build_image(ROOT)) as image:
+        daemon = subprocess.Popen(image.command(image.entrypoint_and_cmd()), ...)
+        subprocess.run(image.command(image.healthcheck(), network_of=daemon.pid))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from tests.support.infra.process import (
+    ServiceError,
+    build_once,
+    cache_root,
+    require_tool,
+    run_tool,
+)
+
+__all__ = ["ImageConfig", "MountedImage", "build_image", "ensure_base_image"]
+
+_SUITE = "bookworm"
+_PACKAGES = "python3,python3-venv,ca-certificates"
+_MMDEBSTRAP = ["--variant=minbase", f"--include={_PACKAGES}", "--format=tar", _SUITE]
+_BASE_TAG = f"localhost/govpipe-test-base:{_SUITE}"
+IMAGE_TAG = "localhost/govpipe-test:latest"
+# This machine reaches the package index through a TLS proxy whose CA is in the host's
+# bundle; pip inside the build reads both (harmless where no proxy is in the way).
+_HOST_VOLUMES = ["/etc/pip.conf:/etc/pip.conf:ro", "/etc/ssl/certs:/etc/ssl/certs:ro"]
+_BUILD_TIMEOUT_S = 900.0
+
+
+def _buildah(*args: str, what: str, timeout_s: float = 120.0) -> str:
+    return run_tool([require_tool("buildah", "to build the image"), *args], what,
+                    timeout_s).strip()
+
+
+def ensure_base_image() -> str:
+    """The tag of the Debian-python base in buildah's store, made and imported on first use."""
+    base = cache_root() / "image-base"
+    tarball = base / f"{_SUITE}-python3.tar"
+    digest = hashlib.sha256(" ".join(_MMDEBSTRAP).encode()).hexdigest()
+    build_once(base, base / "tar.complete", digest, lambda: _debootstrap(tarball),
+               present=tarball.is_file)
+    tag = f"{_BASE_TAG}-{digest[:12]}"
+    if not _image_exists(tag):
+        _import(tarball, tag)
+    return tag
+
+
+def _debootstrap(tarball: Path) -> None:
+    mmdebstrap = require_tool("mmdebstrap", "to make the image's base (Debian package)")
+    run_tool([mmdebstrap, "--quiet", *_MMDEBSTRAP, str(tarball)],
+             "mmdebstrap (the image base)", _BUILD_TIMEOUT_S)
+
+
+def _image_exists(tag: str) -> bool:
+    done = subprocess.run(["buildah", "inspect", "--type", "image", tag],
+                          capture_output=True, check=False, timeout=60)
+    return done.returncode == 0
+
+
+def _import(tarball: Path, tag: str) -> None:
+    container = _buildah("from", "scratch", what="buildah from scratch")
+    try:
+        _buildah("add", "--quiet", container, str(tarball), "/",
+                 what="buildah add (the base tarball)", timeout_s=600)
+        _buildah("commit", "--quiet", container, tag, what="buildah commit (the base)",
+                 timeout_s=600)
+    finally:
+        _buildah("rm", container, what="buildah rm")
+
+
+def build_image(context: Path) -> str:
+    """Build ``context``'s Dockerfile on the Debian-python base; return the image id."""
+    base = ensure_base_image()
+    _buildah("bud", "--quiet", "--format", "docker", "--isolation", "chroot", "--layers",
+             "--build-arg", f"BASE_IMAGE={base}",
+             *[arg for volume in _HOST_VOLUMES for arg in ("--volume", volume)],
+             "--tag", IMAGE_TAG, str(context),
+             what="buildah bud (the Dockerfile)", timeout_s=_BUILD_TIMEOUT_S)
+    return _buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", IMAGE_TAG,
+                    what="buildah inspect (the built image)")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    """What the image says about running it (the Docker image config)."""
+
+    env: dict[str, str]
+    user: str
+    working_dir: str
+    entrypoint: list[str]
+    cmd: list[str]
+    healthcheck: list[str]
+
+    @classmethod
+    def from_docker(cls, config: dict[str, Any]) -> ImageConfig:
+        env = dict(item.split("=", 1) for item in config.get("Env") or [])
+        return cls(env=env, user=config.get("User") or "0:0",
+                   working_dir=config.get("WorkingDir") or "/",
+                   entrypoint=list(config.get("Entrypoint") or []),
+                   cmd=list(config.get("Cmd") or []),
+                   healthcheck=list((config.get("Healthcheck") or {}).get("Test") or []))
+
+
+class MountedImage:
+    """A working container of an image, its root mounted; `close()` unmounts and removes
+    it by its id."""
+
+    def __init__(self, image_id: str) -> None:
+        self.container: str | None = _buildah("from", "--quiet", "--pull=never", image_id,
+                                  what="buildah from (the built image)")
+        try:
+            self.root = Path(_buildah("mount", self.container, what="buildah mount"))
+            inspected = json.loads(_buildah("inspect", "--type", "container", self.container,
+                                            what="buildah inspect (the container)"))
+            self.config = ImageConfig.from_docker(inspected["Docker"]["config"])
+        except BaseException:
+            self.close()
+            raise
+
+    def entrypoint_and_cmd(self) -> list[str]:
+        return self.config.entrypoint + self.config.cmd
+
+    def healthcheck(self) -> list[str]:
+        """The HEALTHCHECK command as an argv (exec form, or the shell form through sh)."""
+        kind, *command = self.config.healthcheck
+        if kind == "CMD-SHELL":
+            return ["/bin/sh", "-c", *command]
+        if kind != "CMD":
+            raise ServiceError(f"the image has no HEALTHCHECK command: {kind}")
+        return command
+
+    def command(self, argv: list[str], *, env: dict[str, str] | None = None,
+                network_of: int | None = None) -> list[str]:
+        """The host argv that runs ``argv`` in the image as its user, in its working dir,
+        with only the image's environment plus ``env``: in a fresh network namespace with
+        loopback up, or in the namespace of process ``network_of``."""
+        variables = [f"{k}={v}" for k, v in {**self.config.env, **(env or {})}.items()]
+        inside = ["chroot", f"--userspec={self.config.user}", str(self.root),
+                  "/usr/bin/env", "-i", "-C", self.config.working_dir, *variables, *argv]
+        if network_of is not None:
+            return ["nsenter", f"--net=/proc/{network_of}/ns/net", "--", *inside]
+        # unshare execs in place, so the pid the caller sees is the one of the namespace.
+        return ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"',
+                "sh", *inside]
+
+    def close(self) -> None:
+        container, self.container = self.container, None
+        if container is None:
+            return
+        errors = []
+        for step in ("umount", "rm"):
+            done = subprocess.run(["buildah", step, container], capture_output=True,
+                                  text=True, check=False, timeout=120)
+            if done.returncode != 0:
+                errors.append(f"buildah {step} {container}: {done.stderr.strip()}")
+        if errors:
+            raise ServiceError("; ".join(errors))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
