@@ -33,7 +33,7 @@ from tests.support.infra.process import (
     run_tool,
 )
 
-__all__ = ["ImageConfig", "MountedImage", "build_image", "ensure_base_image"]
+__all__ = ["ImageConfig", "MountedImage", "build_image", "ensure_base_image", "in_own_network"]
 
 _SUITE = "bookworm"
 _PACKAGES = "python3,python3-venv,ca-certificates"
@@ -99,6 +99,14 @@ def build_image(context: Path) -> str:
                     what="buildah inspect (the built image)")
 
 
+def in_own_network(argv: list[str]) -> list[str]:
+    """``argv`` run in a fresh network namespace with only loopback, up (needs root): a
+    fixed port such as 0.0.0.0:9464 binds there without clashing with the machine's.
+    unshare execs in place, so the pid the caller sees is the one of the namespace."""
+    return ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+            *argv]
+
+
 @dataclass(frozen=True, slots=True)
 class ImageConfig:
     """What the image says about running it (the Docker image config)."""
@@ -158,9 +166,7 @@ class MountedImage:
                   "/usr/bin/env", "-i", "-C", self.config.working_dir, *variables, *argv]
         if network_of is not None:
             return ["nsenter", f"--net=/proc/{network_of}/ns/net", "--", *inside]
-        # unshare execs in place, so the pid the caller sees is the one of the namespace.
-        return ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"',
-                "sh", *inside]
+        return in_own_network(inside)
 
     def close(self) -> None:
         container, self.container = self.container, None
