@@ -10,16 +10,23 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+ARG PIP="/opt/govpipe/bin/python -m pip --no-cache-dir --disable-pip-version-check -q"
 RUN python3 -m venv /opt/govpipe
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The dependencies first, in a layer of their own (installed with empty stand-ins for the
+# packages and the readme): rebuilt only when pyproject.toml changes, not for every change
+# of the code or the docs.
+COPY pyproject.toml ./
+RUN mkdir pipeline sinks && touch pipeline/__init__.py sinks/__init__.py README.md \
+    && $PIP install . \
+    && rm -rf pipeline sinks build ./*.egg-info README.md
+COPY README.md ./
 COPY pipeline ./pipeline
 COPY sinks ./sinks
 # Build tools are removed from the environment once govpipe is in it: the runtime image
 # runs code, it never installs any.
-RUN /opt/govpipe/bin/python -m pip install --no-cache-dir --disable-pip-version-check -q . \
-    && /opt/govpipe/bin/python -m pip uninstall --disable-pip-version-check -q -y \
-        pip setuptools
+RUN $PIP install --no-deps --force-reinstall . \
+    && $PIP uninstall -y pip setuptools
 
 FROM ${BASE_IMAGE}
 # No pip, setuptools or bundled wheels in the base either (whichever of them it has).
