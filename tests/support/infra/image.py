@@ -3,7 +3,7 @@
 Debian's `buildah` builds the Dockerfile (``--isolation chroot``) on a base that `mmdebstrap`
 makes: a Debian bookworm root with python3 and python3-venv, the stand-in for
 python:3.11-slim. The base tarball is cached under ``${GOVPIPE_CACHE:-~/.cache/govpipe}/
-image-base/`` and imported into buildah's store once; build layers are cached by buildah.
+image-base/`` and imported into buildah's store once; buildah caches the layers.
 
 An image is run as a container runtime would, from what the image itself says (Env, User,
 WorkingDir, Entrypoint, Cmd, Healthcheck): its root is mounted with `buildah mount`, and the
@@ -40,6 +40,7 @@ _PACKAGES = "python3,python3-venv,ca-certificates"
 _MMDEBSTRAP = ["--variant=minbase", f"--include={_PACKAGES}", "--format=tar", _SUITE]
 _BASE_TAG = f"localhost/govpipe-test-base:{_SUITE}"
 IMAGE_TAG = "localhost/govpipe-test:latest"
+BUILD_STAGE_TAG = "localhost/govpipe-test:build-stage"
 # This machine reaches the package index through a TLS proxy whose CA is in the host's
 # bundle; pip inside the build reads both (harmless where no proxy is in the way).
 _HOST_VOLUMES = ["/etc/pip.conf:/etc/pip.conf:ro", "/etc/ssl/certs:/etc/ssl/certs:ro"]
@@ -59,7 +60,7 @@ def ensure_base_image() -> str:
     build_once(base, base / "tar.complete", digest, lambda: _debootstrap(tarball),
                present=tarball.is_file)
     tag = f"{_BASE_TAG}-{digest[:12]}"
-    if not _image_exists(tag):
+    if _image_id(tag) is None:
         _import(tarball, tag)
     return tag
 
@@ -70,10 +71,11 @@ def _debootstrap(tarball: Path) -> None:
              "mmdebstrap (the image base)", _BUILD_TIMEOUT_S)
 
 
-def _image_exists(tag: str) -> bool:
-    done = subprocess.run(["buildah", "inspect", "--type", "image", tag],
-                          capture_output=True, check=False, timeout=60)
-    return done.returncode == 0
+def _image_id(tag: str) -> str | None:
+    done = subprocess.run(["buildah", "inspect", "--type", "image", "--format",
+                           "{{.FromImageID}}", tag],
+                          capture_output=True, text=True, check=False, timeout=60)
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _import(tarball: Path, tag: str) -> None:
@@ -88,15 +90,42 @@ def _import(tarball: Path, tag: str) -> None:
 
 
 def build_image(context: Path) -> str:
-    """Build ``context``'s Dockerfile on the Debian-python base; return the image id."""
+    """Build ``context``'s Dockerfile on the Debian-python base; return the image id.
+
+    Layers are cached (a change of the code rebuilds from the copy of the sources on, not
+    the dependencies), and the build stage is tagged too so that its layers stay
+    referenced. What this build left unreferenced (the previous build's tail) is removed,
+    so the store holds one build, not a copy of the virtualenv per change of the code."""
     base = ensure_base_image()
-    _buildah("bud", "--quiet", "--format", "docker", "--isolation", "chroot", "--layers",
-             "--build-arg", f"BASE_IMAGE={base}",
-             *[arg for volume in _HOST_VOLUMES for arg in ("--volume", volume)],
-             "--tag", IMAGE_TAG, str(context),
-             what="buildah bud (the Dockerfile)", timeout_s=_BUILD_TIMEOUT_S)
-    return _buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", IMAGE_TAG,
-                    what="buildah inspect (the built image)")
+    unreferenced_before = _unreferenced_images()
+    for target, tag in (("build", BUILD_STAGE_TAG), (None, IMAGE_TAG)):
+        _buildah("bud", "--quiet", "--format", "docker", "--isolation", "chroot", "--layers",
+                 "--build-arg", f"BASE_IMAGE={base}",
+                 *[arg for volume in _HOST_VOLUMES for arg in ("--volume", volume)],
+                 *(["--target", target] if target else []), "--tag", tag, str(context),
+                 what=f"buildah bud (the Dockerfile, {target or 'runtime'} stage)",
+                 timeout_s=_BUILD_TIMEOUT_S)
+    _remove_new_unreferenced(unreferenced_before)
+    built = _image_id(IMAGE_TAG)
+    if built is None:
+        raise ServiceError(f"buildah bud tagged no {IMAGE_TAG}")
+    return built
+
+
+def _unreferenced_images() -> set[str]:
+    """Images with no name and no child image (buildah's "dangling")."""
+    listed = _buildah("images", "--all", "--quiet", "--no-trunc", "--filter", "dangling=true",
+                      what="buildah images")
+    return set(listed.split())
+
+
+def _remove_new_unreferenced(before: set[str]) -> None:
+    # Removing a layer's image can leave its parent unreferenced in turn: repeat.
+    while new := _unreferenced_images() - before:
+        done = subprocess.run(["buildah", "rmi", *sorted(new)], capture_output=True,
+                              check=False, timeout=300)
+        if done.returncode != 0:  # in use (a container left by a killed run): kept
+            return
 
 
 def in_own_network(argv: list[str]) -> list[str]:
