@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests.support.processes import GOVPIPE, govpipe_env
 
 ROOT = Path(__file__).parents[2]
 KEY = b"govpipe-image-test-hmac-key-0123456789abcdef"
+READ_TIMEOUT_S = 120.0
 # One build may be cold (base made, every dependency downloaded) on a busy machine.
 pytestmark = pytest.mark.timeout(1200)
 
@@ -60,6 +62,9 @@ def test_the_image_signs_the_examples_and_its_healthcheck_passes(
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr) as daemon:
         assert daemon.stdin is not None
         assert daemon.stdout is not None
+        # A daemon that signs fewer lines would leave the reads below waiting for ever.
+        watchdog = threading.Timer(READ_TIMEOUT_S, daemon.kill)
+        watchdog.start()
         try:
             daemon.stdin.write(EXAMPLES.read_bytes())
             daemon.stdin.flush()  # kept open: the daemon keeps running for its healthcheck
@@ -68,6 +73,7 @@ def test_the_image_signs_the_examples_and_its_healthcheck_passes(
             daemon.stdin.close()
             assert daemon.wait(timeout=60) == 0, log.read_text()
         finally:
+            watchdog.cancel()
             if daemon.poll() is None:
                 daemon.kill()
     assert signed == expected  # byte-identical to the checkout's own output
