@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.agent_os import agent_os_verify
 from tests.support.events import EXAMPLES
@@ -108,3 +109,38 @@ def test_the_runtime_image_holds_no_installer(image: MountedImage) -> None:
         assert (done.returncode, done.stderr) == (0, ""), python
     wheels = [path for folder in ("usr", "opt") for path in (image.root / folder).rglob("*.whl")]
     assert wheels == []
+
+
+def manifest_writable_paths() -> list[str]:
+    """The paths deploy/kubernetes.yaml mounts as emptyDir over its read-only root."""
+    documents = yaml.safe_load_all((ROOT / "deploy" / "kubernetes.yaml").read_text())
+    (pod,) = [doc["spec"]["template"]["spec"] for doc in documents
+              if doc and doc["kind"] == "Deployment"]
+    empty_dirs = {volume["name"] for volume in pod["volumes"] if "emptyDir" in volume}
+    (container,) = pod["containers"]
+    return sorted(mount["mountPath"] for mount in container["volumeMounts"]
+                  if mount["name"] in empty_dirs)
+
+
+def test_the_image_runs_on_a_read_only_root_with_the_manifests_writable_paths(
+        image: MountedImage) -> None:
+    writable = manifest_writable_paths()
+    probe = ("import sys\nfor path in sys.argv[1:]:\n"
+             "    try:\n        open(path + '/probe', 'w').close()\n"
+             "    except OSError:\n        print(path)\n")
+    refused = subprocess.run(
+        image.read_only_command(["python", "-c", probe, "/etc/govpipe", "/opt/govpipe",
+                                 *writable], writable=writable),
+        capture_output=True, text=True, timeout=60, check=True)
+    assert refused.stdout.split() == ["/etc/govpipe", "/opt/govpipe"]
+    # A bad line on the way: its dead-letter entry is written into the working dir.
+    secret = {"GOVPIPE_SIGNING_KEY": base64.b64encode(KEY).decode()}
+    done = subprocess.run(
+        image.read_only_command(image.entrypoint_and_cmd(), writable=writable, env=secret),
+        input=EXAMPLES.read_bytes() + b"this is not json\n", capture_output=True,
+        timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    stopped = [json.loads(line) for line in done.stderr.splitlines()
+               if b'"govpipe stopped"' in line]
+    assert [(log["rejected"], log["unsettled"]) for log in stopped] == [(1, 0)]
+    assert len(done.stdout.splitlines()) == len(EXAMPLES.read_bytes().splitlines())

@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 from types import TracebackType
 from typing import Any, Self
 
@@ -162,8 +164,8 @@ class MountedImage:
     it by its id."""
 
     def __init__(self, image_id: str) -> None:
-        self.container: str | None = _buildah("from", "--quiet", "--pull=never", image_id,
-                                  what="buildah from (the built image)")
+        self.container: str | None = _buildah(
+            "from", "--quiet", "--pull=never", image_id, what="buildah from (the built image)")
         try:
             self.root = Path(_buildah("mount", self.container, what="buildah mount"))
             inspected = json.loads(_buildah("inspect", "--type", "container", self.container,
@@ -190,12 +192,30 @@ class MountedImage:
         """The host argv that runs ``argv`` in the image as its user, in its working dir,
         with only the image's environment plus ``env``: in a fresh network namespace with
         loopback up, or in the namespace of process ``network_of``."""
-        variables = [f"{k}={v}" for k, v in {**self.config.env, **(env or {})}.items()]
-        inside = ["chroot", f"--userspec={self.config.user}", str(self.root),
-                  "/usr/bin/env", "-i", "-C", self.config.working_dir, *variables, *argv]
+        inside = self._as_image_user(argv, env)
         if network_of is not None:
             return ["nsenter", f"--net=/proc/{network_of}/ns/net", "--", *inside]
         return in_own_network(inside)
+
+    def read_only_command(self, argv: list[str], *, writable: Sequence[str],
+                          env: dict[str, str] | None = None) -> list[str]:
+        """`command` on a read-only root where only the ``writable`` paths (absolute, each
+        an empty tmpfs) can be written: what Kubernetes' readOnlyRootFilesystem with
+        emptyDir volumes gives. Fresh mount and network namespaces: nothing changes for
+        other processes."""
+        root = str(self.root)
+        steps = [f"mount --bind {quote(root)} {quote(root)}",
+                 f"mount -o remount,bind,ro {quote(root)}",
+                 *(f"mount -t tmpfs -o mode=0777 tmpfs {quote(root + path)}"
+                   for path in writable),
+                 "ip link set lo up", 'exec "$@"']
+        return ["unshare", "--net", "--mount", "--", "sh", "-c", " && ".join(steps), "sh",
+                *self._as_image_user(argv, env)]
+
+    def _as_image_user(self, argv: list[str], env: dict[str, str] | None) -> list[str]:
+        variables = [f"{k}={v}" for k, v in {**self.config.env, **(env or {})}.items()]
+        return ["chroot", f"--userspec={self.config.user}", str(self.root),
+                "/usr/bin/env", "-i", "-C", self.config.working_dir, *variables, *argv]
 
     def close(self) -> None:
         container, self.container = self.container, None
