@@ -43,9 +43,9 @@ _MMDEBSTRAP = ["--variant=minbase", f"--include={_PACKAGES}", "--format=tar", _S
 _BASE_TAG = f"localhost/govpipe-test-base:{_SUITE}"
 IMAGE_TAG = "localhost/govpipe-test:latest"
 BUILD_STAGE_TAG = "localhost/govpipe-test:build-stage"
-# This machine reaches the package index through a TLS proxy whose CA is in the host's
-# bundle; pip inside the build reads both (harmless where no proxy is in the way).
-_HOST_VOLUMES = ["/etc/pip.conf:/etc/pip.conf:ro", "/etc/ssl/certs:/etc/ssl/certs:ro"]
+# A machine may reach the package index through a TLS proxy whose CA is in the host's
+# bundle, and name it in pip.conf: pip inside the build reads the host's (those present).
+_HOST_FILES = ["/etc/pip.conf", "/etc/ssl/certs"]
 _BUILD_TIMEOUT_S = 900.0
 
 
@@ -103,7 +103,8 @@ def build_image(context: Path) -> str:
     for target, tag in (("build", BUILD_STAGE_TAG), (None, IMAGE_TAG)):
         _buildah("bud", "--quiet", "--format", "docker", "--isolation", "chroot", "--layers",
                  "--build-arg", f"BASE_IMAGE={base}",
-                 *[arg for volume in _HOST_VOLUMES for arg in ("--volume", volume)],
+                 *[arg for path in _HOST_FILES if Path(path).exists()
+                   for arg in ("--volume", f"{path}:{path}:ro")],
                  *(["--target", target] if target else []), "--tag", tag, str(context),
                  what=f"buildah bud (the Dockerfile, {target or 'runtime'} stage)",
                  timeout_s=_BUILD_TIMEOUT_S)
