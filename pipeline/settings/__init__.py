@@ -42,6 +42,8 @@ __all__ = [
 ENV_PREFIX = "GOVPIPE_"
 # GOVPIPE_* variables that are not config overrides (key material, tool caches).
 NOT_OVERRIDES = frozenset({"GOVPIPE_SIGNING_KEY", "GOVPIPE_CACHE"})
+# Every override has a section and a key; a name without one is somebody else's variable.
+_OVERRIDE_SEPARATOR = "__"
 _NAMED_KEY = re.compile(r"([a-z_]+): ")
 
 
@@ -191,7 +193,8 @@ class Settings(StrictModel):
 
     @property
     def deprecations(self) -> tuple[str, ...]:
-        """Old keys the config still uses, each with what replaces it."""
+        """Warnings to log once at start-up: old keys the config still uses, each with
+        what replaces it, and GOVPIPE_* variables ignored as not config overrides."""
         return self._deprecations
 
     @property
@@ -215,15 +218,33 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.envi
     from_env = _apply_env_overrides(overrides, environ)
     # Old keys move within their own layer, so an old variable still beats the new key in
     # the file, as every environment override does.
-    deprecations = moved_source_servers(data) + moved_source_servers(overrides)
+    notices = moved_source_servers(data) + moved_source_servers(overrides)
     _merge(data, overrides)
-    deprecations += moved_sink_servers(data)
+    notices += moved_sink_servers(data)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, from_env, path)) from None
-    settings._deprecations = tuple(deprecations)
+    settings._deprecations = tuple(notices + _ignored_variables_notice(environ))
     return settings
+
+
+def _ignored_variables_notice(environ: Mapping[str, str]) -> list[str]:
+    """One notice naming every GOVPIPE_* variable that is not SECTION__KEY shaped.
+
+    Kubernetes injects GOVPIPE_SERVICE_HOST, GOVPIPE_PORT… into every pod of a namespace
+    holding a Service named govpipe, so such names are expected and must not stop the
+    daemon. Only names are shown: a value may be a secret."""
+    ignored = sorted(name for name in environ if _is_foreign(name))
+    if not ignored:
+        return []
+    return [f"ignoring {len(ignored)} GOVPIPE_* variable(s) that are not config overrides "
+            f"(GOVPIPE_<SECTION>__<KEY>): {', '.join(ignored)}"]
+
+
+def _is_foreign(name: str) -> bool:
+    return (name.startswith(ENV_PREFIX) and name not in NOT_OVERRIDES
+            and _OVERRIDE_SEPARATOR not in name[len(ENV_PREFIX):])
 
 
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:
@@ -264,10 +285,10 @@ def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> di
     """Merge GOVPIPE_A__B__C=value into data["a"]["b"]["c"]; return {dotted key: variable}."""
     applied: dict[str, str] = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in NOT_OVERRIDES:
+        if not name.startswith(ENV_PREFIX) or name in NOT_OVERRIDES or _is_foreign(name):
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
-        if len(parts) < 2 or not all(parts):
+        parts = name[len(ENV_PREFIX):].lower().split(_OVERRIDE_SEPARATOR)
+        if not all(parts):
             raise ConfigError(f"{name}: not a config override; use GOVPIPE_<SECTION>__<KEY>")
         node = data
         for part in parts[:-1]:

@@ -119,14 +119,24 @@ def test_kubernetes_config_map_and_overrides_are_valid(tmp_path: Path) -> None:
     assert grace > settings.shutdown.timeout_s
 
 
-def test_signing_key_is_secret_material_not_config() -> None:
-    (key,) = [e for e in container()["env"] if e["name"] == "GOVPIPE_SIGNING_KEY"]
-    assert key["valueFrom"]["secretKeyRef"]["name"]
-    assert "value" not in key
+def test_compose_signing_key_is_secret_material_not_config() -> None:
     assert "GOVPIPE_SIGNING_KEY" in NOT_OVERRIDES
     # Compose interpolation with `:?`: refuses to start without one, never holds a literal.
     assert re.fullmatch(r"\$\{GOVPIPE_SIGNING_KEY:\?.+\}",
                         service("govpipe")["environment"]["GOVPIPE_SIGNING_KEY"])
+
+
+def test_kubernetes_secrets_are_files_the_config_reads_not_environment(tmp_path: Path) -> None:
+    assert all("valueFrom" not in variable for variable in container()["env"])
+    volumes = k8s("Deployment")["spec"]["template"]["spec"]["volumes"]
+    secret_volumes = {volume["name"] for volume in volumes if "secret" in volume}
+    secret_dirs = {Path(mount["mountPath"]) for mount in container()["volumeMounts"]
+                   if mount["name"] in secret_volumes}
+    settings = load_settings(k8s_config_file(tmp_path), {})
+    kafka = settings.kafka
+    secret_files = [settings.signing.key_file, kafka.ssl_ca_file, kafka.sasl_password_file]
+    assert {path.parent for path in secret_files if path is not None} == secret_dirs
+    assert len([path for path in secret_files if path is not None]) == 3
 
 
 def test_config_is_mounted_where_the_image_reads_it() -> None:

@@ -69,7 +69,8 @@ def test_deadletter_defaults_to_kafka_with_a_kafka_source() -> None:
      "config error: sinks.kafka.queuez: unknown key (from GOVPIPE_SINKS__KAFKA__QUEUEZ)"),
     ({"GOVPIPE_SOURCE__KIND": "rabbitmq"}, "config error: source.kind: Input should be"),
     ({"GOVPIPE_SERVER__LISTEN": "9464"}, "config error: server.listen: expected HOST:PORT"),
-    ({"GOVPIPE_SOURCE_KIND": "kafka"}, "GOVPIPE_SOURCE_KIND: not a config override"),
+    ({"GOVPIPE_SOURCE__KIND__": "kafka"}, "GOVPIPE_SOURCE__KIND__: not a config override"),
+    ({"GOVPIPE___KIND": "kafka"}, "GOVPIPE___KIND: not a config override"),
     ({"GOVPIPE_SOURCE__KIND": "file"}, "config error: source.path: required"),
     ({"GOVPIPE_SOURCE__NONCE_SENDER_SHARE": "0"},
      "config error: source.nonce_sender_share: Input should be greater than 0"),
@@ -79,6 +80,41 @@ def test_bad_environment_is_one_line_naming_the_key(env: dict[str, str], expecte
         load_settings(None, env)
     assert str(caught.value).startswith(expected)
     assert "\n" not in str(caught.value)
+
+
+# What Kubernetes injects for a Service named govpipe, plus unrelated variables of ours.
+SERVICE_LINKS = {
+    "GOVPIPE_SERVICE_HOST": "10.96.0.12", "GOVPIPE_SERVICE_PORT": "9464",
+    "GOVPIPE_SERVICE_PORT_METRICS": "9464", "GOVPIPE_PORT": "tcp://10.96.0.12:9464",
+    "GOVPIPE_PORT_9464_TCP": "tcp://10.96.0.12:9464", "GOVPIPE_PORT_9464_TCP_PROTO": "tcp",
+    "GOVPIPE_PORT_9464_TCP_PORT": "9464", "GOVPIPE_PORT_9464_TCP_ADDR": "10.96.0.12",
+    "GOVPIPE_HOME": "/var/lib/secret-looking-value", "GOVPIPE_SOURCE_KIND": "kafka",
+}
+
+
+def test_variables_that_are_not_overrides_are_ignored_with_one_notice_naming_them() -> None:
+    env = {**SERVICE_LINKS, "GOVPIPE_SIGNING_KEY": "k" * 32,
+           "GOVPIPE_SERVER__LISTEN": "0.0.0.0:9464"}
+    settings = load_settings(None, env)
+    assert settings.server.listen == "0.0.0.0:9464"
+    assert settings.source.kind == "stdin"  # GOVPIPE_SOURCE_KIND is not an override
+    (notice,) = settings.deprecations
+    named = notice.rpartition(": ")[2].split(", ")
+    assert named == sorted(SERVICE_LINKS)  # neither the key material nor the override
+    assert "10.96.0.12" not in notice
+    assert "secret-looking" not in notice
+
+
+def test_no_notice_without_foreign_variables() -> None:
+    env = {"GOVPIPE_SIGNING_KEY": "k" * 32, "GOVPIPE_CACHE": "/c", "HOME": "/root"}
+    assert load_settings(None, env).deprecations == ()
+
+
+def test_a_misspelt_override_beside_service_links_is_still_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {**SERVICE_LINKS, "GOVPIPE_SERVER__LISTN": "0.0.0.0:9464"})
+    assert str(caught.value) == ("config error: server.listn: unknown key "
+                                 "(from GOVPIPE_SERVER__LISTN)")
 
 
 @pytest.mark.parametrize(("env", "expected"), [
