@@ -4,7 +4,7 @@ records on the same topic (JSON objects with `replayed`, no `origin`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.deadletter.entry import DeadLetterEntry, is_marker, marker
 from pipeline.deadletter.store import DeadLetterError, StoredEntries
+from pipeline.exactly_once.outbox import Staged
 from pipeline.kafka_connection import caught_causes, explain
 
 MARKER_HEADER = "govpipe-marker"
@@ -88,6 +89,23 @@ class KafkaDeadLetter:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+class StagedKafkaDeadLetter(KafkaDeadLetter):
+    """Exactly-once mode: entries are staged for the transaction of their input partition
+    (`stage`), which writes them with the offset past their record; `write` returns once
+    they are staged. Reading and replay markers are as for `KafkaDeadLetter`."""
+
+    def __init__(self, client_options: Mapping[str, Any], topic: str,
+                 stage: Callable[[Sequence[Staged]], None]) -> None:
+        super().__init__(client_options, topic)
+        self.description = f"kafka topic {topic} (transactional)"
+        self._stage = stage
+
+    async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
+        self._stage([Staged(entry.position, self._topic, _bounded_key(entry.key),
+                            entry.to_json(self.MAX_ENTRY_BYTES), [], origin=entry.origin)
+                     for entry in entries])
 
 
 async def start_producer(client_options: Mapping[str, Any]) -> AIOKafkaProducer:
