@@ -4,24 +4,28 @@ dead-letter topic sees every input record exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from tests.faults.exactly_once_checks import (
     assert_exactly_once,
+    input_values,
     publish,
     read_committed,
     setup_topics,
 )
 from tests.support.identities import assert_reconciled
 from tests.support.infra.kafka import KafkaBroker
-from tests.support.kafka_clients import committed_offsets
+from tests.support.kafka_clients import committed_offsets, produce_paced
 from tests.support.metrics import metric_value
 from tests.support.processes import GovpipeProcess, run_env
-from tests.support.waiting import eventually_async
+from tests.support.waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
+
+OUTAGE_S = 10.0
 
 
 def eos_env(bootstrap: str, group: str, tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -76,3 +80,86 @@ async def test_sigkill_mid_stream_then_restart_exactly_once(own_broker: KafkaBro
           f"records on the output incl. aborted {seen.output_uncommitted}")
 
 
+
+
+async def test_broker_restart_mid_stream_exactly_once(own_broker: KafkaBroker,
+                                                      tmp_path: Path) -> None:
+    bootstrap, group, count = own_broker.bootstrap, "eos-outage", 20_000
+    await setup_topics(bootstrap, partitions=3)
+    await publish(bootstrap, count, "b")
+    daemon = GovpipeProcess(eos_env(bootstrap, group, tmp_path,
+                                    GOVPIPE_SINKS__KAFKA__TIMEOUT_S="5"), tmp_path, "run")
+    try:
+        await daemon.start()
+        delivered = 0.0
+        while delivered < 2_000:
+            delivered = await daemon.value("govpipe_sink_delivered_total", sink="kafka")
+        own_broker.stop()
+        assert delivered < count, "the broker must stop mid-stream"
+        during = await daemon.scrape()
+        assert_reconciled(during)
+        await asyncio.sleep(OUTAGE_S)
+        assert daemon.running, "the daemon died during the outage"
+        own_broker.start()
+        await all_committed(bootstrap, group, count)
+        final = await daemon.settled_scrape()
+        assert_reconciled(final)
+        assert await daemon.terminate() == 0
+    finally:
+        await daemon.ensure_stopped()
+    seen = await read_committed(bootstrap)
+    assert_exactly_once(seen, count, "b")
+    # One process throughout: each record counted once, however often its transaction
+    # was tried.
+    assert metric_value(final, "govpipe_sink_delivered_total", sink="kafka") == len(seen.output)
+    print(f"\nexactly-once broker restart after {delivered:.0f} delivered: "
+          f"{len(seen.output)} ids once each; records on the output incl. aborted "
+          f"{seen.output_uncommitted}; records read "
+          f"{metric_value(final, 'govpipe_source_records_total'):.0f}")
+
+
+async def test_two_replicas_rebalance_and_kill_exactly_once(own_broker: KafkaBroker,
+                                                            tmp_path: Path) -> None:
+    bootstrap, group, count = own_broker.bootstrap, "eos-replicas", 60_000
+    await setup_topics(bootstrap, partitions=4)
+    env = eos_env(bootstrap, group, tmp_path)
+    first, second = GovpipeProcess(env, tmp_path, "a"), GovpipeProcess(env, tmp_path, "b")
+    stream: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    try:
+        await first.start()
+        # A steady stream (~20 s): the second replica joins, then the first is killed,
+        # each while records flow.
+        stream = asyncio.ensure_future(produce_paced(
+            bootstrap, "in", input_values(count, "r"), per_second=3_000))
+        await delivered_at_least(first, 2_000)
+        await second.start()
+        await eventually(lambda: _assigned(second) > 0, 60)
+        await delivered_at_least(second, 200)
+        assert not stream.done(), "the kill must land mid-stream"
+        await first.kill()
+        await eventually(lambda: _assigned(second) == 4, 60, 0.2)
+        await stream
+        await all_committed(bootstrap, group, count)
+        final = await second.settled_scrape()
+        assert_reconciled(final)
+        assert await second.terminate() == 0
+    finally:
+        stream.cancel()
+        await first.ensure_stopped()
+        await second.ensure_stopped()
+    seen = await read_committed(bootstrap)
+    assert_exactly_once(seen, count, "r")
+    print(f"\nexactly-once rebalance then kill: {len(seen.output)} ids once each; records "
+          f"on the output incl. aborted {seen.output_uncommitted}")
+
+
+async def delivered_at_least(daemon: GovpipeProcess, events: int) -> None:
+    async def enough() -> bool:
+        return await daemon.value("govpipe_sink_delivered_total", sink="kafka") >= events
+    await eventually_async(enough, 60)
+
+
+def _assigned(daemon: GovpipeProcess) -> int:
+    """Partitions in the daemon's latest `partitions assigned` log line."""
+    latest = [e for e in daemon.log_entries() if e.get("message") == "partitions assigned"]
+    return len(latest[-1]["partitions"]) if latest else 0
