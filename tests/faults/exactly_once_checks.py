@@ -4,12 +4,17 @@ dead-letter, nothing else."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+from tests.support.daemons import KEY
 from tests.support.events import copies_by_id, event_value
 from tests.support.kafka_clients import consume_to_end, create_topics, produce_fast
+from tests.support.processes import GOVPIPE
 
 BAD_EVERY = 97  # every 97th input record is not JSON: rejected, dead-lettered
 
@@ -64,3 +69,24 @@ def assert_exactly_once(seen: Committed, count: int, prefix: str) -> None:
     bad = count // BAD_EVERY + 1
     assert sum(seen.deadletter.values()) == bad, seen.deadletter.most_common(3)
     assert all(n == 1 for n in seen.deadletter.values())
+
+
+async def assert_audit_clean(bootstrap: str, tmp_path: Path, count: int) -> str:
+    """`govpipe audit` of in → out + dlq: every input position delivered or dead-lettered
+    once, nothing missing, no duplicates, every signature good (exit 0). Returns its last
+    line."""
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(base64.b64encode(KEY).decode())
+    proc = await asyncio.create_subprocess_exec(
+        str(GOVPIPE), "audit", "--key", str(key_file), "--bootstrap-servers", bootstrap,
+        "--input-topic", "in", "--output-topic", "out", "--deadletter-topic", "dlq",
+        "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    lines = stdout.decode().splitlines()
+    report = json.loads(lines[0])
+    bad = count // BAD_EVERY + 1
+    assert (report["input"], report["delivered"], report["dead_lettered"]) == (
+        count, count - bad, bad), stderr.decode()[-2000:]
+    assert lines[-1].endswith("missing 0, duplicates 0, bad signatures 0"), lines[-1]
+    assert proc.returncode == 0
+    return lines[-1]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.exactly_once_checks import (
+    assert_audit_clean,
     assert_exactly_once,
     input_values,
     publish,
@@ -69,6 +70,7 @@ async def test_sigkill_mid_stream_then_restart_exactly_once(own_broker: KafkaBro
         await second.ensure_stopped()
     seen = await read_committed(bootstrap)
     assert_exactly_once(seen, count, "k")
+    audited = await assert_audit_clean(bootstrap, tmp_path, count)
     # The second run reads from the offset the first one's last transaction committed,
     # and counts each record it read once: delivered or dead-lettered.
     read = metric_value(final, "govpipe_source_records_total")
@@ -77,7 +79,7 @@ async def test_sigkill_mid_stream_then_restart_exactly_once(own_broker: KafkaBro
                     + metric_value(final, "govpipe_deadletter_written_total"))
     print(f"\nexactly-once SIGKILL after {delivered:.0f} delivered: {len(seen.output)} ids "
           f"once each, {sum(seen.deadletter.values())} dead-letter entries once each; "
-          f"records on the output incl. aborted {seen.output_uncommitted}")
+          f"records on the output incl. aborted {seen.output_uncommitted}; audit: {audited}")
 
 
 
@@ -109,13 +111,14 @@ async def test_broker_restart_mid_stream_exactly_once(own_broker: KafkaBroker,
         await daemon.ensure_stopped()
     seen = await read_committed(bootstrap)
     assert_exactly_once(seen, count, "b")
+    audited = await assert_audit_clean(bootstrap, tmp_path, count)
     # One process throughout: each record counted once, however often its transaction
     # was tried.
     assert metric_value(final, "govpipe_sink_delivered_total", sink="kafka") == len(seen.output)
     print(f"\nexactly-once broker restart after {delivered:.0f} delivered: "
           f"{len(seen.output)} ids once each; records on the output incl. aborted "
           f"{seen.output_uncommitted}; records read "
-          f"{metric_value(final, 'govpipe_source_records_total'):.0f}")
+          f"{metric_value(final, 'govpipe_source_records_total'):.0f}; audit: {audited}")
 
 
 async def test_two_replicas_rebalance_and_kill_exactly_once(own_broker: KafkaBroker,
@@ -149,8 +152,9 @@ async def test_two_replicas_rebalance_and_kill_exactly_once(own_broker: KafkaBro
         await second.ensure_stopped()
     seen = await read_committed(bootstrap)
     assert_exactly_once(seen, count, "r")
+    audited = await assert_audit_clean(bootstrap, tmp_path, count)
     print(f"\nexactly-once rebalance then kill: {len(seen.output)} ids once each; records "
-          f"on the output incl. aborted {seen.output_uncommitted}")
+          f"on the output incl. aborted {seen.output_uncommitted}; audit: {audited}")
 
 
 async def delivered_at_least(daemon: GovpipeProcess, events: int) -> None:
