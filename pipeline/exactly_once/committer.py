@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -44,9 +44,12 @@ class TransactionalCommitter:
     records (`stage`) of the Kafka sink and the dead-letter store."""
 
     def __init__(self, producer_options: Mapping[str, Any], group_id: str, ledger: Ledger,
-                 *, timeout_s: float = COMMIT_TIMEOUT_S) -> None:
-        """`producer_options`: aiokafka producer keywords (connection, batching)."""
+                 *, timeout_s: float = COMMIT_TIMEOUT_S,
+                 producer_class: Callable[..., AIOKafkaProducer] = AIOKafkaProducer) -> None:
+        """`producer_options`: aiokafka producer keywords (connection, batching);
+        `producer_class` makes the producers (tests give a fake)."""
         self._options = dict(producer_options)
+        self._producer_class = producer_class
         self._group_id = group_id
         self._ledger = ledger
         self._timeout_s = timeout_s
@@ -144,8 +147,8 @@ class TransactionalCommitter:
     async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
         producer = self._producers.get(tp)
         if producer is None:
-            producer = AIOKafkaProducer(**self._options,
-                                        transactional_id=self.transactional_id(tp))
+            producer = self._producer_class(**self._options,
+                                            transactional_id=self.transactional_id(tp))
             try:
                 await producer.start()
             except BaseException:
