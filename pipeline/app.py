@@ -82,7 +82,8 @@ def _staging_kafka_sink(settings: Settings, committer: TransactionalCommitter) -
     kafka = settings.sinks.kafka
     return StagingKafkaSink(
         kafka.topic, lambda topic, messages: committer.stage_events("kafka", topic, messages),
-        content_mode=kafka.content_mode, max_record_bytes=kafka.record_batch_bytes)
+        room=committer.wait_for_room, content_mode=kafka.content_mode,
+        max_record_bytes=kafka.record_batch_bytes)
 
 
 def build_committer(settings: Settings, ledger: Ledger) -> TransactionalCommitter:

@@ -26,6 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import IllegalOperation, KafkaError
 
+from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
 from pipeline.exactly_once.outbox import Outbox, Staged
 from pipeline.model import SignedEvent
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
+# Records staged and not yet committed, past which the Kafka sink waits (and so, its queue
+# filling, the source pauses): a transaction that keeps failing must not let the outbox
+# grow without bound. Well above what a commit interval stages at full speed.
+MAX_STAGED = 50_000
 REVOKED = "partition_revoked"          # the partition went to another owner first
 COMMITTED_ELSEWHERE = "committed_elsewhere"  # another owner's transaction wrote them
 
@@ -45,15 +50,18 @@ class TransactionalCommitter:
 
     def __init__(self, producer_options: Mapping[str, Any], group_id: str, ledger: Ledger,
                  *, timeout_s: float = COMMIT_TIMEOUT_S,
-                 producer_class: Callable[..., AIOKafkaProducer] = AIOKafkaProducer) -> None:
+                 producer_class: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+                 max_staged: int = MAX_STAGED) -> None:
         """`producer_options`: aiokafka producer keywords (connection, batching);
-        `producer_class` makes the producers (tests give a fake)."""
+        `producer_class` makes the producers (tests give a fake); `max_staged` bounds the
+        records waiting for their transactions (`wait_for_room`)."""
         self._options = dict(producer_options)
         self._producer_class = producer_class
         self._group_id = group_id
         self._ledger = ledger
         self._timeout_s = timeout_s
         self._outbox = Outbox()
+        self._capacity = Capacity(max_staged)
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._retired: list[AIOKafkaProducer] = []
         self._base: dict[TopicPartition, int] = {}  # committed offset, as this producer knows
@@ -67,6 +75,7 @@ class TransactionalCommitter:
         """Records for their partitions' next transactions. Events of a partition given up
         since they were read are dropped (counted): its next owner writes them."""
         stale = self._outbox.stage(items)
+        self._capacity.update(self._outbox.size)
         for sink, events in _events_by_sink(stale).items():
             self._ledger.uncommitted(sink, events, REVOKED)
 
@@ -75,6 +84,10 @@ class TransactionalCommitter:
         """`sink`'s events, each with its Kafka message (key, value, headers), for `topic`."""
         self.stage([Staged(event.position, topic, key, value, headers, event=event, sink=sink)
                     for event, (key, value, headers) in messages])
+
+    async def wait_for_room(self) -> None:
+        """Return once fewer than `max_staged` records wait for their transactions."""
+        await self._capacity.wait()
 
     async def commit(self, consumer: AIOKafkaConsumer, due: Mapping[TopicPartition, int]
                      ) -> Collection[TopicPartition]:
@@ -135,6 +148,7 @@ class TransactionalCommitter:
 
     def _released(self, tp: TopicPartition, offset: int, *, mine: bool) -> None:
         items = self._outbox.release((tp.topic, tp.partition), offset)
+        self._capacity.update(self._outbox.size)
         for sink, events in _events_by_sink(items).items():
             if mine:
                 self._ledger.committed(sink, events)
@@ -167,6 +181,7 @@ class TransactionalCommitter:
     def forget(self, epochs: Mapping[TopicPartition, int]) -> None:
         dropped = self._outbox.forget({(tp.topic, tp.partition): epoch
                                        for tp, epoch in epochs.items()})
+        self._capacity.update(self._outbox.size)
         for sink, events in _events_by_sink(dropped).items():
             self._ledger.uncommitted(sink, events, REVOKED)
         for tp in epochs:

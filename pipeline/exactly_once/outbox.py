@@ -38,6 +38,7 @@ class Outbox:
     def __init__(self) -> None:
         self._staged: dict[TopicAndPartition, list[Staged]] = {}
         self._epochs: dict[TopicAndPartition, int] = {}
+        self.size = 0  # items staged, all partitions
 
     def stage(self, items: Sequence[Staged]) -> list[Staged]:
         """Keep `items` for their partitions' next transactions; returns those refused
@@ -50,6 +51,7 @@ class Outbox:
                 stale.append(item)
             else:
                 self._staged.setdefault(key, []).append(item)
+                self.size += 1
         return stale
 
     def before(self, partition: TopicAndPartition, offset: int) -> list[Staged]:
@@ -65,6 +67,7 @@ class Outbox:
         if items:
             self._staged[partition] = [item for item in self._staged[partition]
                                        if item.position.offset >= offset]
+            self.size -= len(items)
         return items
 
     def forget(self, epochs: dict[TopicAndPartition, int]) -> list[Staged]:
@@ -74,6 +77,7 @@ class Outbox:
         for partition, epoch in epochs.items():
             dropped += self._staged.pop(partition, [])
             self._epochs[partition] = epoch
+        self.size -= len(dropped)
         return dropped
 
     def staged_in(self, partitions: Iterable[TopicAndPartition]) -> int:

@@ -17,7 +17,10 @@ log = logging.getLogger(__name__)
 
 
 class OffsetCommitter(Protocol):
-    """Commits settled offsets (the next offset to read, per partition)."""
+    """Commits settled offsets (the next offset to read, per partition); `error` is the
+    last commit's failure, None once a commit succeeds."""
+
+    error: str | None
 
     async def commit(self, consumer: AIOKafkaConsumer, due: Mapping[TopicPartition, int]
                      ) -> Collection[TopicPartition]:
@@ -35,17 +38,23 @@ class OffsetCommitter(Protocol):
 class ConsumerCommits:
     """The consumer group's own offset commit: all of `due`, or none."""
 
+    def __init__(self) -> None:
+        self.error: str | None = None
+
     async def commit(self, consumer: AIOKafkaConsumer, due: Mapping[TopicPartition, int]
                      ) -> Collection[TopicPartition]:
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
                 await consumer.commit(dict(due))
         except TimeoutError:
-            log.warning("offset commit timed out after %.0fs, will retry", COMMIT_TIMEOUT_S)
+            self.error = f"offset commit timed out after {COMMIT_TIMEOUT_S:.0f}s"
+            log.warning("%s, will retry", self.error)
             return ()
         except KafkaError as exc:
-            log.warning("offset commit failed, will retry: %s", exc)
+            self.error = f"offset commit failed: {exc}"
+            log.warning("%s, will retry", self.error)
             return ()
+        self.error = None
         return due.keys()
 
     def forget(self, epochs: Mapping[TopicPartition, int]) -> None:

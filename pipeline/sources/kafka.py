@@ -275,6 +275,8 @@ class KafkaSource:
             return Status.DEGRADED, "connected, no partitions assigned"
         if held := sorted(f"{tp.topic}-{tp.partition}" for tp in self._rebuilds.holding):
             return Status.DEGRADED, f"rebuilding the nonces of {', '.join(held)}"
+        if self._offsets.error:  # read on, but a restart would read it all again
+            return Status.DEGRADED, f"consuming, offsets not committed: {self._offsets.error}"
         return Status.HEALTHY, f"consuming {', '.join(assigned)}"
 
     async def aclose(self) -> None:

@@ -6,7 +6,7 @@ events are staged, not written; they are counted delivered when their transactio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from pipeline.model import SignedEvent
 from sinks.base import SinkError, closed_error
@@ -24,9 +24,12 @@ class StagingKafkaSink:
     """Stages each batch for the transactions that write it to ``topic``."""
 
     def __init__(self, topic: str, stage: Callable[[str, Sequence[StagedMessage]], None], *,
+                 room: Callable[[], Awaitable[None]] | None = None,
                  content_mode: ContentMode = "structured", max_record_bytes: int = 1_048_576,
                  name: str = "kafka") -> None:
+        """``room``: waited for before staging (the transactions' backlog is bounded)."""
         self.name = name
+        self._room = room
         self._topic = topic
         self._stage = stage
         self._content_mode = content_mode
@@ -45,6 +48,8 @@ class StagingKafkaSink:
                 raise SinkError(f"kafka: event {event.id} is {size} bytes, over the "
                                 f"{self._max_record_bytes}-byte request limit",
                                 retriable=False, reason="message_size_too_large_error")
+        if self._room is not None:
+            await self._room()
         self._stage(self._topic, staged)
 
     async def aclose(self) -> None:

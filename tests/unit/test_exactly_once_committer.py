@@ -17,6 +17,8 @@ from pipeline.exactly_once.committer import TransactionalCommitter
 from pipeline.exactly_once.outbox import Staged
 from pipeline.model import Position, SignedEvent
 from pipeline.settings import ConfigError, load_settings
+from sinks.base import SinkError
+from sinks.kafka.staging import StagingKafkaSink
 
 TP = TopicPartition("in", 0)
 
@@ -179,3 +181,37 @@ def test_exactly_once_is_refused_where_it_cannot_hold(overrides: dict[str, str],
     with pytest.raises(ConfigError, match=r"sinks\.kafka\.exactly_once") as raised:
         load_settings(None, environ)
     assert problem in str(raised.value)
+
+
+async def test_the_staged_backlog_is_bounded_until_a_transaction_commits() -> None:
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",))
+    committer = TransactionalCommitter({}, "g", ledger, max_staged=2,
+                                       producer_class=lambda **o: FakeProducer(broker, **o))
+    sink = StagingKafkaSink("out", lambda topic, messages: committer.stage_events(
+        "kafka", topic, messages), room=committer.wait_for_room)
+    events = [SignedEvent(f"e{n}", {}, b"e%d" % n, Position("in", 0, n)) for n in range(3)]
+    for event in events:
+        ledger.tracker.track(event.position, 1)
+    ledger.submitted("kafka", 3)
+    await sink.send(events[:2])
+    ledger.delivered("kafka", events[:2])
+    blocked = asyncio.ensure_future(sink.send(events[2:]))
+    await asyncio.sleep(0)
+    assert not blocked.done()  # two staged: the third waits
+    assert await committer.commit(FakeConsumer(broker), {TP: 2}) == [TP]
+    await asyncio.wait_for(blocked, 1)
+    assert broker.records == [b"e0", b"e1"]
+
+
+async def test_an_event_too_large_for_a_request_fails_the_batch_and_stages_nothing() -> None:
+    staged: list[object] = []
+    sink = StagingKafkaSink("out", lambda topic, messages: staged.extend(messages),
+                            max_record_bytes=16_384)
+    events = [SignedEvent("small", {}, b"{}", Position("in", 0, 0)),
+              SignedEvent("big", {}, b"x" * 20_000, Position("in", 0, 1))]
+    with pytest.raises(SinkError) as raised:
+        await sink.send(events)
+    assert (raised.value.retriable, raised.value.reason) == (
+        False, "message_size_too_large_error")
+    assert staged == []
