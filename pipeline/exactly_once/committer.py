@@ -119,6 +119,8 @@ class TransactionalCommitter:
             self._retire(tp)
             return False
         self.error = None
+        if self._producers.get(tp) is not producer:
+            return True  # given up meanwhile (forget): nothing of it is ours to count
         self._attempt.pop(tp, None)
         self._base[tp] = max(base, offset)
         self._released(tp, offset, mine=offset > base)

@@ -290,6 +290,6 @@ class KafkaSource:
         await self.commit()
         consumer, self._consumer = self._consumer, None
         try:
-            await self._offsets.aclose()
-        finally:
             await consumer.stop()
+        finally:  # after the consumer: leaving the group may still commit
+            await self._offsets.aclose()
