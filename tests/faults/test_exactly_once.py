@@ -71,10 +71,11 @@ async def test_sigkill_mid_stream_then_restart_exactly_once(own_broker: KafkaBro
     seen = await read_committed(bootstrap)
     assert_exactly_once(seen, count, "k")
     audited = await assert_audit_clean(bootstrap, tmp_path, count)
-    # The second run reads from the offset the first one's last transaction committed,
-    # and counts each record it read once: delivered or dead-lettered.
+    # The second run reads from the offset the first one's last transaction committed (a
+    # transaction the kill caught after its commit request may complete after the kill:
+    # at least the offset seen then), and counts each record it read once.
     read = metric_value(final, "govpipe_source_records_total")
-    assert read == count - committed_at_kill
+    assert read <= count - committed_at_kill
     assert read == (metric_value(final, "govpipe_sink_delivered_total", sink="kafka")
                     + metric_value(final, "govpipe_deadletter_written_total"))
     print(f"\nexactly-once SIGKILL after {delivered:.0f} delivered: {len(seen.output)} ids "
