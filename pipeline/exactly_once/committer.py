@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import IllegalOperation, KafkaError
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
@@ -40,6 +40,8 @@ Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, hea
 # filling, the source pauses): a transaction that keeps failing must not let the outbox
 # grow without bound. Well above what a commit interval stages at full speed.
 MAX_STAGED = 50_000
+# A newer producer for the partition started: this one's transaction was aborted.
+FENCED = (ProducerFenced, InvalidProducerEpoch)
 REVOKED = "partition_revoked"          # the partition went to another owner first
 COMMITTED_ELSEWHERE = "committed_elsewhere"  # another owner's transaction wrote them
 
@@ -116,6 +118,8 @@ class TransactionalCommitter:
             self.error = f"{tp.topic}-{tp.partition}: {type(exc).__name__}: {exc}"
             log.warning("transaction for %s-%d failed, will retry: %s", tp.topic,
                         tp.partition, self.error)
+            if isinstance(exc, FENCED):  # the fencer's start aborted it: not committed
+                self._attempt.pop(tp, None)
             self._retire(tp)
             return False
         self.error = None
@@ -133,7 +137,10 @@ class TransactionalCommitter:
                  if item.position.offset >= base]
         futures = [await producer.send(item.topic, item.value, key=item.key,
                                        headers=item.headers) for item in items]
-        await asyncio.gather(*futures)
+        # Every outcome observed (none logged as never retrieved), the first failure raised.
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
+            raise failure
         await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
         await producer.commit_transaction()
 
