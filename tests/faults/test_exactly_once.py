@@ -17,6 +17,7 @@ from tests.faults.exactly_once_checks import (
     read_committed,
     setup_topics,
 )
+from tests.support.events import copies_by_id
 from tests.support.identities import assert_reconciled
 from tests.support.infra.kafka import KafkaBroker
 from tests.support.kafka_clients import committed_offsets, produce_paced
@@ -30,12 +31,13 @@ OUTAGE_S = 10.0
 
 
 def eos_env(bootstrap: str, group: str, tmp_path: Path, **overrides: str) -> dict[str, str]:
-    return run_env(bootstrap, "in", group, tmp_path, GOVPIPE_SINKS__STDOUT__ENABLED="false",
-                   GOVPIPE_SINKS__KAFKA__ENABLED="true", GOVPIPE_SINKS__KAFKA__TOPIC="out",
-                   GOVPIPE_SINKS__KAFKA__EXACTLY_ONCE="true",
-                   GOVPIPE_SINKS__KAFKA__BATCH_SIZE="200",
-                   GOVPIPE_DEADLETTER__KIND="kafka", GOVPIPE_DEADLETTER__TOPIC="dlq",
-                   **overrides)
+    """The Kafka sink alone (unless `overrides` enable more), exactly-once, on "in" → "out"
+    with the dead-letter on "dlq"."""
+    return run_env(bootstrap, "in", group, tmp_path, **{
+        "GOVPIPE_SINKS__STDOUT__ENABLED": "false", "GOVPIPE_SINKS__KAFKA__ENABLED": "true",
+        "GOVPIPE_SINKS__KAFKA__TOPIC": "out", "GOVPIPE_SINKS__KAFKA__EXACTLY_ONCE": "true",
+        "GOVPIPE_SINKS__KAFKA__BATCH_SIZE": "200", "GOVPIPE_DEADLETTER__KIND": "kafka",
+        "GOVPIPE_DEADLETTER__TOPIC": "dlq", **overrides})
 
 
 async def all_committed(bootstrap: str, group: str, count: int) -> None:
@@ -83,6 +85,35 @@ async def test_sigkill_mid_stream_then_restart_exactly_once(own_broker: KafkaBro
           f"records on the output incl. aborted {seen.output_uncommitted}; audit: {audited}")
 
 
+async def test_stdout_beside_exactly_once_stays_at_least_once(own_broker: KafkaBroker,
+                                                               tmp_path: Path) -> None:
+    """The offsets wait for stdout too; after a SIGKILL stdout may repeat what the dead
+    run printed, the Kafka output still holds every id once."""
+    bootstrap, group, count = own_broker.bootstrap, "eos-mixed", 10_000
+    await setup_topics(bootstrap, partitions=2)
+    await publish(bootstrap, count, "m")
+    env = eos_env(bootstrap, group, tmp_path, GOVPIPE_SINKS__STDOUT__ENABLED="true",
+                  GOVPIPE_SINKS__STDOUT__BATCH_SIZE="200")
+    first, second = GovpipeProcess(env, tmp_path, "first"), GovpipeProcess(env, tmp_path,
+                                                                           "second")
+    try:
+        await first.start()
+        await delivered_at_least(first, 1_500)
+        await first.kill()
+        await second.start()
+        await all_committed(bootstrap, group, count)
+        assert_reconciled(await second.settled_scrape())
+        assert await second.terminate() == 0
+    finally:
+        await first.ensure_stopped()
+        await second.ensure_stopped()
+    seen = await read_committed(bootstrap)
+    assert_exactly_once(seen, count, "m")
+    printed = copies_by_id(first.lines() + second.lines())
+    assert set(printed) == set(seen.output)  # every id on stdout, at least once
+    repeated = sum(len(c) - 1 for c in printed.values())
+    print(f"\nexactly-once beside stdout: Kafka output {len(seen.output)} ids once each; "
+          f"stdout repeated {repeated} lines after the kill")
 
 
 async def test_broker_restart_mid_stream_exactly_once(own_broker: KafkaBroker,
