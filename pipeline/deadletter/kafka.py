@@ -140,7 +140,10 @@ async def _read_topic(options: Mapping[str, Any], topic: str) -> list[dict[str, 
     partitions = [TopicPartition(topic, p) for p in await _partitions(options, topic)]
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    # read_committed: under exactly-once the entries of aborted transactions are on the
+    # topic too, and must not go back on the input.
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False,
+                                isolation_level="read_committed")
     await consumer.start()
     try:
         consumer.assign(partitions)

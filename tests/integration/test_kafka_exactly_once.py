@@ -1,7 +1,11 @@
-"""Zombie fencing of the exactly-once committer on the real broker: two committers (two
-replicas) both believe they own a partition and staged the same records. Whichever starts
-its producer last fences the other; each record is on the output once for a read_committed
-reader, and the fenced one counts nothing it did not write."""
+"""Exactly-once parts on the real broker.
+
+- Zombie fencing: two committers (two replicas) both believe they own a partition and
+  staged the same records. Whichever starts its producer last fences the other; each record
+  is on the output once for a read_committed reader, and the fenced one counts nothing it
+  did not write.
+- Replay reads the dead-letter topic read_committed: entries of an aborted transaction do
+  not go back on the input."""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from pipeline.deadletter.kafka import KafkaDeadLetter
 from pipeline.delivery.ledger import Ledger
 from pipeline.exactly_once.committer import TransactionalCommitter
 from pipeline.model import Position, SignedEvent
@@ -84,3 +89,26 @@ async def test_the_last_producer_started_fences_the_other(
     assert (await committed_offsets(bootstrap, group)) == {0: 10}
     assert owner.counts() == (5, 0, {})
     assert zombie.counts() == (5, 0, {"committed_elsewhere": 5})
+
+
+async def test_replay_reads_no_entry_of_an_aborted_transaction(
+        kafka_broker: KafkaBroker) -> None:
+    bootstrap, topic = kafka_broker.bootstrap, f"dlq-{uuid.uuid4().hex[:8]}"
+    await create_topics(bootstrap, [topic])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap,
+                                transactional_id=f"t-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await (await producer.send(topic, b'{"id": "aborted", "origin": "source"}'))
+        await producer.abort_transaction()
+        async with producer.transaction():
+            await (await producer.send(topic, b'{"id": "committed", "origin": "source"}'))
+    finally:
+        await producer.stop()
+    store = KafkaDeadLetter({"bootstrap_servers": bootstrap}, topic)
+    try:
+        stored = await store.read()
+    finally:
+        await store.aclose()
+    assert [entry["id"] for entry in stored.entries] == ["committed"]
