@@ -83,7 +83,8 @@ def _staging_kafka_sink(settings: Settings, committer: TransactionalCommitter) -
     return StagingKafkaSink(
         kafka.topic, lambda topic, messages: committer.stage_events("kafka", topic, messages),
         room=committer.wait_for_room, content_mode=kafka.content_mode,
-        max_record_bytes=kafka.record_batch_bytes)
+        # aiokafka refuses a record over its max_request_size (1 MiB by default) at send
+        max_record_bytes=1_048_576)
 
 
 def build_committer(settings: Settings, ledger: Ledger) -> TransactionalCommitter:
