@@ -8,11 +8,11 @@ transaction. The new producer then reads the group's committed offset, which no 
 producer can move any more, and writes only records at or past it: records below it were
 written by the transaction that committed it.
 
-A transaction that fails (broker restart, timeout) drops its producer; the next commit
-starts a new one, which settles the old transaction either way (committed or aborted), and
-the committed offset tells which: committed, its records are counted delivered; aborted,
-the same staged records go in the next transaction. Nothing is written twice, nothing is
-counted twice.
+A transaction that fails (broker restart, timeout, fencing) drops its producer; the next
+commit starts a new one, which settles the old transaction either way (committed or
+aborted), and the committed offset tells which: committed, its records are counted
+delivered; aborted, the same staged records go in the next transaction (a fenced one is
+known aborted). Nothing is written twice, nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -68,9 +68,15 @@ class TransactionalCommitter:
         self._retired: list[AIOKafkaProducer] = []
         self._base: dict[TopicPartition, int] = {}  # committed offset, as this producer knows
         self._attempt: dict[TopicPartition, int] = {}  # a transaction of unknown outcome
-        self.error: str | None = None  # the last failed transaction's, None after a success
+        self._errors: dict[TopicPartition, str] = {}  # per partition, until a success
+
+    @property
+    def error(self) -> str | None:
+        """Why the partitions whose last transaction failed could not commit, else None."""
+        return "; ".join(self._errors.values()) or None
 
     def transactional_id(self, tp: TopicPartition) -> str:
+        """The partition's transactional id: every replica of the group uses the same."""
         return f"govpipe-{self._group_id}-{tp.topic}-{tp.partition}"
 
     def stage(self, items: Sequence[Staged]) -> None:
@@ -115,14 +121,14 @@ class TransactionalCommitter:
         except (KafkaError, IllegalOperation, TimeoutError) as exc:
             # Whatever broke (a broker away, a fencing, a producer in a bad state), a new
             # producer starts over from what the group has committed.
-            self.error = f"{tp.topic}-{tp.partition}: {type(exc).__name__}: {exc}"
-            log.warning("transaction for %s-%d failed, will retry: %s", tp.topic,
-                        tp.partition, self.error)
+            error = f"{tp.topic}-{tp.partition}: {type(exc).__name__}: {exc}"
+            self._errors[tp] = error
+            log.warning("transaction failed, will retry: %s", error)
             if isinstance(exc, FENCED):  # the fencer's start aborted it: not committed
                 self._attempt.pop(tp, None)
             self._retire(tp)
             return False
-        self.error = None
+        self._errors.pop(tp, None)
         if self._producers.get(tp) is not producer:
             return True  # given up meanwhile (forget): nothing of it is ours to count
         self._attempt.pop(tp, None)
@@ -195,6 +201,7 @@ class TransactionalCommitter:
             self._ledger.uncommitted(sink, events, REVOKED)
         for tp in epochs:
             self._attempt.pop(tp, None)
+            self._errors.pop(tp, None)
             self._retire(tp)
 
     async def _close_retired(self) -> None:

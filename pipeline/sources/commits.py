@@ -20,7 +20,8 @@ class OffsetCommitter(Protocol):
     """Commits settled offsets (the next offset to read, per partition); `error` is the
     last commit's failure, None once a commit succeeds."""
 
-    error: str | None
+    @property
+    def error(self) -> str | None: ...
 
     async def commit(self, consumer: AIOKafkaConsumer, due: Mapping[TopicPartition, int]
                      ) -> Collection[TopicPartition]:
