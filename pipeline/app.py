@@ -15,12 +15,13 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.daemon import Daemon, Parts
 from pipeline.deadletter.file import FileDeadLetter
-from pipeline.deadletter.kafka import KafkaDeadLetter
+from pipeline.deadletter.kafka import KafkaDeadLetter, StagedKafkaDeadLetter
 from pipeline.deadletter.store import DeadLetterStore
 from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.delivery.ledger import Ledger
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
+from pipeline.exactly_once.committer import TransactionalCommitter
 from pipeline.inbound.keys import InboundKeys, load_inbound_keys
 from pipeline.inbound.replay_seal import seal_check
 from pipeline.inbound.verifier import InboundVerifier, NonceLimits
@@ -41,6 +42,7 @@ from pipeline.sources.lines import LineSource
 from pipeline.tls_files import check_tls_files
 from sinks.base import Sink
 from sinks.kafka import KafkaSink
+from sinks.kafka.staging import StagingKafkaSink
 from sinks.otlp.sink import OtlpOptions, OtlpSink
 from sinks.stdout import StdoutSink
 
@@ -74,6 +76,30 @@ def _otlp_sink(settings: Settings) -> Sink:
     ))
 
 
+def _staging_kafka_sink(settings: Settings, committer: TransactionalCommitter) -> Sink:
+    """The Kafka sink in exactly-once mode: its events go in the transactions that
+    `committer` runs for their input partitions."""
+    kafka = settings.sinks.kafka
+    return StagingKafkaSink(
+        kafka.topic, lambda topic, messages: committer.stage_events("kafka", topic, messages),
+        room=committer.wait_for_room, content_mode=kafka.content_mode,
+        # aiokafka refuses a record over its max_request_size (1 MiB by default) at send
+        max_record_bytes=1_048_576)
+
+
+def build_committer(settings: Settings, ledger: Ledger) -> TransactionalCommitter:
+    """Exactly-once mode's committer: per input partition, one transactional producer
+    that writes the staged records and commits the source offsets."""
+    kafka = settings.sinks.kafka
+    options = client_options(settings.kafka)
+    return TransactionalCommitter(
+        {**options, "acks": "all", "request_timeout_ms": int(kafka.timeout_s * 1000),
+         "max_batch_size": kafka.record_batch_bytes, "linger_ms": kafka.linger_ms,
+         "compression_type": None if kafka.compression_type == "none"
+         else kafka.compression_type},
+        settings.source.group_id, ledger)
+
+
 def _kafka_sink(settings: Settings) -> Sink:
     kafka = settings.sinks.kafka
     table = "sinks.kafka.connection" if kafka.connection is not None else "kafka"
@@ -102,26 +128,36 @@ def enabled_sinks(settings: Settings) -> dict[str, SinkSettings]:
     return settings.sinks.enabled_by_name()
 
 
-def build_sinks(settings: Settings) -> list[tuple[Sink, SinkSettings]]:
-    return [(SINK_BUILDERS[name](settings), sink_settings)
+def build_sinks(settings: Settings, committer: TransactionalCommitter | None = None
+                ) -> list[tuple[Sink, SinkSettings]]:
+    """The enabled sinks; with a `committer` (exactly-once) the Kafka sink stages into it."""
+    return [(_staging_kafka_sink(settings, committer) if name == "kafka" and committer
+             else SINK_BUILDERS[name](settings), sink_settings)
             for name, sink_settings in enabled_sinks(settings).items()]
 
 
 def build_source(settings: Settings, ledger: Ledger,
-                 inbound: InboundVerifier | None = None) -> Source:
+                 inbound: InboundVerifier | None = None,
+                 committer: TransactionalCommitter | None = None) -> Source:
     """The source `source.kind` names; a Kafka source rebuilds `inbound`'s nonces of each
-    partition it is assigned."""
+    partition it is assigned, and commits its offsets through `committer` when given."""
     if settings.source.kind == "kafka":
         return KafkaSource(settings.source, ledger, client_options(settings.kafka),
-                           revoke_timeout_s=settings.shutdown.timeout_s, inbound=inbound)
+                           revoke_timeout_s=settings.shutdown.timeout_s, inbound=inbound,
+                           offsets=committer)
     if settings.source.kind == "file" and settings.source.path is not None:
         return LineSource.file(settings.source.path)
     return LineSource.stdin()
 
 
-def build_deadletter_store(settings: Settings, signer: Signer | None = None) -> DeadLetterStore:
+def build_deadletter_store(settings: Settings, signer: Signer | None = None,
+                           committer: TransactionalCommitter | None = None) -> DeadLetterStore:
     """The dead-letter store `deadletter.kind` names: the daemon writes to it, signing each
-    entry with `signer`; `govpipe replay` reads it (the only place that looks at the kind)."""
+    entry with `signer`; `govpipe replay` reads it (the only place that looks at the kind).
+    With a `committer` (exactly-once) entries are staged into its transactions."""
+    if settings.deadletter_kind == "kafka" and committer is not None:
+        return StagedKafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
+                                     committer.stage, signer)
     if settings.deadletter_kind == "kafka":
         return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
                                signer)
@@ -244,16 +280,21 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
     metrics = Metrics(registry)
     keys = keys if keys is not None else load_keys(settings, environ)
-    sinks = list(sinks) if sinks is not None else build_sinks(settings)
-    ledger = Ledger(registry, [sink.name for sink, _ in sinks])
+    exactly_once = settings.sinks.kafka.enabled and settings.sinks.kafka.exactly_once
+    ledger = Ledger(registry, [sink.name for sink, _ in sinks] if sinks is not None
+                    else list(enabled_sinks(settings)),
+                    staging=("kafka",) if exactly_once else (), deadletters_staged=exactly_once)
+    committer = build_committer(settings, ledger) if exactly_once else None
+    sinks = list(sinks) if sinks is not None else build_sinks(settings, committer)
     signer = signer if signer is not None else build_signer(settings, environ, keys)
-    store = store if store is not None else build_deadletter_store(settings, signer)
+    store = store if store is not None else build_deadletter_store(settings, signer,
+                                                                    committer)
     deadletters = DeadLetterWriter(store, ledger, metrics,
                                    max_pending=settings.deadletter.max_pending)
     dispatchers = [SinkDispatcher(sink, sink_settings, ledger, deadletters)
                    for sink, sink_settings in sinks]
     inbound = build_inbound(settings, signer, metrics, keys.inbound)
-    source = build_source(settings, ledger, inbound)
+    source = build_source(settings, ledger, inbound, committer)
     processor = build_processor(settings, signer, metrics, inbound)
     health = _health(source, processor, deadletters, dispatchers)
     server = build_ops_server(settings, registry, health, web)

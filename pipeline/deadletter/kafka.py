@@ -4,7 +4,7 @@ records on the same topic (JSON objects with `replayed`, no `origin`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.deadletter.entry import DeadLetterEntry, is_marker, marker
 from pipeline.deadletter.store import DeadLetterError, StoredEntries
+from pipeline.exactly_once.outbox import Staged
 from pipeline.kafka_connection import caught_causes, explain
 from pipeline.signing.signers import Signer
 
@@ -99,6 +100,25 @@ class KafkaDeadLetter:
             await producer.stop()
 
 
+class StagedKafkaDeadLetter(KafkaDeadLetter):
+    """Exactly-once mode: entries are staged for the transaction of their input partition
+    (`stage`), which writes them with the offset past their record; `write` returns once
+    they are staged. Reading and replay markers are as for `KafkaDeadLetter`."""
+
+    def __init__(self, client_options: Mapping[str, Any], topic: str,
+                 stage: Callable[[Sequence[Staged]], None], signer: Signer | None = None
+                 ) -> None:
+        super().__init__(client_options, topic, signer)
+        self.description = f"kafka topic {topic} (transactional)"
+        self._stage = stage
+
+    async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
+        self._stage([Staged(entry.position, self._topic, _bounded_key(entry.key),
+                            entry.to_json(self.MAX_ENTRY_BYTES, self._signer), [],
+                            origin=entry.origin)
+                     for entry in entries])
+
+
 async def start_producer(client_options: Mapping[str, Any]) -> AIOKafkaProducer:
     """A started producer whose sends are acknowledged by all in-sync replicas, once each."""
     producer = AIOKafkaProducer(**client_options, acks="all", enable_idempotence=True)
@@ -120,7 +140,10 @@ async def _read_topic(options: Mapping[str, Any], topic: str) -> list[dict[str, 
     partitions = [TopicPartition(topic, p) for p in await _partitions(options, topic)]
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
+    # read_committed: under exactly-once the entries of aborted transactions are on the
+    # topic too, and must not go back on the input.
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False,
+                                isolation_level="read_committed")
     await consumer.start()
     try:
         consumer.assign(partitions)

@@ -8,6 +8,14 @@ every identity of `Counts` hold. An event's acknowledgement handle is its `Posit
 every part of it has settled (one per sink, or one dead-letter write), the `OffsetTracker`
 lets the source commit past it.
 
+Exactly-once into Kafka (`pipeline.exactly_once`) splits a Kafka-bound part in two: staged
+(settled here at once, so the commit point can move past it) and committed (counted
+delivered, or written for a dead-letter entry, only when the transaction that writes it
+with its offset commits). A transaction that aborts is tried again with the same records,
+so nothing is counted twice; events staged for a partition given up before its
+transaction committed are counted dropped (`partition_revoked`): its next owner delivers
+them.
+
 Only this module changes the `govpipe_source_*`, `govpipe_events_*` and `govpipe_sink_*`
 series; `/metrics` renders them from the ledger when scraped.
 """
@@ -15,7 +23,7 @@ series; `/metrics` renders them from the ledger when scraped.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
@@ -47,7 +55,12 @@ class Ledger:
     """Counts and settles; `counts` is the live state, `tracker` the acknowledgements."""
 
     def __init__(self, registry: CollectorRegistry, sinks: Sequence[str],
-                 tracker: OffsetTracker | None = None) -> None:
+                 tracker: OffsetTracker | None = None, *, staging: Collection[str] = (),
+                 deadletters_staged: bool = False) -> None:
+        """`staging`: sinks whose `delivered` means staged for a transaction (counted at
+        `committed`); `deadletters_staged`: dead-letter writes are staged the same way."""
+        self._staging = frozenset(staging)
+        self._deadletters_staged = deadletters_staged
         self.counts = Counts(sinks={name: SinkCounts() for name in sinks})
         self.tracker = tracker if tracker is not None else OffsetTracker()
         self._parts = len(sinks)
@@ -98,6 +111,9 @@ class Ledger:
         entry.in_flight += count
 
     def delivered(self, sink: str, events: Sequence[SignedEvent]) -> None:
+        if sink in self._staging:  # counted when their transaction commits
+            self._settle(events)
+            return
         entry = self.counts.sinks[sink]
         entry.delivered += len(events)
         entry.in_flight -= len(events)
@@ -117,11 +133,30 @@ class Ledger:
         entry.in_flight -= len(events)
 
     def dead_lettered(self, entries: Sequence[Settled]) -> None:
-        """Entries durably written: each settles its record's part."""
+        """Entries durably written (or staged): each settles its record's part."""
         settle = self.tracker.settle
         for item in entries:
-            self.dead_letters[item.origin] += 1
+            if not self._deadletters_staged:
+                self.dead_letters[item.origin] += 1
             settle(item.position)
+
+    def committed(self, sink: str, events: Sequence[SignedEvent]) -> None:
+        """A transaction committed: `sink`'s staged `events` are delivered (their parts
+        settled when they were staged)."""
+        entry = self.counts.sinks[sink]
+        entry.delivered += len(events)
+        entry.in_flight -= len(events)
+
+    def entries_committed(self, origins: Sequence[str]) -> None:
+        """A transaction committed staged dead-letter entries, one per item of `origins`."""
+        self.dead_letters.update(origins)
+
+    def uncommitted(self, sink: str, events: Sequence[SignedEvent], reason: str) -> None:
+        """Staged events no transaction of this process will write (their partition went
+        to another owner, or another owner committed past them): dropped, already settled."""
+        entry = self.counts.sinks[sink]
+        entry.dropped[reason] += len(events)
+        entry.in_flight -= len(events)
 
     def _settle(self, events: Sequence[SignedEvent]) -> None:
         settle = self.tracker.settle

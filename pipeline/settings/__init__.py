@@ -178,6 +178,7 @@ class Settings(StrictModel):
         if source.heartbeat_interval_ms >= source.session_timeout_ms:
             raise broken_rule("source.heartbeat_interval_ms",
                               "must be below source.session_timeout_ms")
+        _exactly_once_runnable(self)
         if (self.deadletter_kind == "file"
                 and self.deadletter.max_bytes < 2 * source.max_event_bytes):
             # An entry holds its record (base64 for binary): one must always fit.
@@ -208,6 +209,23 @@ class Settings(StrictModel):
         if self.deadletter.kind is not None:
             return self.deadletter.kind
         return "kafka" if self.source.kind == "kafka" else "file"
+
+
+def _exactly_once_runnable(settings: Settings) -> None:
+    """Exactly-once commits the source's offsets in the sink's transactions: the source and
+    the dead-letter must be Kafka topics of the sink's cluster."""
+    if not (settings.sinks.kafka.enabled and settings.sinks.kafka.exactly_once):
+        return
+    key = "sinks.kafka.exactly_once"
+    if settings.source.kind != "kafka":
+        raise broken_rule(key, "needs source.kind = \"kafka\" (the consumer offsets commit "
+                               "in the same transaction as the output)")
+    if settings.deadletter_kind != "kafka":
+        raise broken_rule(key, "needs deadletter.kind = \"kafka\" (dead-letter entries "
+                               "commit in the same transaction)")
+    if settings.sinks.kafka.connection is not None:
+        raise broken_rule(key, "needs the sink on the [kafka] cluster (remove "
+                               "[sinks.kafka.connection]): one transaction spans one cluster")
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -114,6 +114,9 @@ class KafkaSinkSettings(SinkSettings):
     timeout_s: float = Field(30.0, gt=0)  # metadata wait and delivery deadline per record
     # Bytes per partition in one produce request (halved if a topic refuses it as too large).
     record_batch_bytes: int = Field(1_048_576, ge=16_384)
+    # Output, Kafka dead-letter entries and the source offsets in one transaction per input
+    # partition, for read_committed readers (Kafka source and dead-letter, same cluster).
+    exactly_once: bool = False
 
 
 class SinksSettings(StrictModel):

@@ -22,7 +22,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.delivery.ledger import Ledger
 from pipeline.inbound.verifier import InboundVerifier
@@ -31,15 +30,11 @@ from pipeline.model import Record
 from pipeline.ops.health import Status
 from pipeline.settings import SourceSettings
 from pipeline.sources.base import Room
+from pipeline.sources.commits import ConsumerCommits, OffsetCommitter
 from pipeline.sources.kafka_record import kafka_record
 from pipeline.sources.nonce_rebuild import NonceRebuild, PartitionRebuilds
 from pipeline.sources.offset_guard import OffsetGuard
-from pipeline.sources.rebalance import (
-    COMMIT_TIMEOUT_S,
-    POSITION_TIMEOUT_S,
-    RebalanceListener,
-    consumer_options,
-)
+from pipeline.sources.rebalance import POSITION_TIMEOUT_S, RebalanceListener, consumer_options
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +47,10 @@ class KafkaSource:
 
     def __init__(self, settings: SourceSettings, ledger: Ledger, connection: Mapping[str, Any],
                  *,
-                 revoke_timeout_s: float = 30.0, inbound: InboundVerifier | None = None
-                 ) -> None:
+                 revoke_timeout_s: float = 30.0, inbound: InboundVerifier | None = None,
+                 offsets: OffsetCommitter | None = None) -> None:
+        """`offsets`: how settled offsets are committed (the consumer's own commit unless
+        given: exactly-once commits them in the Kafka sink's transactions)."""
         self.name = f"kafka:{settings.topic}"
         self._settings = settings
         self._ledger = ledger
@@ -66,6 +63,7 @@ class KafkaSource:
         self._epochs: dict[TopicPartition, int] = {}
         self._next_offset: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
+        self._offsets = offsets if offsets is not None else ConsumerCommits()
         self._guard = OffsetGuard(self._report_gap)
         self._paused = False
         self._closing = False
@@ -160,6 +158,7 @@ class KafkaSource:
         self._tracker.forget([(tp.topic, tp.partition)])
         self._committed.pop(tp, None)
         self._epochs[tp] = self._epochs.get(tp, 0) + 1
+        self._offsets.forget({tp: self._epochs[tp]})
 
     @staticmethod
     def _rewind(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
@@ -201,28 +200,17 @@ class KafkaSource:
                 return
             assigned = consumer.assignment()
             wanted = assigned & set(only) if only is not None else assigned
-            due = {tp: OffsetAndMetadata(offset, "")
+            due = {tp: offset
                    for (topic, partition), offset in self._tracker.committable().items()
                    if (tp := TopicPartition(topic, partition)) in wanted
                    and self._committed.get(tp) != offset}
-            if due and await self._commit(consumer, due):
-                self._committed.update({tp: meta.offset for tp, meta in due.items()})
+            if not due:
+                return
+            committed = await self._offsets.commit(consumer, due)
+            self._committed.update({tp: due[tp] for tp in committed})
+            if committed:
                 log.debug("committed", extra={"fields": {"offsets": {
-                    f"{tp.topic}-{tp.partition}": m.offset for tp, m in due.items()}}})
-
-    @staticmethod
-    async def _commit(consumer: AIOKafkaConsumer,
-                      due: dict[TopicPartition, OffsetAndMetadata]) -> bool:
-        try:
-            async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                await consumer.commit(due)
-        except TimeoutError:
-            log.warning("offset commit timed out after %.0fs, will retry", COMMIT_TIMEOUT_S)
-            return False
-        except KafkaError as exc:
-            log.warning("offset commit failed, will retry: %s", exc)
-            return False
-        return True
+                    f"{tp.topic}-{tp.partition}": due[tp] for tp in committed}}})
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Settle and commit what is held for `revoked` before the group takes them.
@@ -245,6 +233,7 @@ class KafkaSource:
                 self._committed.pop(tp, None)
                 self._next_offset.pop(tp, None)
                 self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            self._offsets.forget({tp: self._epochs[tp] for tp in revoked})
 
     async def _wait_settled(self, keys: set[tuple[str, int]]) -> None:
         try:
@@ -286,6 +275,8 @@ class KafkaSource:
             return Status.DEGRADED, "connected, no partitions assigned"
         if held := sorted(f"{tp.topic}-{tp.partition}" for tp in self._rebuilds.holding):
             return Status.DEGRADED, f"rebuilding the nonces of {', '.join(held)}"
+        if self._offsets.error:  # read on, but a restart would read it all again
+            return Status.DEGRADED, f"consuming, offsets not committed: {self._offsets.error}"
         return Status.HEALTHY, f"consuming {', '.join(assigned)}"
 
     async def aclose(self) -> None:
@@ -298,4 +289,7 @@ class KafkaSource:
         await self._rebuilds.aclose()
         await self.commit()
         consumer, self._consumer = self._consumer, None
-        await consumer.stop()
+        try:
+            await consumer.stop()
+        finally:  # after the consumer: leaving the group may still commit
+            await self._offsets.aclose()

@@ -166,16 +166,17 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return {tp.partition: offset for tp, offset in ends.items()}
 
 
-async def consume_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0
-                         ) -> list[ConsumerRecord]:
-    """Every record on ``topic`` up to its end offsets taken now, duplicates included.
+async def consume_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0, *,
+                         isolation_level: str = "read_uncommitted") -> list[ConsumerRecord]:
+    """Every record on ``topic`` up to its end offsets taken now, duplicates included
+    (``read_committed``: the records of committed transactions, up to the stable end).
 
     Unlike :func:`consume_all`, the stop condition does not depend on a count, so a topic
     holding redelivered copies is read whole. TimeoutError if the end is not reached.
     """
     partitions = [TopicPartition(topic, n) for n in await partition_numbers(bootstrap, topic)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, isolation_level=isolation_level)
     records: list[ConsumerRecord] = []
     await consumer.start()
     try:

@@ -1,0 +1,8 @@
+"""Exactly-once into Kafka (`sinks.kafka.exactly_once`): the Kafka sink's records, the Kafka
+dead-letter entries and the source offsets of one input partition commit in one Kafka
+transaction.
+
+- ``outbox``: what waits for its partition's next transaction (records, entries).
+- ``committer``: one transactional producer per input partition; a transaction per commit;
+  what an abort, a timeout or a fencing leaves, and how it is resolved.
+"""

@@ -1,0 +1,228 @@
+"""Exactly-once commits: one transactional producer per input partition, and per commit
+one transaction that writes the partition's staged records (`Outbox`) and its offset.
+
+Zombies are fenced as Kafka Streams did before KIP-447: the transactional id names the
+input partition (`govpipe-<group>-<topic>-<partition>`), so whoever starts the producer for
+a partition fences any older one (its commits fail from then on) and ends its open
+transaction. The new producer then reads the group's committed offset, which no fenced
+producer can move any more, and writes only records at or past it: records below it were
+written by the transaction that committed it.
+
+A transaction that fails (broker restart, timeout, fencing) drops its producer; the next
+commit starts a new one, which settles the old transaction either way (committed or
+aborted), and the committed offset tells which: committed, its records are counted
+delivered; aborted, the same staged records go in the next transaction (a fenced one is
+known aborted). Nothing is written twice, nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, ProducerFenced
+
+from pipeline.delivery.capacity import Capacity
+from pipeline.delivery.ledger import Ledger
+from pipeline.exactly_once.outbox import Outbox, Staged
+from pipeline.model import SignedEvent
+from pipeline.sources.rebalance import COMMIT_TIMEOUT_S
+
+log = logging.getLogger(__name__)
+
+Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
+
+# Records staged and not yet committed, past which the Kafka sink waits (and so, its queue
+# filling, the source pauses): a transaction that keeps failing must not let the outbox
+# grow without bound. Well above what a commit interval stages at full speed.
+MAX_STAGED = 50_000
+# A newer producer for the partition started: this one's transaction was aborted.
+FENCED = (ProducerFenced, InvalidProducerEpoch)
+REVOKED = "partition_revoked"          # the partition went to another owner first
+COMMITTED_ELSEWHERE = "committed_elsewhere"  # another owner's transaction wrote them
+
+
+class TransactionalCommitter:
+    """The Kafka source's `OffsetCommitter` in exactly-once mode; it also takes the staged
+    records (`stage`) of the Kafka sink and the dead-letter store."""
+
+    def __init__(self, producer_options: Mapping[str, Any], group_id: str, ledger: Ledger,
+                 *, timeout_s: float = COMMIT_TIMEOUT_S,
+                 producer_class: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+                 max_staged: int = MAX_STAGED) -> None:
+        """`producer_options`: aiokafka producer keywords (connection, batching);
+        `producer_class` makes the producers (tests give a fake); `max_staged` bounds the
+        records waiting for their transactions (`wait_for_room`)."""
+        self._options = dict(producer_options)
+        self._producer_class = producer_class
+        self._group_id = group_id
+        self._ledger = ledger
+        self._timeout_s = timeout_s
+        self._outbox = Outbox()
+        self._capacity = Capacity(max_staged)
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._retired: list[AIOKafkaProducer] = []
+        self._base: dict[TopicPartition, int] = {}  # committed offset, as this producer knows
+        self._attempt: dict[TopicPartition, int] = {}  # a transaction of unknown outcome
+        self._errors: dict[TopicPartition, str] = {}  # per partition, until a success
+
+    @property
+    def error(self) -> str | None:
+        """Why the partitions whose last transaction failed could not commit, else None."""
+        return "; ".join(self._errors.values()) or None
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        """The partition's transactional id: every replica of the group uses the same."""
+        return f"govpipe-{self._group_id}-{tp.topic}-{tp.partition}"
+
+    def stage(self, items: Sequence[Staged]) -> None:
+        """Records for their partitions' next transactions. Events of a partition given up
+        since they were read are dropped (counted): its next owner writes them."""
+        stale = self._outbox.stage(items)
+        self._capacity.update(self._outbox.size)
+        for sink, events in _events_by_sink(stale).items():
+            self._ledger.uncommitted(sink, events, REVOKED)
+
+    def stage_events(self, sink: str, topic: str,
+                     messages: Sequence[tuple[SignedEvent, Message]]) -> None:
+        """`sink`'s events, each with its Kafka message (key, value, headers), for `topic`."""
+        self.stage([Staged(event.position, topic, key, value, headers, event=event, sink=sink)
+                    for event, (key, value, headers) in messages])
+
+    async def wait_for_room(self) -> None:
+        """Return once fewer than `max_staged` records wait for their transactions."""
+        await self._capacity.wait()
+
+    async def commit(self, consumer: AIOKafkaConsumer, due: Mapping[TopicPartition, int]
+                     ) -> Collection[TopicPartition]:
+        await self._close_retired()
+        tps = list(due)
+        results = await asyncio.gather(*(self._commit_one(consumer, tp, due[tp]) for tp in tps))
+        return [tp for tp, ok in zip(tps, results, strict=True) if ok]
+
+    async def _commit_one(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                          offset: int) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                producer = await self._producer(tp)
+                await producer.begin_transaction()  # waits for the producer id (fencing)
+                if tp not in self._base:
+                    self._resolve(tp, await consumer.committed(tp))
+                base = self._base[tp]
+                if offset > base:
+                    self._attempt[tp] = offset
+                    await self._transaction(producer, tp, offset)
+                else:  # another owner committed past all of it
+                    await producer.abort_transaction()
+        except (KafkaError, IllegalOperation, TimeoutError) as exc:
+            # Whatever broke (a broker away, a fencing, a producer in a bad state), a new
+            # producer starts over from what the group has committed.
+            error = f"{tp.topic}-{tp.partition}: {type(exc).__name__}: {exc}"
+            self._errors[tp] = error
+            log.warning("transaction failed, will retry: %s", error)
+            if isinstance(exc, FENCED):  # the fencer's start aborted it: not committed
+                self._attempt.pop(tp, None)
+            self._retire(tp)
+            return False
+        self._errors.pop(tp, None)
+        if self._producers.get(tp) is not producer:
+            return True  # given up meanwhile (forget): nothing of it is ours to count
+        self._attempt.pop(tp, None)
+        self._base[tp] = max(base, offset)
+        self._released(tp, offset, mine=offset > base)
+        return True
+
+    async def _transaction(self, producer: AIOKafkaProducer, tp: TopicPartition,
+                           offset: int) -> None:
+        base = self._base[tp]
+        items = [item for item in self._outbox.before((tp.topic, tp.partition), offset)
+                 if item.position.offset >= base]
+        futures = [await producer.send(item.topic, item.value, key=item.key,
+                                       headers=item.headers) for item in items]
+        # Every outcome observed (none logged as never retrieved), the first failure raised.
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
+            raise failure
+        await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
+        await producer.commit_transaction()
+
+    def _resolve(self, tp: TopicPartition, committed: int | None) -> None:
+        """A new producer for `tp`: its start ended any older producer's transaction, so
+        `committed` is final. Staged records below it were written by the transaction that
+        committed it: this process's own, if that was the one of unknown outcome."""
+        base = committed if committed is not None else 0
+        attempt = self._attempt.pop(tp, None)
+        if attempt is not None and attempt <= base:
+            self._released(tp, attempt, mine=True)
+        self._released(tp, base, mine=False)
+        self._base[tp] = base
+
+    def _released(self, tp: TopicPartition, offset: int, *, mine: bool) -> None:
+        items = self._outbox.release((tp.topic, tp.partition), offset)
+        self._capacity.update(self._outbox.size)
+        for sink, events in _events_by_sink(items).items():
+            if mine:
+                self._ledger.committed(sink, events)
+            else:
+                self._ledger.uncommitted(sink, events, COMMITTED_ELSEWHERE)
+        if mine:
+            self._ledger.entries_committed([item.origin for item in items
+                                            if item.origin is not None])
+
+    async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = self._producers.get(tp)
+        if producer is None:
+            producer = self._producer_class(**self._options,
+                                            transactional_id=self.transactional_id(tp))
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producers[tp] = producer
+        return producer
+
+    def _retire(self, tp: TopicPartition) -> None:
+        """Drop `tp`'s producer: the next commit starts another, which settles this one's
+        transaction and learns how (`_resolve`)."""
+        self._base.pop(tp, None)
+        if (producer := self._producers.pop(tp, None)) is not None:
+            self._retired.append(producer)
+
+    def forget(self, epochs: Mapping[TopicPartition, int]) -> None:
+        dropped = self._outbox.forget({(tp.topic, tp.partition): epoch
+                                       for tp, epoch in epochs.items()})
+        self._capacity.update(self._outbox.size)
+        for sink, events in _events_by_sink(dropped).items():
+            self._ledger.uncommitted(sink, events, REVOKED)
+        for tp in epochs:
+            self._attempt.pop(tp, None)
+            self._errors.pop(tp, None)
+            self._retire(tp)
+
+    async def _close_retired(self) -> None:
+        retired, self._retired = self._retired, []
+        for producer in retired:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await producer.stop()
+            except (KafkaError, TimeoutError) as exc:
+                log.warning("closing a transactional producer failed: %r", exc)
+
+    async def aclose(self) -> None:
+        """Stop every producer (an open transaction is ended by the next owner's start)."""
+        self._retired += self._producers.values()
+        self._producers.clear()
+        await self._close_retired()
+
+
+def _events_by_sink(items: Sequence[Staged]) -> dict[str, list[SignedEvent]]:
+    by_sink: dict[str, list[SignedEvent]] = defaultdict(list)
+    for item in items:
+        if item.event is not None and item.sink is not None:
+            by_sink[item.sink].append(item.event)
+    return by_sink

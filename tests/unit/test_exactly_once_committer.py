@@ -1,0 +1,218 @@
+"""The exactly-once committer with fake producers: what a transaction writes, and how the
+counters behave when one aborts, when its outcome is unknown, when another owner
+committed first, and when the partition is given up."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import CollectorRegistry
+
+from pipeline.delivery.ledger import Ledger
+from pipeline.exactly_once.committer import TransactionalCommitter
+from pipeline.exactly_once.outbox import Staged
+from pipeline.model import Position, SignedEvent
+from pipeline.settings import ConfigError, load_settings
+from sinks.base import SinkError
+from sinks.kafka.staging import StagingKafkaSink
+
+TP = TopicPartition("in", 0)
+
+
+class Broker:
+    """What the fake producers wrote and committed, and the group's committed offset."""
+
+    def __init__(self) -> None:
+        self.committed: dict[TopicPartition, int] = {}
+        self.records: list[bytes] = []  # records of committed transactions
+        self.producers: list[FakeProducer] = []
+        self.fail_next_commit: str | None = None  # "abort": lost; "unknown": committed
+
+
+class FakeProducer:
+    def __init__(self, broker: Broker, **options: Any) -> None:
+        self.broker, self.options = broker, options
+        self.open: list[bytes] = []
+        self.offsets: dict[TopicPartition, int] = {}
+        self.stopped = False
+        broker.producers.append(self)
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def begin_transaction(self) -> None:
+        self.open, self.offsets = [], {}
+
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
+        self.open.append(value)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int],
+                                          group_id: str) -> None:
+        self.offsets = dict(offsets)
+
+    async def commit_transaction(self) -> None:
+        failure, self.broker.fail_next_commit = self.broker.fail_next_commit, None
+        if failure != "abort":
+            self.broker.records += self.open
+            self.broker.committed.update(self.offsets)
+        if failure is not None:
+            raise KafkaConnectionError("broker went away")
+
+    async def abort_transaction(self) -> None:
+        self.open = []
+
+
+class FakeConsumer:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.broker.committed.get(tp)
+
+
+def setup() -> tuple[Broker, Ledger, TransactionalCommitter, FakeConsumer]:
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
+                    deadletters_staged=True)
+    committer = TransactionalCommitter(
+        {}, "g", ledger, producer_class=lambda **o: FakeProducer(broker, **o))
+    return broker, ledger, committer, FakeConsumer(broker)
+
+
+def read(ledger: Ledger, committer: TransactionalCommitter, offsets: range,
+         epoch: int = 0) -> None:
+    """Records at `offsets` read, handed to the Kafka sink and staged."""
+    events = [SignedEvent(f"e{n}", {}, b"e%d" % n, Position("in", 0, n, epoch))
+              for n in offsets]
+    ledger.ingest(events)  # read: one part per record, the Kafka sink's
+    ledger.submitted("kafka", len(events))
+    committer.stage_events("kafka", "out", [(e, (None, e.body, [])) for e in events])
+    ledger.delivered("kafka", events)  # staged: settles, counts nothing yet
+
+
+def counts(ledger: Ledger) -> tuple[int, int, dict[str, int]]:
+    """(delivered, in flight, dropped) of the Kafka sink; the identities hold throughout."""
+    assert not ledger.counts.broken()
+    sink = ledger.counts.sinks["kafka"]
+    return sink.delivered, sink.in_flight, dict(sink.dropped)
+
+
+async def test_a_transaction_writes_the_staged_records_and_the_offset() -> None:
+    broker, ledger, committer, consumer = setup()
+    read(ledger, committer, range(3))
+    committer.stage([Staged(Position("in", 0, 1), "dlq", None, b"entry1", [],
+                            origin="otlp")])
+    assert counts(ledger) == (0, 3, {})  # staged, not yet delivered
+    assert await committer.commit(consumer, {TP: 3}) == [TP]
+    assert broker.records == [b"e0", b"e1", b"entry1", b"e2"]  # in offset order
+    assert broker.committed == {TP: 3}
+    assert counts(ledger) == (3, 0, {})
+    assert ledger.dead_letters == {"otlp": 1}
+    assert broker.producers[0].options["transactional_id"] == "govpipe-g-in-0"
+
+
+async def test_an_aborted_transaction_is_sent_again_and_counted_once() -> None:
+    broker, ledger, committer, consumer = setup()
+    read(ledger, committer, range(2))
+    broker.fail_next_commit = "abort"
+    assert await committer.commit(consumer, {TP: 2}) == []
+    assert counts(ledger) == (0, 2, {})
+    assert broker.producers[0].stopped is False  # retired; closed at the next commit
+    assert await committer.commit(consumer, {TP: 2}) == [TP]
+    assert broker.producers[0].stopped
+    assert len(broker.producers) == 2
+    assert broker.records == [b"e0", b"e1"]
+    assert counts(ledger) == (2, 0, {})
+
+
+async def test_a_transaction_of_unknown_outcome_that_committed_is_not_written_again(
+        ) -> None:
+    broker, ledger, committer, consumer = setup()
+    read(ledger, committer, range(2))
+    broker.fail_next_commit = "unknown"  # committed, but the answer was lost
+    assert await committer.commit(consumer, {TP: 2}) == []
+    read(ledger, committer, range(2, 4))
+    assert await committer.commit(consumer, {TP: 4}) == [TP]
+    assert broker.records == [b"e0", b"e1", b"e2", b"e3"]
+    assert counts(ledger) == (4, 0, {})
+
+
+async def test_records_another_owner_committed_are_dropped_not_written() -> None:
+    broker, ledger, committer, consumer = setup()
+    broker.committed[TP] = 2  # a zombie's last transaction got there first
+    read(ledger, committer, range(3))
+    assert await committer.commit(consumer, {TP: 3}) == [TP]
+    assert broker.records == [b"e2"]
+    assert counts(ledger) == (1, 0, {"committed_elsewhere": 2})
+
+
+async def test_a_partition_given_up_drops_what_it_staged_and_what_comes_late() -> None:
+    broker, ledger, committer, consumer = setup()
+    read(ledger, committer, range(2))
+    ledger.tracker.forget([("in", 0)])
+    committer.forget({TP: 1})
+    read(ledger, committer, range(2, 3), epoch=0)  # from before the revocation
+    assert counts(ledger) == (0, 0, {"partition_revoked": 3})
+    read(ledger, committer, range(2, 4), epoch=1)  # the partition came back
+    assert await committer.commit(consumer, {TP: 4}) == [TP]
+    assert broker.records == [b"e2", b"e3"]
+
+
+@pytest.mark.parametrize(("overrides", "problem"), [
+    ({"GOVPIPE_SOURCE__KIND": "stdin"}, "source.kind"),
+    ({"GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_DEADLETTER__KIND": "file"},
+     "deadletter.kind"),
+    ({"GOVPIPE_SOURCE__KIND": "kafka",
+      "GOVPIPE_SINKS__KAFKA__CONNECTION__BOOTSTRAP_SERVERS": "other:9092"},
+     "[sinks.kafka.connection]"),
+])
+def test_exactly_once_is_refused_where_it_cannot_hold(overrides: dict[str, str],
+                                                       problem: str) -> None:
+    environ = {"GOVPIPE_SINKS__KAFKA__ENABLED": "true",
+               "GOVPIPE_SINKS__KAFKA__EXACTLY_ONCE": "true", **overrides}
+    with pytest.raises(ConfigError, match=r"sinks\.kafka\.exactly_once") as raised:
+        load_settings(None, environ)
+    assert problem in str(raised.value)
+
+
+async def test_the_staged_backlog_is_bounded_until_a_transaction_commits() -> None:
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",))
+    committer = TransactionalCommitter({}, "g", ledger, max_staged=2,
+                                       producer_class=lambda **o: FakeProducer(broker, **o))
+    sink = StagingKafkaSink("out", lambda topic, messages: committer.stage_events(
+        "kafka", topic, messages), room=committer.wait_for_room)
+    events = [SignedEvent(f"e{n}", {}, b"e%d" % n, Position("in", 0, n)) for n in range(3)]
+    for event in events:
+        ledger.tracker.track(event.position, 1)
+    ledger.submitted("kafka", 3)
+    await sink.send(events[:2])
+    ledger.delivered("kafka", events[:2])
+    blocked = asyncio.ensure_future(sink.send(events[2:]))
+    await asyncio.sleep(0)
+    assert not blocked.done()  # two staged: the third waits
+    assert await committer.commit(FakeConsumer(broker), {TP: 2}) == [TP]
+    await asyncio.wait_for(blocked, 1)
+    assert broker.records == [b"e0", b"e1"]
+
+
+async def test_an_event_too_large_for_a_request_fails_the_batch_and_stages_nothing() -> None:
+    staged: list[object] = []
+    sink = StagingKafkaSink("out", lambda topic, messages: staged.extend(messages),
+                            max_record_bytes=16_384)
+    events = [SignedEvent("small", {}, b"{}", Position("in", 0, 0)),
+              SignedEvent("big", {}, b"x" * 20_000, Position("in", 0, 1))]
+    with pytest.raises(SinkError) as raised:
+        await sink.send(events)
+    assert (raised.value.retriable, raised.value.reason) == (
+        False, "message_size_too_large_error")
+    assert staged == []
