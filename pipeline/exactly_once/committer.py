@@ -69,6 +69,10 @@ class TransactionalCommitter:
         self._base: dict[TopicPartition, int] = {}  # committed offset, as this producer knows
         self._attempt: dict[TopicPartition, int] = {}  # a transaction of unknown outcome
         self._errors: dict[TopicPartition, str] = {}  # per partition, until a success
+        # The records a transaction under way writes, by partition: given up meanwhile,
+        # they are counted by how that transaction ends, not when the partition goes.
+        self._writing: dict[TopicPartition, list[Staged]] = {}
+        self._orphans: dict[TopicPartition, list[Staged]] = {}
 
     @property
     def error(self) -> str | None:
@@ -107,6 +111,16 @@ class TransactionalCommitter:
     async def _commit_one(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
                           offset: int) -> bool:
         try:
+            return await self._commit_partition(consumer, tp, offset)
+        finally:
+            self._writing.pop(tp, None)
+            # Given up while its transaction was under way: what it wrote is counted by
+            # how it ended (`_commit_partition` took them if it committed).
+            self._count(self._orphans.pop(tp, []), mine=False)
+
+    async def _commit_partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                                offset: int) -> bool:
+        try:
             async with asyncio.timeout(self._timeout_s):
                 producer = await self._producer(tp)
                 await producer.begin_transaction()  # waits for the producer id (fencing)
@@ -130,7 +144,10 @@ class TransactionalCommitter:
             return False
         self._errors.pop(tp, None)
         if self._producers.get(tp) is not producer:
-            return True  # given up meanwhile (forget): nothing of it is ours to count
+            # Given up meanwhile (forget): what this transaction wrote is delivered (no next
+            # owner writes it, the offset being past it); the rest was counted then.
+            self._count(self._orphans.pop(tp, []), mine=True)
+            return True
         self._attempt.pop(tp, None)
         self._base[tp] = max(base, offset)
         self._released(tp, offset, mine=offset > base)
@@ -138,9 +155,15 @@ class TransactionalCommitter:
 
     async def _transaction(self, producer: AIOKafkaProducer, tp: TopicPartition,
                            offset: int) -> None:
+        if self._producers.get(tp) is not producer:
+            # Given up while the transaction began: its records left the outbox uncounted
+            # for this owner, so committing the offset now would skip them. Abort.
+            await producer.abort_transaction()
+            raise IllegalOperation(f"{tp.topic}-{tp.partition} given up mid-commit")
         base = self._base[tp]
         items = [item for item in self._outbox.before((tp.topic, tp.partition), offset)
                  if item.position.offset >= base]
+        self._writing[tp] = items
         futures = [await producer.send(item.topic, item.value, key=item.key,
                                        headers=item.headers) for item in items]
         # Every outcome observed (none logged as never retrieved), the first failure raised.
@@ -164,11 +187,17 @@ class TransactionalCommitter:
     def _released(self, tp: TopicPartition, offset: int, *, mine: bool) -> None:
         items = self._outbox.release((tp.topic, tp.partition), offset)
         self._capacity.update(self._outbox.size)
+        self._count(items, mine=mine, elsewhere=COMMITTED_ELSEWHERE)
+
+    def _count(self, items: Sequence[Staged], *, mine: bool, elsewhere: str = REVOKED
+               ) -> None:
+        """Settle `items` in the ledger: written by this process's transaction (`mine`),
+        else dropped with reason `elsewhere` (another owner writes or wrote them)."""
         for sink, events in _events_by_sink(items).items():
             if mine:
                 self._ledger.committed(sink, events)
             else:
-                self._ledger.uncommitted(sink, events, COMMITTED_ELSEWHERE)
+                self._ledger.uncommitted(sink, events, elsewhere)
         if mine:
             self._ledger.entries_committed([item.origin for item in items
                                             if item.origin is not None])
@@ -197,8 +226,11 @@ class TransactionalCommitter:
         dropped = self._outbox.forget({(tp.topic, tp.partition): epoch
                                        for tp, epoch in epochs.items()})
         self._capacity.update(self._outbox.size)
-        for sink, events in _events_by_sink(dropped).items():
-            self._ledger.uncommitted(sink, events, REVOKED)
+        for tp in epochs:  # a transaction under way settles its own records
+            if writing := {id(item) for item in self._writing.pop(tp, [])}:
+                self._orphans[tp] = [item for item in dropped if id(item) in writing]
+                dropped = [item for item in dropped if id(item) not in writing]
+        self._count(dropped, mine=False)
         for tp in epochs:
             self._attempt.pop(tp, None)
             self._errors.pop(tp, None)

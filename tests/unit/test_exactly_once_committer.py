@@ -216,3 +216,89 @@ async def test_an_event_too_large_for_a_request_fails_the_batch_and_stages_nothi
     assert (raised.value.retriable, raised.value.reason) == (
         False, "message_size_too_large_error")
     assert staged == []
+
+
+class SlowCommitProducer(FakeProducer):
+    """Its commit waits for `release`: the partition can be given up meanwhile."""
+
+    release: asyncio.Event
+    committing: asyncio.Event
+
+    async def commit_transaction(self) -> None:
+        self.committing.set()
+        await self.release.wait()
+        await super().commit_transaction()
+
+
+async def test_a_transaction_that_commits_after_the_partition_is_given_up_counts_delivered(
+        ) -> None:
+    # The records its transaction wrote are on the output topic and past the committed
+    # offset: no next owner writes them, so counting them dropped would be a miscount.
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
+                    deadletters_staged=True)
+    SlowCommitProducer.release, SlowCommitProducer.committing = asyncio.Event(), asyncio.Event()
+    committer = TransactionalCommitter(
+        {}, "g", ledger, producer_class=lambda **o: SlowCommitProducer(broker, **o))
+    read(ledger, committer, range(5))
+    committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
+    await SlowCommitProducer.committing.wait()
+    committer.forget({TP: 1})  # an offset reset or a revocation lands meanwhile
+    assert counts(ledger) == (0, 3, {"partition_revoked": 2})  # 3 and 4: never written
+    SlowCommitProducer.release.set()
+    await committing
+    assert broker.records == [b"e0", b"e1", b"e2"]
+    assert broker.committed == {TP: 3}
+    assert counts(ledger) == (3, 0, {"partition_revoked": 2})
+
+
+async def test_a_transaction_that_fails_after_the_partition_is_given_up_counts_revoked(
+        ) -> None:
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
+                    deadletters_staged=True)
+    SlowCommitProducer.release, SlowCommitProducer.committing = asyncio.Event(), asyncio.Event()
+    committer = TransactionalCommitter(
+        {}, "g", ledger, producer_class=lambda **o: SlowCommitProducer(broker, **o))
+    read(ledger, committer, range(5))
+    committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
+    await SlowCommitProducer.committing.wait()
+    committer.forget({TP: 1})
+    broker.fail_next_commit = "abort"
+    SlowCommitProducer.release.set()
+    await committing
+    assert broker.records == []
+    assert broker.committed == {}
+    assert counts(ledger) == (0, 0, {"partition_revoked": 5})  # the next owner writes all
+
+
+class SlowBeginProducer(FakeProducer):
+    """Its transaction begins (fencing, a producer id) only at `release`."""
+
+    release: asyncio.Event
+    began: asyncio.Event
+
+    async def begin_transaction(self) -> None:
+        self.began.set()
+        await self.release.wait()
+        await super().begin_transaction()
+
+
+async def test_a_partition_given_up_while_its_transaction_begins_commits_nothing() -> None:
+    # Its records left the outbox, counted for the next owner: committing the offset past
+    # them would lose them.
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
+                    deadletters_staged=True)
+    SlowBeginProducer.release, SlowBeginProducer.began = asyncio.Event(), asyncio.Event()
+    committer = TransactionalCommitter(
+        {}, "g", ledger, producer_class=lambda **o: SlowBeginProducer(broker, **o))
+    read(ledger, committer, range(5))
+    committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
+    await SlowBeginProducer.began.wait()
+    committer.forget({TP: 1})
+    SlowBeginProducer.release.set()
+    assert await committing == []
+    assert broker.records == []
+    assert broker.committed == {}
+    assert counts(ledger) == (0, 0, {"partition_revoked": 5})
