@@ -155,7 +155,7 @@ class TransactionalCommitter:
 
     async def _transaction(self, producer: AIOKafkaProducer, tp: TopicPartition,
                            offset: int) -> None:
-        if self._producers.get(tp) is not producer:
+        if not self._is_current(tp, producer):
             # Given up while the transaction began: its records left the outbox uncounted
             # for this owner, so committing the offset now would skip them. Abort.
             await producer.abort_transaction()
@@ -172,6 +172,9 @@ class TransactionalCommitter:
             raise failure
         await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
         await producer.commit_transaction()
+
+    def _is_current(self, tp: TopicPartition, producer: AIOKafkaProducer) -> bool:
+        return self._producers.get(tp) is producer
 
     def _resolve(self, tp: TopicPartition, committed: int | None) -> None:
         """A new producer for `tp`: its start ended any older producer's transaction, so

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.cloudevents.attributes import is_uri_reference
 from pipeline.settings.base import BROKEN_RULE, ConfigError, StrictModel, broken_rule
 from pipeline.settings.kafka import KafkaConnection, moved_sink_servers, moved_source_servers
 from pipeline.settings.sinks import (
@@ -80,6 +81,14 @@ class SourceSettings(StrictModel):
 
 class CloudEventsSettings(StrictModel):
     source: str = ""
+
+    @field_validator("source")
+    @classmethod
+    def _a_uri_reference(cls, value: str) -> str:
+        # Checked here, not per event: a bad one would otherwise refuse every event.
+        if value and not is_uri_reference(value):
+            raise ValueError("not a URI-reference (RFC 3986), as a CloudEvent source must be")
+        return value
 
 
 class SigningSettings(StrictModel):

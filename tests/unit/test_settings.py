@@ -190,3 +190,11 @@ def test_a_protocol_that_is_not_a_string_is_a_config_error(tmp_path: Path) -> No
     config.write_text('[sinks.otlp]\nprotocol = ["grpc"]\n')
     with pytest.raises(ConfigError, match=r"sinks\.otlp\.protocol"):
         load_settings(config, {})
+
+
+def test_a_cloudevents_source_that_is_no_uri_reference_is_refused_at_start() -> None:
+    # Otherwise every event would be rejected invalid_cloudevent, one by one.
+    with pytest.raises(ConfigError, match=r"cloudevents\.source.*URI-reference"):
+        load_settings(None, {"GOVPIPE_CLOUDEVENTS__SOURCE": "has spaces in it"})
+    assert load_settings(None, {"GOVPIPE_CLOUDEVENTS__SOURCE": "/govpipe/prod"}
+                         ).cloudevents.source == "/govpipe/prod"
