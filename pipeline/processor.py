@@ -19,6 +19,7 @@ from pipeline.cloudevents.mapping import to_cloudevent
 from pipeline.cloudevents.position import with_position
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
 from pipeline.inbound.keys import InboundKeys
+from pipeline.inbound.replay_seal import seal_check
 from pipeline.inbound.verifier import InboundVerifier
 from pipeline.model import Record, Rejection, SignedEvent
 from pipeline.signing.jcs import IntegerOutOfRange
@@ -52,7 +53,7 @@ class EventProcessor:
         signatures against `inbound_keys` (a key rotation; the nonces seen are kept)."""
         self._signer = signer
         if self._inbound is not None and inbound_keys is not None:
-            self._inbound.use_keys(inbound_keys)
+            self._inbound.use_keys(inbound_keys, seal_check(signer))
 
     def process(self, record: Record) -> SignedEvent | Rejection:
         if self._inbound is not None and (refused := self._inbound.check(record)):

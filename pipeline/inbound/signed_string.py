@@ -9,9 +9,9 @@ mode is made of (every `ce_*` header and `content-type`), so none of them can be
 or added on the way:
     "|v2|{nonce}|{timestamp_ms}|{sender}|{n}|"
     + for each covered header, sorted by name then value:
-        "{name}|{len(value)}|" + value
+        "{len(name)}|{name}|{len(value)}|" + value   (lengths in bytes)
     + value
-Lengths make the header block split one way only; the leading "|" keeps a version 2
+Lengths make the header block split one way only (a header name may hold "|"); the leading "|" keeps a version 2
 string from ever reading as a version 1 string (a version 1 nonce is never empty).
 A record with covered headers and a version 1 signature is refused.
 """
@@ -52,7 +52,9 @@ def signed_bytes(nonce: str, timestamp_ms: int, sender: str, value: bytes,
         return f"{nonce}|{timestamp_ms}|{sender}|".encode() + value
     parts = [f"|v{HEADERS_VERSION}|{nonce}|{timestamp_ms}|{sender}|{len(covered)}|".encode()]
     for name, header_value in covered:
-        parts.append(f"{name}|{len(header_value)}|".encode() + header_value)
+        encoded = name.encode()
+        parts.append(f"{len(encoded)}|".encode() + encoded
+                     + f"|{len(header_value)}|".encode() + header_value)
     parts.append(value)
     return b"".join(parts)
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 import hmac
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.inbound.keys import InboundKeys
 from pipeline.inbound.nonces import NonceStore, NonceVerdict, PartitionKey
@@ -90,11 +91,18 @@ class InboundVerifier:
         metrics.inbound_nonces.set_function(lambda: len(self._nonces))
         self._counter = metrics.inbound_verification
         self._clock = clock
-        self._seal_check = seal_check
+        self._seal_checks: tuple[SealCheck, ...] = () if seal_check is None else (seal_check,)
 
-    def use_keys(self, keys: InboundKeys) -> None:
-        """Check records from now on against `keys` (a rotation; seen nonces still count)."""
+    def _sealed_by_daemon(self, document: Mapping[str, Any]) -> bool:
+        return any(check(document) for check in self._seal_checks)
+
+    def use_keys(self, keys: InboundKeys, seal_check: SealCheck | None = None) -> None:
+        """Check records from now on against `keys` (a rotation; seen nonces still count)
+        and, with `seal_check`, replay seals against the daemon's new key as well as the
+        one before it (a seal `govpipe replay` made before the rotation stays good)."""
         self._keys = keys
+        if seal_check is not None:
+            self._seal_checks = (seal_check, *self._seal_checks[:1])
 
     def check(self, record: Record) -> str | None:
         """None when the record may pass, else the rejection reason."""
@@ -161,8 +169,8 @@ class InboundVerifier:
         return _Claim(headers.sender, headers.nonce, headers.timestamp_ms)
 
     def _sealed_claim(self, record: Record, seals: list[bytes]) -> _Claim | str:
-        seal = (read_seal(seals[0], record.value, self._seal_check)
-                if len(seals) == 1 and self._seal_check is not None else None)
+        seal = (read_seal(seals[0], record.value, self._sealed_by_daemon)
+                if len(seals) == 1 and self._seal_checks else None)
         # The seal covers the value only: binary-mode headers on a sealed record are refused.
         if seal is None or covered_headers(record.headers):
             return "bad_signature"
