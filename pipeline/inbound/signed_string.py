@@ -11,8 +11,9 @@ or added on the way:
     + for each covered header, sorted by name then value:
         "{len(name)}|{name}|{len(value)}|" + value   (lengths in bytes)
     + value
-Lengths make the header block split one way only (a header name may hold "|"); the leading "|" keeps a version 2
-string from ever reading as a version 1 string (a version 1 nonce is never empty).
+Lengths make the header block split one way only (a header name may hold "|"); the
+leading "|" keeps a version 2 string from ever reading as a version 1 string (a version 1
+nonce is never empty).
 A record with covered headers and a version 1 signature is refused.
 """
 
