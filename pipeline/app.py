@@ -157,7 +157,7 @@ def build_deadletter_store(settings: Settings, signer: Signer | None = None,
     With a `committer` (exactly-once) entries are staged into its transactions."""
     if settings.deadletter_kind == "kafka" and committer is not None:
         return StagedKafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
-                                     committer.stage, signer)
+                                     committer.stage, signer, room=committer.wait_for_room)
     if settings.deadletter_kind == "kafka":
         return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
                                signer)

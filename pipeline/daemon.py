@@ -103,10 +103,16 @@ class Daemon:
 
     def _outcome(self) -> Outcome:
         unsettled = self.ledger.tracker.outstanding
+        counts = self.ledger.counts
         if unsettled:
             log.error("%d records left unsettled: their offsets were not committed, so they "
                       "are read again (by this group) after a restart or rebalance", unsettled)
-        counts = self.ledger.counts
+        elif staged := sum(sink.in_flight for sink in counts.sinks.values()):
+            # Exactly-once: settled into transactions that never committed (the last
+            # commit failed). Their offsets were not committed either: read again.
+            log.error("%d events staged for transactions that did not commit: their offsets "
+                      "were not committed, so they are read again after a restart", staged)
+            unsettled = staged
         if broken := counts.broken():
             log.error("accounting identities broken at shutdown: %s", broken)
         log.info("govpipe stopped", extra={"fields": {"unsettled": unsettled,

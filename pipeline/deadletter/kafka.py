@@ -4,7 +4,7 @@ records on the same topic (JSON objects with `replayed`, no `origin`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -106,13 +106,19 @@ class StagedKafkaDeadLetter(KafkaDeadLetter):
     they are staged. Reading and replay markers are as for `KafkaDeadLetter`."""
 
     def __init__(self, client_options: Mapping[str, Any], topic: str,
-                 stage: Callable[[Sequence[Staged]], None], signer: Signer | None = None
-                 ) -> None:
+                 stage: Callable[[Sequence[Staged]], None], signer: Signer | None = None,
+                 *, room: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`room`: waits until the transactions have room for more staged records (so
+        transactions that keep failing hold entries here, where the writer's bound pauses
+        the source, instead of growing the staged records without bound)."""
         super().__init__(client_options, topic, signer)
         self.description = f"kafka topic {topic} (transactional)"
         self._stage = stage
+        self._room = room
 
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
+        if self._room is not None:
+            await self._room()
         self._stage([Staged(entry.position, self._topic, _bounded_key(entry.key),
                             entry.to_json(self.MAX_ENTRY_BYTES, self._signer), [],
                             origin=entry.origin)

@@ -73,6 +73,7 @@ class TransactionalCommitter:
         # they are counted by how that transaction ends, not when the partition goes.
         self._writing: dict[TopicPartition, list[Staged]] = {}
         self._orphans: dict[TopicPartition, list[Staged]] = {}
+        self._given_up: dict[TopicPartition, int] = {}  # forgets so far, by partition
 
     @property
     def error(self) -> str | None:
@@ -103,15 +104,22 @@ class TransactionalCommitter:
 
     async def commit(self, consumer: AIOKafkaConsumer, due: Mapping[TopicPartition, int]
                      ) -> Collection[TopicPartition]:
-        await self._close_retired()
+        # `due` was worked out for the partitions as they are now: one given up from here
+        # on must not have its offset committed by this call (`_still_mine`).
         tps = list(due)
-        results = await asyncio.gather(*(self._commit_one(consumer, tp, due[tp]) for tp in tps))
+        marks = [self._given_up.get(tp, 0) for tp in tps]
+        await self._close_retired()
+        results = await asyncio.gather(*(self._commit_one(consumer, tp, due[tp], mark)
+                                         for tp, mark in zip(tps, marks, strict=True)))
         return [tp for tp, ok in zip(tps, results, strict=True) if ok]
 
+    def _still_mine(self, tp: TopicPartition, mark: int) -> bool:
+        return self._given_up.get(tp, 0) == mark
+
     async def _commit_one(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
-                          offset: int) -> bool:
+                          offset: int, mark: int) -> bool:
         try:
-            return await self._commit_partition(consumer, tp, offset)
+            return await self._commit_partition(consumer, tp, offset, mark)
         finally:
             self._writing.pop(tp, None)
             # Given up while its transaction was under way: what it wrote is counted by
@@ -119,7 +127,7 @@ class TransactionalCommitter:
             self._count(self._orphans.pop(tp, []), mine=False)
 
     async def _commit_partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
-                                offset: int) -> bool:
+                                offset: int, mark: int) -> bool:
         try:
             async with asyncio.timeout(self._timeout_s):
                 producer = await self._producer(tp)
@@ -129,21 +137,23 @@ class TransactionalCommitter:
                 base = self._base[tp]
                 if offset > base:
                     self._attempt[tp] = offset
-                    await self._transaction(producer, tp, offset)
+                    await self._transaction(producer, tp, offset, mark)
                 else:  # another owner committed past all of it
                     await producer.abort_transaction()
         except (KafkaError, IllegalOperation, TimeoutError) as exc:
             # Whatever broke (a broker away, a fencing, a producer in a bad state), a new
             # producer starts over from what the group has committed.
             error = f"{tp.topic}-{tp.partition}: {type(exc).__name__}: {exc}"
-            self._errors[tp] = error
+            mine = self._still_mine(tp, mark)
+            if mine:
+                self._errors[tp] = error
             log.warning("transaction failed, will retry: %s", error)
-            if isinstance(exc, FENCED):  # the fencer's start aborted it: not committed
+            if isinstance(exc, FENCED) or not mine:  # aborted, or no longer ours to settle
                 self._attempt.pop(tp, None)
             self._retire(tp)
             return False
         self._errors.pop(tp, None)
-        if self._producers.get(tp) is not producer:
+        if not self._still_mine(tp, mark):
             # Given up meanwhile (forget): what this transaction wrote is delivered (no next
             # owner writes it, the offset being past it); the rest was counted then.
             self._count(self._orphans.pop(tp, []), mine=True)
@@ -154,8 +164,8 @@ class TransactionalCommitter:
         return True
 
     async def _transaction(self, producer: AIOKafkaProducer, tp: TopicPartition,
-                           offset: int) -> None:
-        if not self._is_current(tp, producer):
+                           offset: int, mark: int) -> None:
+        if not self._still_mine(tp, mark):
             # Given up while the transaction began: its records left the outbox uncounted
             # for this owner, so committing the offset now would skip them. Abort.
             await producer.abort_transaction()
@@ -164,17 +174,19 @@ class TransactionalCommitter:
         items = [item for item in self._outbox.before((tp.topic, tp.partition), offset)
                  if item.position.offset >= base]
         self._writing[tp] = items
-        futures = [await producer.send(item.topic, item.value, key=item.key,
-                                       headers=item.headers) for item in items]
-        # Every outcome observed (none logged as never retrieved), the first failure raised.
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for item in items:
+                futures.append(await producer.send(item.topic, item.value, key=item.key,
+                                                   headers=item.headers))
+        finally:
+            # Every outcome observed, even when a send raised part-way (none logged as
+            # never retrieved); the first failure raised.
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
         if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
             raise failure
         await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
         await producer.commit_transaction()
-
-    def _is_current(self, tp: TopicPartition, producer: AIOKafkaProducer) -> bool:
-        return self._producers.get(tp) is producer
 
     def _resolve(self, tp: TopicPartition, committed: int | None) -> None:
         """A new producer for `tp`: its start ended any older producer's transaction, so
@@ -229,6 +241,8 @@ class TransactionalCommitter:
         dropped = self._outbox.forget({(tp.topic, tp.partition): epoch
                                        for tp, epoch in epochs.items()})
         self._capacity.update(self._outbox.size)
+        for tp in epochs:
+            self._given_up[tp] = self._given_up.get(tp, 0) + 1
         for tp in epochs:  # a transaction under way settles its own records
             if writing := {id(item) for item in self._writing.pop(tp, [])}:
                 self._orphans[tp] = [item for item in dropped if id(item) in writing]

@@ -12,6 +12,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
+from pipeline.deadletter.entry import DeadLetterEntry
+from pipeline.deadletter.kafka import StagedKafkaDeadLetter
 from pipeline.delivery.ledger import Ledger
 from pipeline.exactly_once.committer import TransactionalCommitter
 from pipeline.exactly_once.outbox import Staged
@@ -302,3 +304,50 @@ async def test_a_partition_given_up_while_its_transaction_begins_commits_nothing
     assert broker.records == []
     assert broker.committed == {}
     assert counts(ledger) == (0, 0, {"partition_revoked": 5})
+
+
+async def test_dead_letter_entries_wait_for_room_in_the_transactions() -> None:
+    # Transactions that keep failing while most input is rejected: entries wait in the
+    # writer (whose bound pauses the source), the staged records do not grow without end.
+    staged: list[Staged] = []
+    room = asyncio.Event()
+    store = StagedKafkaDeadLetter({}, "dlq", staged.extend, room=room.wait)
+    entry = DeadLetterEntry("source", "invalid_json", "not JSON", Position("in", 0, 4),
+                            value=b"{")
+    writing = asyncio.create_task(store.write([entry]))
+    await asyncio.sleep(0)
+    assert not staged
+    assert not writing.done()
+    room.set()
+    await writing
+    assert [item.position.offset for item in staged] == [4]
+
+
+class SlowStartProducer(FakeProducer):
+    release: asyncio.Event
+    starting: asyncio.Event
+
+    async def start(self) -> None:
+        self.starting.set()
+        await self.release.wait()
+
+
+async def test_a_partition_given_up_before_its_producer_started_commits_nothing() -> None:
+    # The new producer is the partition's current one, yet the offset `due` was worked out
+    # before the partition was given up: committing it would skip records now counted for
+    # the next owner.
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
+                    deadletters_staged=True)
+    SlowStartProducer.release, SlowStartProducer.starting = asyncio.Event(), asyncio.Event()
+    committer = TransactionalCommitter(
+        {}, "g", ledger, producer_class=lambda **o: SlowStartProducer(broker, **o))
+    read(ledger, committer, range(5))
+    committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
+    await SlowStartProducer.starting.wait()
+    committer.forget({TP: 1})
+    SlowStartProducer.release.set()
+    assert await committing == []
+    assert broker.committed == {}
+    assert counts(ledger) == (0, 0, {"partition_revoked": 5})
+    assert committer.error is None  # a partition no longer ours is no failure of ours

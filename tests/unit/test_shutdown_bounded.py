@@ -110,3 +110,15 @@ async def test_a_sink_send_stuck_after_a_revocation_is_cancelled(tmp_path: Path)
     await asyncio.wait_for(sink.entered.wait(), 10)
     revoke_everything(daemon, tmp_path / "input.jsonl")
     await asyncio.wait_for(task, RETURNS_WITHIN_S + 1)
+
+
+async def test_events_staged_for_transactions_that_never_committed_fail_the_run(
+        tmp_path: Path) -> None:
+    # Exactly-once settles an event into its transaction at once; if the last commit
+    # failed, every record is settled yet the events were never written: not a clean exit.
+    sink = MemorySink()
+    daemon = daemon_on([], tmp_path, sink)
+    daemon.ledger.submitted(sink.name, 2)  # staged, the transaction never committed
+    outcome = daemon._outcome()
+    await daemon.source.aclose()
+    assert (outcome.exit_code, outcome.unsettled) == (1, 2)
