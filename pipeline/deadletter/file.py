@@ -68,7 +68,11 @@ class FileDeadLetter:
         self._signer = signer
 
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
-        lines = [entry.to_json(signer=self._signer) + b"\n" for entry in entries]
+        # An entry is at most half the cap (a larger one, a summary naming its record):
+        # escaping can make an entry many times its record, and one that could never fit
+        # would stop the source for good.
+        limit = None if self.max_bytes is None else self.max_bytes // 2
+        lines = [entry.to_json(limit, self._signer) + b"\n" for entry in entries]
         try:
             written = await asyncio.to_thread(self._append, lines)
         except OSError as exc:

@@ -170,3 +170,18 @@ async def test_a_full_dead_letter_stops_reading_until_room_is_made(tmp_path: Pat
     assert writer.health()[0] is Status.HEALTHY
     assert sample(registry, "govpipe_deadletter_full") == 0
     assert sample(registry, "govpipe_deadletter_cap_reached_total") == 1
+
+
+async def test_an_entry_larger_than_half_the_cap_is_kept_as_a_summary(tmp_path: Path) -> None:
+    # JSON escapes each control byte as \u00XX: a 1,000-byte record makes a ~6 KB entry.
+    # An entry that can never fit would stop the source for good; its summary names it.
+    record = b"\x01" * 1000
+    entry = DeadLetterEntry(origin="source", reason="invalid_json", error="not JSON",
+                            position=Position("events", 0, 9), value=record)
+    assert len(entry.to_json()) > 4096
+    store = FileDeadLetter(tmp_path / "dlq", max_bytes=4096)
+    await store.write([entry])
+    [kept] = (await store.read()).entries
+    assert kept["truncated"] is True
+    assert kept["value_bytes"] == len(record)
+    assert kept["source"]["offset"] == 9
