@@ -40,6 +40,9 @@ Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, hea
 # filling, the source pauses): a transaction that keeps failing must not let the outbox
 # grow without bound. Well above what a commit interval stages at full speed.
 MAX_STAGED = 50_000
+# Records per transaction: a commit of more (a backlog after an outage) goes in several,
+# each well inside the commit timeout, so a slow broker still sees progress.
+MAX_PER_TRANSACTION = 5_000
 # A newer producer for the partition started: this one's transaction was aborted.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
 REVOKED = "partition_revoked"          # the partition went to another owner first
@@ -53,7 +56,8 @@ class TransactionalCommitter:
     def __init__(self, producer_options: Mapping[str, Any], group_id: str, ledger: Ledger,
                  *, timeout_s: float = COMMIT_TIMEOUT_S,
                  producer_class: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
-                 max_staged: int = MAX_STAGED) -> None:
+                 max_staged: int = MAX_STAGED,
+                 max_per_transaction: int = MAX_PER_TRANSACTION) -> None:
         """`producer_options`: aiokafka producer keywords (connection, batching);
         `producer_class` makes the producers (tests give a fake); `max_staged` bounds the
         records waiting for their transactions (`wait_for_room`)."""
@@ -64,6 +68,7 @@ class TransactionalCommitter:
         self._timeout_s = timeout_s
         self._outbox = Outbox()
         self._capacity = Capacity(max_staged)
+        self._max_per_transaction = max_per_transaction
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._retired: list[AIOKafkaProducer] = []
         self._base: dict[TopicPartition, int] = {}  # committed offset, as this producer knows
@@ -118,6 +123,25 @@ class TransactionalCommitter:
 
     async def _commit_one(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
                           offset: int, mark: int) -> bool:
+        """Commit `tp` up to `offset`, in transactions of at most `max_per_transaction`
+        records each; True once all of it is committed."""
+        while True:
+            part = self._part(tp, offset)
+            if not await self._commit_settling(consumer, tp, part, mark):
+                return False
+            if part >= offset:
+                return True
+
+    def _part(self, tp: TopicPartition, offset: int) -> int:
+        """Where the next transaction of `tp` toward `offset` ends: `offset`, or earlier
+        when more than `max_per_transaction` records are staged below it."""
+        items = self._outbox.before((tp.topic, tp.partition), offset)
+        if len(items) <= self._max_per_transaction:
+            return offset
+        return items[self._max_per_transaction].position.offset
+
+    async def _commit_settling(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
+                               offset: int, mark: int) -> bool:
         try:
             return await self._commit_partition(consumer, tp, offset, mark)
         finally:

@@ -351,3 +351,29 @@ async def test_a_partition_given_up_before_its_producer_started_commits_nothing(
     assert broker.committed == {}
     assert counts(ledger) == (0, 0, {"partition_revoked": 5})
     assert committer.error is None  # a partition no longer ours is no failure of ours
+
+
+class SizeNotingProducer(FakeProducer):
+    sizes: list[int]
+
+    async def commit_transaction(self) -> None:
+        self.sizes.append(len(self.open))
+        await super().commit_transaction()
+
+
+async def test_a_backlog_commits_in_transactions_of_bounded_size() -> None:
+    # After an outage a partition can hold tens of thousands of staged records: one
+    # transaction of them all might never finish inside the commit timeout.
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
+                    deadletters_staged=True)
+    SizeNotingProducer.sizes = []
+    committer = TransactionalCommitter(
+        {}, "g", ledger, producer_class=lambda **o: SizeNotingProducer(broker, **o),
+        max_per_transaction=2)
+    read(ledger, committer, range(5))
+    assert await committer.commit(FakeConsumer(broker), {TP: 5}) == [TP]
+    assert SizeNotingProducer.sizes == [2, 2, 1]
+    assert broker.records == [b"e0", b"e1", b"e2", b"e3", b"e4"]
+    assert broker.committed == {TP: 5}
+    assert counts(ledger) == (5, 0, {})
