@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -109,7 +110,7 @@ class PartitionRebuilds:
     def __init__(self, rebuild: NonceRebuild | None) -> None:
         self._rebuild = rebuild
         self.holding: set[TopicPartition] = set()
-        self._tasks: dict[asyncio.Task[None], set[TopicPartition]] = {}
+        self._tasks: dict[asyncio.Task[None], _Rebuilding] = {}
 
     def start(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition],
               may_resume: Callable[[], bool]) -> None:
@@ -123,18 +124,26 @@ class PartitionRebuilds:
         task = asyncio.create_task(
             self._until_rebuilt(rebuild, consumer, set(assigned), may_resume),
             name="nonce-rebuild")
-        self._tasks[task] = set(assigned)
+        self._tasks[task] = _Rebuilding(consumer, set(assigned), may_resume)
         task.add_done_callback(self._done)
 
     def stop(self, revoked: set[TopicPartition] | None = None) -> None:
         """Cancel the rebuilds of `revoked` (all when None) and forget their nonces."""
-        for task, partitions in list(self._tasks.items()):
-            if revoked is None or partitions & revoked:
+        restart: list[_Rebuilding] = []
+        for task, rebuilding in list(self._tasks.items()):
+            if revoked is None or rebuilding.partitions & revoked:
                 task.cancel()
+                del self._tasks[task]
+                if revoked is not None and (rebuilding.partitions - revoked):
+                    restart.append(rebuilding)
         gone = set(self.holding) if revoked is None else revoked
         self.holding -= gone
         if self._rebuild is not None:
             self._rebuild.forget(gone)
+        for rebuilding in restart:  # partitions kept: rebuilt again, never left paused
+            kept = rebuilding.partitions - gone
+            self.holding -= kept
+            self.start(rebuilding.consumer, kept, rebuilding.may_resume)
 
     async def aclose(self) -> None:
         """Cancel every rebuild and wait for their consumers to close."""
@@ -157,9 +166,12 @@ class PartitionRebuilds:
                 resume_at = {tp: await consumer.position(tp) for tp in wanted}
                 recalled = await rebuild.run(resume_at)
                 break
-            except (KafkaError, TimeoutError, OSError) as exc:
+            except Exception as exc:
+                # A bug here too only keeps the partitions paused (the source shows
+                # degraded) while it is retried; the traceback when it is no Kafka error.
                 log.error("cannot rebuild the nonces of %s (reading stays paused): %r; "
-                          "retrying in %.1fs", _names(wanted), exc, backoff)
+                          "retrying in %.1fs", _names(wanted), exc, backoff,
+                          exc_info=not isinstance(exc, KafkaError | TimeoutError | OSError))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
         log.info("nonces rebuilt", extra={"fields": {"partitions": _names(wanted),
@@ -167,6 +179,13 @@ class PartitionRebuilds:
         self.holding -= partitions
         if may_resume():
             consumer.resume(*(partitions & consumer.assignment()))
+
+
+@dataclass(frozen=True, slots=True)
+class _Rebuilding:
+    consumer: AIOKafkaConsumer
+    partitions: set[TopicPartition]
+    may_resume: Callable[[], bool]
 
 
 def _names(partitions: set[TopicPartition]) -> list[str]:
