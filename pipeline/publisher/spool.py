@@ -264,7 +264,8 @@ class Spool:
         self._recovered = self._entries = self._bytes = 0
         self._oldest_ms = None
         for number in numbers:
-            self._recover_segment(number, cursor.offset if number == cursor.segment else 0)
+            self._recover_segment(number, cursor.offset if number == cursor.segment else 0,
+                                  newest=number == numbers[-1])
         self._spooled = self._acknowledged = 0
         self._cursor = Position(cursor.segment, min(cursor.offset, self._sizes[cursor.segment]))
         self._segment = numbers[-1]
@@ -273,15 +274,13 @@ class Spool:
             log.info("spool %s: %d events (%d bytes) not yet acknowledged; sending them again",
                      self._dir, self._recovered, self._bytes)
 
-    def _recover_segment(self, number: int, start: int) -> None:
+    def _recover_segment(self, number: int, start: int, *, newest: bool) -> None:
         path = self._segment_path(number)
         data = path.read_bytes() if path.exists() else b""
         start = min(start, len(data))
         valid, entries, first_ms = valid_prefix(memoryview(data)[start:])
         if start + valid < len(data):
-            log.warning("spool %s: segment %d ends in %d bytes that are not a whole entry "
-                        "(cut short by a crash while it was being written); removed",
-                        self._dir, number, len(data) - start - valid)
+            self._set_aside(path, data[start + valid:], newest=newest)
             with path.open("r+b") as segment:
                 segment.truncate(start + valid)
         self._sizes[number] = start + valid
@@ -290,6 +289,24 @@ class Spool:
         self._bytes += valid
         if self._oldest_ms is None:
             self._oldest_ms = first_ms
+
+    def _set_aside(self, path: Path, rest: bytes, *, newest: bool) -> None:
+        """What follows a segment's last whole entry. In the newest segment, a write a crash
+        cut short (never acknowledged to the caller as a whole entry): removed. In an older
+        one, damage (later entries may be in it): kept beside it, named in an error."""
+        if newest:
+            log.warning("spool %s: %s ends in %d bytes that are not a whole entry (cut short "
+                        "by a crash while it was being written); removed",
+                        self._dir, path.name, len(rest))
+            return
+        damaged = path.with_name(path.name + ".damaged")
+        with damaged.open("ab") as kept:
+            kept.write(rest)
+            kept.flush()
+            os.fsync(kept.fileno())
+        log.error("spool %s: %s is damaged after its last whole entry: %d bytes that may "
+                  "hold events were moved to %s and are NOT sent; inspect them",
+                  self._dir, path.name, len(rest), damaged)
 
     def _segment_path(self, number: int) -> Path:
         return segment_path(self._dir, number)

@@ -158,3 +158,22 @@ def test_options_are_checked_with_a_clear_error(tmp_path: Path) -> None:
         SpoolOptions(tmp_path, fsync="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_bytes must be > 0"):
         SpoolOptions(tmp_path, max_bytes=0)
+
+
+def test_damage_in_an_older_segment_is_kept_aside_and_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Not a torn write (only the newest segment can have one): the bytes after the damage
+    # may hold events, so they are kept beside the segment, never silently removed.
+    spool = open_spool(tmp_path, segment_bytes=50)
+    for batch in range(3):
+        spool.append(items(2, f"b{batch}"))
+    spool.close()
+    first = sorted(tmp_path.glob("*.spool"))[0]
+    data = first.read_bytes()
+    first.write_bytes(data[:len(data) // 2 + 1] + b"\xff" + data[len(data) // 2 + 2:])
+    again = open_spool(tmp_path)
+    kept = first.with_name(first.name + ".damaged")
+    assert kept.stat().st_size > 0
+    assert len(read_all(again)) < 6
+    assert any(r.levelname == "ERROR" and kept.name in r.getMessage() for r in caplog.records)
+    again.close()
