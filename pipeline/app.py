@@ -350,7 +350,8 @@ def build_ops_server(settings: Settings, registry: CollectorRegistry,
     limits = HttpLimits(read_header_timeout_s=server.read_header_timeout_s,
                         read_body_timeout_s=server.read_body_timeout_s,
                         write_timeout_s=server.write_timeout_s,
-                        max_connections=server.max_connections)
+                        max_connections=server.max_connections,
+                        max_connections_per_peer=server.max_connections_per_peer)
     return OpsServer(registry, health, server.host, server.port, limits=limits,
                      web=web)
 

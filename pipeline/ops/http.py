@@ -4,8 +4,10 @@ open connections is capped.
 
 The protocol itself is h11's (parsing, keep-alive, framing); this module only moves bytes
 and keeps the limits. A connection over the cap is closed at once, before anything is
-read from it; one that sends its request head, its body or reads the answer too slowly is
-closed when its deadline passes. Each such close is reported by reason (`CloseReason`).
+read from it, and so is one past its peer's share (`max_connections_per_peer`: one client
+cannot take every slot and fail the liveness probes); one that sends its request head, its
+body or reads the answer too slowly is closed when its deadline passes. Each such close is
+reported by reason (`CloseReason`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ class CloseReason(StrEnum):
     """Why the server closed a connection before answering it in full."""
 
     OVER_CAPACITY = "over_capacity"
+    PEER_OVER_CAPACITY = "peer_over_capacity"
     HEADER_TIMEOUT = "header_timeout"
     BODY_TIMEOUT = "body_timeout"
     WRITE_TIMEOUT = "write_timeout"
     BAD_REQUEST = "bad_request"
     TLS_ERROR = "tls_error"
+    AUTH_BUSY = "auth_busy"  # answered 503: too many password checks under way
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,7 @@ class HttpLimits:
     read_body_timeout_s: float = 10.0
     write_timeout_s: float = 10.0
     max_connections: int = 64
+    max_connections_per_peer: int = 16
     max_header_bytes: int = 16_384
     max_body_bytes: int = 65_536
 
@@ -63,10 +68,13 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
+    """An answer; with `close`, the connection is closed after it and counted so."""
+
     status: int
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: Mapping[str, str] = field(default_factory=dict)
+    close: CloseReason | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -99,6 +107,7 @@ class HttpServer:
         self._default_headers = dict(default_headers or {})
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._per_peer: dict[str, int] = {}
 
     @property
     def open_connections(self) -> int:
@@ -122,33 +131,51 @@ class HttpServer:
         await server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._connections) >= self._limits.max_connections:
+        # The head's deadline starts at the connection, so the TLS handshake spends from it.
+        deadline = asyncio.get_running_loop().time() + self._limits.read_header_timeout_s
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else ""
+        refusal = self._refusal(address)
+        if refusal is not None:
             # Refused before a byte is read: the cap bounds sockets and buffers alike.
-            self._count_close(CloseReason.OVER_CAPACITY)
+            self._count_close(refusal)
             writer.transport.abort()
             return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self._per_peer[address] = self._per_peer.get(address, 0) + 1
         try:
-            await self._converse(reader, writer)
+            await self._converse(reader, writer, address, deadline)
         except _Closed as closed:
             if closed.reason is not None:
                 self._count_close(closed.reason)
         finally:
             self._connections.discard(task)
+            self._release(address)
             writer.transport.abort()  # no lingering: the peer may be the slow one
 
-    async def _converse(self, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> None:
-        """Requests and answers on one connection until either side ends it."""
-        await self._start_tls(writer)
-        peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if peer else ""
+    def _refusal(self, address: str) -> CloseReason | None:
+        if len(self._connections) >= self._limits.max_connections:
+            return CloseReason.OVER_CAPACITY
+        if self._per_peer.get(address, 0) >= self._limits.max_connections_per_peer:
+            return CloseReason.PEER_OVER_CAPACITY
+        return None
+
+    def _release(self, address: str) -> None:
+        left = self._per_peer.pop(address, 1) - 1
+        if left > 0:
+            self._per_peer[address] = left
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        address: str, deadline: float) -> None:
+        """Requests and answers on one connection until either side ends it; the first
+        head (and the TLS handshake) must arrive by `deadline`."""
+        await self._start_tls(writer, deadline)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
         while True:
             try:
-                request = await self._read_head(conn, reader, address)
+                request = await self._read_head(conn, reader, address, deadline)
                 await self._read_body(conn, reader)
             except _Closed as closed:
                 if closed.answer is not None:
@@ -156,9 +183,12 @@ class HttpServer:
                 raise
             response = await self._answer(request)
             await self._send(conn, writer, response, head_only=request.method == "HEAD")
+            if response.close is not None:
+                raise _Closed(response.close)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
+            deadline = asyncio.get_running_loop().time() + self._limits.read_header_timeout_s
 
     async def _answer(self, request: Request) -> Response:
         try:
@@ -167,13 +197,13 @@ class HttpServer:
             log.exception("ops server: %s %s failed", request.method, request.path)
             return Response(500, b"internal error\n")
 
-    async def _start_tls(self, writer: asyncio.StreamWriter) -> None:
+    async def _start_tls(self, writer: asyncio.StreamWriter, deadline: float) -> None:
         if self._ssl is None:
             return
         try:
             # The handshake counts against the head's deadline: a client that stalls in it
             # holds a connection as surely as one that stalls in its headers.
-            async with asyncio.timeout(self._limits.read_header_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 await writer.start_tls(self._ssl)
         except TimeoutError:
             raise _Closed(CloseReason.HEADER_TIMEOUT) from None
@@ -181,9 +211,9 @@ class HttpServer:
             raise _Closed(CloseReason.TLS_ERROR) from None
 
     async def _read_head(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                         peer: str) -> Request:
+                         peer: str, deadline: float) -> Request:
         try:
-            async with asyncio.timeout(self._limits.read_header_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 event = await _next_event(conn, reader)
         except TimeoutError:
             raise _Closed(CloseReason.HEADER_TIMEOUT) from None
@@ -221,6 +251,8 @@ class HttpServer:
         headers = {**self._default_headers, **response.headers,
                    "Content-Type": response.content_type,
                    "Content-Length": str(len(response.body))}
+        if response.close is not None:
+            headers["Connection"] = "close"
         data = conn.send(h11.Response(status_code=response.status,
                                       headers=list(headers.items()))) or b""
         if not head_only:

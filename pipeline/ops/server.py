@@ -4,7 +4,8 @@ With a web config (`server.web_config_file`) it serves TLS and asks for basic au
 /metrics and /readyz; /healthz always answers without credentials (a liveness probe
 carries none, and it tells nothing but "alive"). /readyz names its components and their
 messages (broker addresses, sink errors) only when asked (`?verbose`) or to a loopback
-peer; anyone else gets the status alone.
+peer; anyone else gets the status alone. Password checks are bounded (`BasicAuth`): past
+the bound an attempt is answered 503 unchecked and its connection closed (`auth_busy`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from pipeline.ops.auth import BasicAuth
+from pipeline.ops.auth import BasicAuth, Verdict
 from pipeline.ops.health import HealthRegistry, Status
 from pipeline.ops.http import CloseReason, HttpLimits, HttpServer, Request, Response
 from pipeline.ops.webconfig import WebConfig
@@ -22,6 +23,8 @@ from pipeline.ops.webconfig import WebConfig
 JSON = "application/json"
 UNAUTHORIZED = Response(401, b"unauthorized\n",
                         headers={"WWW-Authenticate": 'Basic realm="govpipe", charset="UTF-8"'})
+AUTH_BUSY = Response(503, b"too many authentication attempts\n", headers={"Retry-After": "1"},
+                     close=CloseReason.AUTH_BUSY)
 
 
 class ServerError(Exception):
@@ -29,17 +32,18 @@ class ServerError(Exception):
 
 
 class OpsServer:
-    """Serves metrics and health; `start` binds, `aclose` unbinds (both idempotent)."""
+    """Serves metrics and health; `start` binds, `aclose` unbinds and stops the password
+    checks (both idempotent). `auth` replaces the one built from `web.users` (tests)."""
 
     def __init__(self, registry: CollectorRegistry, health: HealthRegistry,
                  host: str, port: int, *, limits: HttpLimits | None = None,
-                 web: WebConfig | None = None) -> None:
+                 web: WebConfig | None = None, auth: BasicAuth | None = None) -> None:
         self._registry = registry
         self._health = health
         self.host = host
         self._port = port
         web = web if web is not None else WebConfig()
-        self._auth = BasicAuth(web.users)
+        self._auth = auth if auth is not None else BasicAuth(web.users)
         self.scheme = "https" if web.ssl_context is not None else "http"
         closed = Counter("govpipe_server_connections_closed",
                          "Ops server connections closed before a full answer, by reason.",
@@ -65,6 +69,7 @@ class OpsServer:
         if self._started:
             self._started = False
             await self._http.aclose()
+        self._auth.close()
 
     async def _route(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
@@ -73,9 +78,10 @@ class OpsServer:
             return Response(200, b'{"status":"alive"}', JSON)
         if request.path not in ("/metrics", "/readyz"):
             return Response(404, b"not found\n")
-        if self._auth.enabled and not await self._auth.allows(
-                request.headers.get("authorization")):
-            return UNAUTHORIZED
+        if self._auth.enabled:
+            verdict = await self._auth.check(request.headers.get("authorization"))
+            if verdict is not Verdict.ALLOWED:
+                return AUTH_BUSY if verdict is Verdict.BUSY else UNAUTHORIZED
         if request.path == "/metrics":
             return self._metrics()
         return self._readyz(request)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import h11
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
@@ -36,6 +37,10 @@ CLIENT_AUTH = {
 }
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# Framing and per-answer headers the server writes: a configured one would clash with them.
+MANAGED_HEADERS = frozenset({"content-length", "transfer-encoding", "connection",
+                             "keep-alive", "upgrade", "te", "trailer", "content-type",
+                             "www-authenticate", "allow", "retry-after"})
 _BCRYPT = re.compile(r"\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}")
 
 TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
@@ -65,6 +70,26 @@ class TlsServerConfig(StrictModel):
 class HttpServerConfig(StrictModel):
     http2: bool = True  # accepted for compatibility; the ops server speaks HTTP/1.1
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Checked here because a header h11 refuses would fail every answer, not start-up.
+        seen: set[str] = set()
+        for name, value in headers.items():
+            lowered = name.lower()
+            if lowered in MANAGED_HEADERS:
+                raise ValueError(f"{name}: set by the server itself, not configurable")
+            if lowered in seen:
+                raise ValueError(f"{name}: given twice")
+            seen.add(lowered)
+            try:
+                h11.Response(status_code=200, headers=[(name, value)])
+            except (h11.LocalProtocolError, UnicodeEncodeError):
+                raise ValueError(f"{name}: not a valid HTTP header name and value (ASCII, "
+                                 "no control characters, no leading or trailing "
+                                 "spaces)") from None
+        return headers
 
 
 class WebConfigFile(StrictModel):

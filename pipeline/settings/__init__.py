@@ -122,6 +122,9 @@ class ServerSettings(StrictModel):
     read_body_timeout_s: float = Field(10.0, gt=0)
     write_timeout_s: float = Field(10.0, gt=0)
     max_connections: int = Field(64, ge=1)  # more are closed as soon as they are accepted
+    # Of those, the most one peer address may hold, so one client cannot take them all
+    # (and fail the liveness probes).
+    max_connections_per_peer: int = Field(16, ge=1)
     web_config_file: Path | None = None  # TLS and basic auth (exporter-toolkit format)
 
     @field_validator("listen")

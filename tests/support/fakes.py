@@ -1,10 +1,12 @@
 """Fakes for tests: sinks that keep what they get in memory or fail on cue, and a
-hand-made signed event."""
+hand-made signed event, an executor that holds its work."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any
 
 from pipeline.deadletter.store import StoredEntries
 from pipeline.model import Position, SignedEvent
@@ -92,3 +94,25 @@ class StoreStub:
 
     async def aclose(self) -> None:
         return None
+
+
+class HeldExecutor(Executor):
+    """An executor that runs nothing until told: `submitted` holds each call's arguments
+    and its future, which the test settles (`settle`); `shut_down` tells if it was closed."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[tuple[object, ...], Future[Any]]] = []
+        self.shut_down = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self.submitted.append((args, future))
+        return future
+
+    def settle(self, result: object) -> None:
+        for _, future in self.submitted:
+            if not future.done():
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.shut_down = True
