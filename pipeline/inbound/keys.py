@@ -39,8 +39,14 @@ def load_inbound_keys(path: Path) -> InboundKeys:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise SigningKeyError(f"{origin}: cannot read: {reason}") from None
-    if "=" not in text.strip().rstrip("="):
-        return InboundKeys(shared=decode_key_text(text, origin))
+    return keys_from_text(text, origin)
+
+
+def keys_from_text(text: str, origin: str) -> InboundKeys:
+    """Base64 key text (one shared key) or a TOML table `"sender" = "base64 key"`, as a
+    key file holds them; errors name `origin` (and the sender), never a key."""
+    if not is_key_table(text):
+        return InboundKeys(shared=long_enough(decode_key_text(text, origin), origin))
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
@@ -50,7 +56,23 @@ def load_inbound_keys(path: Path) -> InboundKeys:
     for sender, value in table.items():
         if not isinstance(value, str) or "|" in sender:
             raise SigningKeyError(f"{origin}: sender {sender!r}: expected \"base64 key\"")
-        keys[sender] = decode_key_text(value, f"{origin}: sender {sender!r}")
+        where = f"{origin}: sender {sender!r}"
+        keys[sender] = long_enough(decode_key_text(value, where), where)
     if not keys:
         raise SigningKeyError(f"{origin}: no sender keys")
     return InboundKeys(per_sender=keys)
+
+
+def is_key_table(text: str) -> bool:
+    """A TOML table of sender keys rather than one base64 key: base64 has '=' only as
+    trailing padding, a TOML table has it between name and key."""
+    return "=" in text.strip().rstrip("=")
+
+
+def long_enough(key: bytes, origin: str) -> bytes:
+    """`key`, or `SigningKeyError` naming `origin` when it is too short for HMAC-SHA256."""
+    if len(key) < MIN_HMAC_KEY_BYTES:
+        raise SigningKeyError(f"{origin}: the key is {len(key)} bytes; at least "
+                              f"{MIN_HMAC_KEY_BYTES} needed (make one with govpipe keygen "
+                              "--alg hmac)")
+    return key

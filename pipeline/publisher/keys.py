@@ -12,14 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import tomllib
 import uuid
 from pathlib import Path
 
-from pipeline.inbound.keys import InboundKeys
+from pipeline.inbound.keys import InboundKeys, is_key_table, keys_from_text, long_enough
 from pipeline.inbound.signed_string import signature_headers
 from pipeline.inbound.verifier import wall_clock_ms
-from pipeline.signing.signers import MIN_HMAC_KEY_BYTES, SigningKeyError, decode_key_text
+from pipeline.signing.signers import MIN_HMAC_KEY_BYTES, SigningKeyError
 
 SignKey = bytes | str | os.PathLike[str]
 
@@ -33,7 +32,7 @@ def load_producer_key(sign_key: SignKey | None, sender: str) -> bytes | None:
     if isinstance(sign_key, bytes):
         keys = _keys_from_bytes(sign_key)
     elif isinstance(sign_key, str) and not _looks_like_path(sign_key):
-        keys = _keys_from_text(sign_key, "sign_key (no such file; read as key text)")
+        keys = keys_from_text(sign_key, "sign_key (no such file; read as key text)")
     else:
         keys = _keys_from_file(Path(sign_key))
     key = keys.for_sender(sender)
@@ -50,7 +49,7 @@ def _keys_from_file(path: Path) -> InboundKeys:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise SigningKeyError(f"{origin}: cannot read: {reason}") from None
-    return _keys_from_text(text, origin)
+    return keys_from_text(text, origin)
 
 
 def _keys_from_bytes(data: bytes) -> InboundKeys:
@@ -58,47 +57,10 @@ def _keys_from_bytes(data: bytes) -> InboundKeys:
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
-        return InboundKeys(shared=_raw_key(data))
-    if _is_base64_key(text) or _is_table(text):
-        return _keys_from_text(text, "sign_key bytes")
-    return InboundKeys(shared=_raw_key(data))
-
-
-def _keys_from_text(text: str, origin: str) -> InboundKeys:
-    if not _is_table(text):
-        key = decode_key_text(text, origin)
-        return InboundKeys(shared=_long_enough(key, origin))
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        raise SigningKeyError(f"{origin}: neither base64 key text nor a TOML table of "
-                              "sender = \"base64 key\"") from None
-    keys = {}
-    for name, value in table.items():
-        if not isinstance(value, str) or "|" in name:
-            raise SigningKeyError(f"{origin}: sender {name!r}: expected \"base64 key\"")
-        where = f"{origin}: sender {name!r}"
-        keys[name] = _long_enough(decode_key_text(value, where), where)
-    if not keys:
-        raise SigningKeyError(f"{origin}: no sender keys")
-    return InboundKeys(per_sender=keys)
-
-
-def _raw_key(data: bytes) -> bytes:
-    return _long_enough(data, "sign_key bytes")
-
-
-def _long_enough(key: bytes, origin: str) -> bytes:
-    if len(key) < MIN_HMAC_KEY_BYTES:
-        raise SigningKeyError(f"{origin}: the key is {len(key)} bytes; at least "
-                              f"{MIN_HMAC_KEY_BYTES} needed (make one with govpipe keygen "
-                              "--alg hmac)")
-    return key
-
-
-def _is_table(text: str) -> bool:
-    # Base64 has '=' only as trailing padding; a TOML table has it between name and key.
-    return "=" in text.strip().rstrip("=")
+        return InboundKeys(shared=long_enough(data, "sign_key bytes"))
+    if _is_base64_key(text) or is_key_table(text):
+        return keys_from_text(text, "sign_key bytes")
+    return InboundKeys(shared=long_enough(data, "sign_key bytes"))
 
 
 def _is_base64_key(text: str, min_bytes: int = MIN_HMAC_KEY_BYTES) -> bool:
@@ -111,7 +73,7 @@ def _is_base64_key(text: str, min_bytes: int = MIN_HMAC_KEY_BYTES) -> bool:
 def _looks_like_path(text: str) -> bool:
     """A str is a path when such a file exists or it cannot be key text (a TOML table, or
     base64 of any length: a short key must be refused as short, never echoed as a path)."""
-    return Path(text).is_file() or not (_is_table(text) or _is_base64_key(text, 1))
+    return Path(text).is_file() or not (is_key_table(text) or _is_base64_key(text, 1))
 
 
 class RecordSigner:
