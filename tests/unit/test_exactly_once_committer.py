@@ -82,12 +82,18 @@ class FakeConsumer:
 
 
 def setup() -> tuple[Broker, Ledger, TransactionalCommitter, FakeConsumer]:
+    broker, ledger, committer = setup_with(FakeProducer)
+    return broker, ledger, committer, FakeConsumer(broker)
+
+
+def setup_with(producer: type[FakeProducer], **options: int
+               ) -> tuple[Broker, Ledger, TransactionalCommitter]:
     broker = Broker()
     ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
                     deadletters_staged=True)
     committer = TransactionalCommitter(
-        {}, "g", ledger, producer_class=lambda **o: FakeProducer(broker, **o))
-    return broker, ledger, committer, FakeConsumer(broker)
+        {}, "g", ledger, producer_class=lambda **o: producer(broker, **o), **options)
+    return broker, ledger, committer
 
 
 def read(ledger: Ledger, committer: TransactionalCommitter, offsets: range,
@@ -236,12 +242,8 @@ async def test_a_transaction_that_commits_after_the_partition_is_given_up_counts
         ) -> None:
     # The records its transaction wrote are on the output topic and past the committed
     # offset: no next owner writes them, so counting them dropped would be a miscount.
-    broker = Broker()
-    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
-                    deadletters_staged=True)
     SlowCommitProducer.release, SlowCommitProducer.committing = asyncio.Event(), asyncio.Event()
-    committer = TransactionalCommitter(
-        {}, "g", ledger, producer_class=lambda **o: SlowCommitProducer(broker, **o))
+    broker, ledger, committer = setup_with(SlowCommitProducer)
     read(ledger, committer, range(5))
     committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
     await SlowCommitProducer.committing.wait()
@@ -256,12 +258,8 @@ async def test_a_transaction_that_commits_after_the_partition_is_given_up_counts
 
 async def test_a_transaction_that_fails_after_the_partition_is_given_up_counts_revoked(
         ) -> None:
-    broker = Broker()
-    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
-                    deadletters_staged=True)
     SlowCommitProducer.release, SlowCommitProducer.committing = asyncio.Event(), asyncio.Event()
-    committer = TransactionalCommitter(
-        {}, "g", ledger, producer_class=lambda **o: SlowCommitProducer(broker, **o))
+    broker, ledger, committer = setup_with(SlowCommitProducer)
     read(ledger, committer, range(5))
     committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
     await SlowCommitProducer.committing.wait()
@@ -289,12 +287,8 @@ class SlowBeginProducer(FakeProducer):
 async def test_a_partition_given_up_while_its_transaction_begins_commits_nothing() -> None:
     # Its records left the outbox, counted for the next owner: committing the offset past
     # them would lose them.
-    broker = Broker()
-    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
-                    deadletters_staged=True)
     SlowBeginProducer.release, SlowBeginProducer.began = asyncio.Event(), asyncio.Event()
-    committer = TransactionalCommitter(
-        {}, "g", ledger, producer_class=lambda **o: SlowBeginProducer(broker, **o))
+    broker, ledger, committer = setup_with(SlowBeginProducer)
     read(ledger, committer, range(5))
     committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
     await SlowBeginProducer.began.wait()
@@ -336,12 +330,8 @@ async def test_a_partition_given_up_before_its_producer_started_commits_nothing(
     # The new producer is the partition's current one, yet the offset `due` was worked out
     # before the partition was given up: committing it would skip records now counted for
     # the next owner.
-    broker = Broker()
-    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
-                    deadletters_staged=True)
     SlowStartProducer.release, SlowStartProducer.starting = asyncio.Event(), asyncio.Event()
-    committer = TransactionalCommitter(
-        {}, "g", ledger, producer_class=lambda **o: SlowStartProducer(broker, **o))
+    broker, ledger, committer = setup_with(SlowStartProducer)
     read(ledger, committer, range(5))
     committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
     await SlowStartProducer.starting.wait()
@@ -364,13 +354,8 @@ class SizeNotingProducer(FakeProducer):
 async def test_a_backlog_commits_in_transactions_of_bounded_size() -> None:
     # After an outage a partition can hold tens of thousands of staged records: one
     # transaction of them all might never finish inside the commit timeout.
-    broker = Broker()
-    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
-                    deadletters_staged=True)
     SizeNotingProducer.sizes = []
-    committer = TransactionalCommitter(
-        {}, "g", ledger, producer_class=lambda **o: SizeNotingProducer(broker, **o),
-        max_per_transaction=2)
+    broker, ledger, committer = setup_with(SizeNotingProducer, max_per_transaction=2)
     read(ledger, committer, range(5))
     assert await committer.commit(FakeConsumer(broker), {TP: 5}) == [TP]
     assert SizeNotingProducer.sizes == [2, 2, 1]
