@@ -8,7 +8,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -32,14 +31,13 @@ from pipeline.ops.metrics import Metrics
 from pipeline.ops.server import OpsServer
 from pipeline.ops.webconfig import WebConfig, load_web_config
 from pipeline.processor import EventProcessor
-from pipeline.reload import ConfigReloader
-from pipeline.settings import ConfigError, KafkaConnection, Settings, SinkSettings, load_settings
-from pipeline.signing.keys import load_signer
+from pipeline.reload import ConfigReloader, apply_live_settings
+from pipeline.settings import Settings, SinkSettings, load_settings
 from pipeline.signing.signers import Signer, SigningKeyError, ephemeral_signer
 from pipeline.sources.base import Source
 from pipeline.sources.kafka import KafkaSource
 from pipeline.sources.lines import LineSource
-from pipeline.tls_files import check_tls_files
+from pipeline.startup import Keys, load_keys
 from sinks.base import Sink
 from sinks.kafka import KafkaSink
 from sinks.kafka.staging import StagingKafkaSink
@@ -165,65 +163,6 @@ def build_deadletter_store(settings: Settings, signer: Signer | None = None,
                           max_bytes=settings.deadletter.max_bytes)
 
 
-@dataclass(frozen=True, slots=True)
-class Keys:
-    """The keys a run signs and checks with: loaded at start, and again on SIGHUP."""
-
-    signer: Signer | None        # None: no key configured
-    inbound: InboundKeys | None  # None: source.require_signature is off
-
-
-def load_keys(settings: Settings, environ: Mapping[str, str] = os.environ) -> Keys:
-    """The signing key (signing.key_file or GOVPIPE_SIGNING_KEY) and the inbound keys;
-    `ConfigError` naming where a key came from (never what it holds)."""
-    signing, source = settings.signing, settings.source
-    try:
-        signer = load_signer(signing.alg, signing.key_file, signing.key_id, environ)
-        inbound = (load_inbound_keys(source.inbound_key_file)
-                   if source.require_signature and source.inbound_key_file is not None
-                   else None)
-    except SigningKeyError as exc:
-        raise ConfigError(f"config error: {exc}") from None
-    return Keys(signer, inbound)
-
-
-def check_startup(settings: Settings, environ: Mapping[str, str] = os.environ) -> Keys:
-    """Load and check everything a run reads before it builds anything: keys, the Kafka
-    connections' TLS and SASL material, the OTLP TLS files, the source file. `run` and
-    `check-config` both call this, so they refuse the same configs with the same line
-    (`ConfigError`); returns the keys `build_daemon` is then given."""
-    keys = load_keys(settings, environ)
-    for table, connection in kafka_connections(settings).items():
-        client_options(connection, table)
-    otlp = settings.sinks.otlp
-    if otlp.enabled:
-        check_tls_files({f"sinks.otlp.{key}": getattr(otlp, key)
-                         for key in ("ca_file", "client_cert_file", "client_key_file")})
-    if settings.source.kind == "file" and settings.source.path is not None:
-        _check_readable(settings.source.path, "source.path")
-    load_web_config(settings.server.web_config_file)
-    return keys
-
-
-def kafka_connections(settings: Settings) -> dict[str, KafkaConnection]:
-    """The Kafka connections a run uses, by the table that configures each."""
-    used: dict[str, KafkaConnection] = {}
-    if settings.source.kind == "kafka" or settings.deadletter_kind == "kafka":
-        used["kafka"] = settings.kafka
-    if settings.sinks.kafka.enabled:
-        table = "kafka" if settings.sinks.kafka.connection is None else "sinks.kafka.connection"
-        used[table] = settings.sink_kafka
-    return used
-
-
-def _check_readable(path: Path, key: str) -> None:
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"config error: {key}: cannot read {path}: {exc.strerror}") from None
-
-
 def build_signer(settings: Settings, environ: Mapping[str, str] = os.environ,
                  keys: Keys | None = None) -> Signer:
     """The signer for `signing.alg`, keyed from signing.key_file or GOVPIPE_SIGNING_KEY
@@ -317,30 +256,6 @@ def _health(source: Source, processor: EventProcessor, deadletters: DeadLetterWr
     for dispatcher in dispatchers:
         health.add(f"sink:{dispatcher.name}", dispatcher.health)
     return health
-
-
-def apply_live_settings(processor: EventProcessor, settings: Settings,
-                        environ: Mapping[str, str] = os.environ,
-                        store: DeadLetterStore | None = None) -> dict[str, object]:
-    """What a reload changes while running (see `pipeline.reload`): the keys, loaded again
-    from their files (the processor's, and the dead-letter `store`'s, which signs entries
-    with the same key), and the log level. `ConfigError`, nothing changed, when a key cannot
-    be loaded or a configured key was removed (no falling back to an ephemeral key)."""
-    keys = load_keys(settings, environ)
-    signer = keys.signer
-    current = processor.signer
-    if signer is None:
-        if not current.ephemeral:
-            raise ConfigError("config error: signing.key_file: no signing key configured any "
-                              "more (neither signing.key_file nor GOVPIPE_SIGNING_KEY); "
-                              "the current key stays")
-        signer = current if current.alg == settings.signing.alg else \
-            ephemeral_signer(settings.signing.alg)
-    processor.use_keys(signer, keys.inbound)
-    if isinstance(store, FileDeadLetter | KafkaDeadLetter):
-        store.use_signer(signer)
-    logging.getLogger().setLevel(settings.log.level.upper())
-    return {"signing_alg": signer.alg, "key_id": signer.key_id}
 
 
 def build_ops_server(settings: Settings, registry: CollectorRegistry,

@@ -11,12 +11,19 @@ a SIGHUP (a key rotation script, a log rotator) never stops the daemon.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel
 
+from pipeline.deadletter.file import FileDeadLetter
+from pipeline.deadletter.kafka import KafkaDeadLetter
+from pipeline.deadletter.store import DeadLetterStore
+from pipeline.processor import EventProcessor
 from pipeline.settings import ConfigError, Settings
+from pipeline.signing.signers import ephemeral_signer
+from pipeline.startup import load_keys
 
 log = logging.getLogger("govpipe")
 
@@ -74,3 +81,27 @@ class ConfigReloader:
         self._running = new
         log.info("configuration reloaded", extra={"fields": dict(applied)})
         return True
+
+
+def apply_live_settings(processor: EventProcessor, settings: Settings,
+                        environ: Mapping[str, str] = os.environ,
+                        store: DeadLetterStore | None = None) -> dict[str, object]:
+    """What a reload changes while running (see `pipeline.reload`): the keys, loaded again
+    from their files (the processor's, and the dead-letter `store`'s, which signs entries
+    with the same key), and the log level. `ConfigError`, nothing changed, when a key cannot
+    be loaded or a configured key was removed (no falling back to an ephemeral key)."""
+    keys = load_keys(settings, environ)
+    signer = keys.signer
+    current = processor.signer
+    if signer is None:
+        if not current.ephemeral:
+            raise ConfigError("config error: signing.key_file: no signing key configured any "
+                              "more (neither signing.key_file nor GOVPIPE_SIGNING_KEY); "
+                              "the current key stays")
+        signer = current if current.alg == settings.signing.alg else \
+            ephemeral_signer(settings.signing.alg)
+    processor.use_keys(signer, keys.inbound)
+    if isinstance(store, FileDeadLetter | KafkaDeadLetter):
+        store.use_signer(signer)
+    logging.getLogger().setLevel(settings.log.level.upper())
+    return {"signing_alg": signer.alg, "key_id": signer.key_id}

@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from pipeline.app import check_startup
 from pipeline.cli.run import EXIT_CONFIG, add_config_argument, load_or_explain, refusal
 from pipeline.settings import ConfigError, Settings
+from pipeline.startup import check_startup
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,11 +12,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.app import Keys, build_daemon, check_startup
+from pipeline.app import build_daemon
 from pipeline.ops.logs import configure_logging
 from pipeline.ops.server import ServerError
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.signing.signers import SigningKeyError
+from pipeline.startup import Keys, check_startup
 
 log = logging.getLogger("govpipe")
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app import build_sinks, check_startup
+from pipeline.app import build_sinks
 from pipeline.kafka_connection import TokenFile, client_options
 from pipeline.settings import ConfigError, load_settings
+from pipeline.startup import check_startup
 from sinks.kafka import KafkaSink
 from tests.support.processes import GOVPIPE
 

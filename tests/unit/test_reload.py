@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.app import apply_live_settings, build_processor
+from pipeline.app import build_processor
 from pipeline.deadletter.entry import DeadLetterEntry
 from pipeline.deadletter.file import FileDeadLetter
 from pipeline.inbound.verifier import wall_clock_ms
 from pipeline.model import Position, Rejection, SignedEvent
 from pipeline.ops.metrics import Metrics
 from pipeline.processor import EventProcessor
-from pipeline.reload import ConfigReloader, restart_needed
+from pipeline.reload import ConfigReloader, apply_live_settings, restart_needed
 from pipeline.settings import ConfigError, Settings, load_settings
 from pipeline.signing.signers import HmacSigner, ephemeral_signer, hmac_key_id
 from tests.support.events import event_value
