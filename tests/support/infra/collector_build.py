@@ -38,6 +38,7 @@ _STANDINS = Path(__file__).with_name("collector_standins")
 _STANDIN_MODULES = {  # module path -> folder under collector_standins/
     f"{_CONTRIB}/pkg/ottl/contexts/xprofile": "xprofile",
     f"{_CONTRIB}/pkg/expohisto": "expohisto",
+    f"{_CONTRIB}/extension/encoding/otlpencodingextension": "otlpencodingextension",
 }
 # Core components at the builder's own version (the builder refuses mixed core versions);
 # contrib at its patch release of the same line.
@@ -127,15 +128,8 @@ def _build(base: Path, binary: Path) -> None:
     manifest = base / "manifest.yaml"
     manifest.write_text(_manifest(standins))
     shutil.rmtree(base / "build", ignore_errors=True)  # no half-generated sources
-    builder = [str(base / "bin" / "builder"), f"--config={manifest}"]
-    # The builder's own `go mod tidy` fails: it resolves the components' test imports too,
-    # and fileexporter's tests import otlpencodingextension@v0.165.1, which the proxy
-    # refuses. So: generate, tidy with -e (what the binary imports all resolves), compile.
-    run_tool([*builder, "--skip-compilation", "--skip-get-modules"],
-             "collector builder (generate)", _BUILD_TIMEOUT_S, env=env, cwd=base)
-    run_tool([go, "mod", "tidy", "-e"], "go mod tidy (collector)", _BUILD_TIMEOUT_S, env=env,
-             cwd=base / "build")
-    run_tool([*builder, "--skip-generate", "--skip-get-modules"],
-             "collector builder (compile)", _BUILD_TIMEOUT_S, env=env, cwd=base)
+    builder = str(base / "bin" / "builder")
+    run_tool([builder, f"--config={manifest}"], "collector builder", _BUILD_TIMEOUT_S, env=env,
+             cwd=base)
     if not binary.is_file():
         raise ServiceError(f"the collector builder succeeded but {binary} is missing")
