@@ -21,6 +21,8 @@ import contextlib
 import re
 from typing import Any, Protocol
 
+import orjson
+
 from pipeline.ops.metrics import Metrics
 
 ALERTS = "agtalerts"
@@ -111,6 +113,7 @@ _STANDING: list[Rule] = [((), pattern) for pattern in [
 # "&"), and then this pattern; almost all text has none, so a few `in` tests over the
 # whole event settle the common case.
 _TOKENS = ("<", "rm", "mkfs.", "dd", "chmod", "/dev/sd", "curl", "wget", "&")
+_BYTE_TOKENS = tuple(token.encode("ascii") for token in _TOKENS)
 _ANY_TRIGGER = re.compile(
     r"<|\brm\s|mkfs\.|\bdd\s|:\s*\(|\bchmod\s|/dev/sd|curl|wget", _I)
 
@@ -173,8 +176,25 @@ def _bounded_fields(data: Any) -> list[str]:
     return fields
 
 
+def _surely_clean(data: Any) -> bool:
+    """True when no string of `data` holds a trigger token, told from its JSON text.
+
+    Most events are clean, and one orjson call plus substring tests settle them at about
+    a third of the cost of the walk below. Sound because orjson writes every character of a
+    string as itself except `"`, `\\` and control characters, none of which is in a token
+    or folds into one: a token in a string's casefold is in the casefold of the text."""
+    try:
+        text = orjson.dumps(data)
+    except TypeError:  # an integer beyond 64 bits: let the walk decide
+        return False
+    folded = text.lower() if text.isascii() else text.decode().casefold().encode()
+    return not any(token in folded for token in _BYTE_TOKENS)
+
+
 def scan(data: Any) -> list[str]:
     """The distinct severities found in the strings of `data`, high first."""
+    if _surely_clean(data):
+        return []
     fields = _bounded_fields(data)
     joined = "\n".join(fields)
     if not _might_alert(joined, joined.casefold()):
