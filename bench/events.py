@@ -36,6 +36,23 @@ def sent_ms(value: bytes) -> float | None:
     """The send time embedded by `stamped_value`, read back from an output record: a
     CloudEvent (attributes are spread into ``data``) or the passed-through event."""
     obj = orjson.loads(value)
+    if "resourceLogs" in obj:
+        return _otlp_sent_ms(obj)
     data = obj.get("data", obj.get("attributes"))
     sent = data.get(SENT_ATTRIBUTE) if isinstance(data, dict) else None
     return float(sent) if isinstance(sent, int | float) else None
+
+
+def _otlp_sent_ms(request: dict[str, Any]) -> float | None:
+    """The send time in an OTLP/JSON logs request of one event (bench scenario q: the
+    event's fields parsed into the log record's attributes, `attributes` a kvlist)."""
+    for resource in request["resourceLogs"]:
+        for scope in resource.get("scopeLogs", []):
+            for record in scope.get("logRecords", []):
+                for item in record.get("attributes", []):
+                    if item["key"] != "attributes":
+                        continue
+                    for inner in item["value"].get("kvlistValue", {}).get("values", []):
+                        if inner["key"] == SENT_ATTRIBUTE:
+                            return float(next(iter(inner["value"].values())))
+    return None
