@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.cli import check_config, keygen, publish, replay, run, verify
+from pipeline.cli import audit, check_config, keygen, publish, replay, run, verify
 
-COMMANDS = (run, replay, verify, keygen, check_config, publish)
+COMMANDS = (run, replay, verify, audit, keygen, check_config, publish)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -119,12 +119,14 @@ def build_source(settings: Settings, ledger: Ledger,
     return LineSource.stdin()
 
 
-def build_deadletter_store(settings: Settings) -> DeadLetterStore:
-    """The dead-letter store `deadletter.kind` names: the daemon writes to it, `govpipe
-    replay` reads it (the only place that looks at the kind)."""
+def build_deadletter_store(settings: Settings, signer: Signer | None = None) -> DeadLetterStore:
+    """The dead-letter store `deadletter.kind` names: the daemon writes to it, signing each
+    entry with `signer`; `govpipe replay` reads it (the only place that looks at the kind)."""
     if settings.deadletter_kind == "kafka":
-        return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic)
-    return FileDeadLetter(settings.deadletter.path, max_bytes=settings.deadletter.max_bytes)
+        return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
+                               signer)
+    return FileDeadLetter(settings.deadletter.path, signer,
+                          max_bytes=settings.deadletter.max_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +247,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     sinks = list(sinks) if sinks is not None else build_sinks(settings)
     ledger = Ledger(registry, [sink.name for sink, _ in sinks])
     signer = signer if signer is not None else build_signer(settings, environ, keys)
-    store = store if store is not None else build_deadletter_store(settings)
+    store = store if store is not None else build_deadletter_store(settings, signer)
     deadletters = DeadLetterWriter(store, ledger, metrics,
                                    max_pending=settings.deadletter.max_pending)
     dispatchers = [SinkDispatcher(sink, sink_settings, ledger, deadletters)
@@ -256,7 +258,7 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     health = _health(source, processor, deadletters, dispatchers)
     server = build_ops_server(settings, registry, health, web)
     reloader = ConfigReloader(settings, lambda: load_settings(config_path, environ),
-                              lambda new: apply_live_settings(processor, new, environ))
+                              lambda new: apply_live_settings(processor, new, environ, store))
     started: dict[str, object] = {
         "source": source.name, "sinks": [d.name for d in dispatchers],
         "signing_alg": signer.alg, "key_id": signer.key_id, "deadletter": store.description}
@@ -277,9 +279,11 @@ def _health(source: Source, processor: EventProcessor, deadletters: DeadLetterWr
 
 
 def apply_live_settings(processor: EventProcessor, settings: Settings,
-                        environ: Mapping[str, str] = os.environ) -> dict[str, object]:
+                        environ: Mapping[str, str] = os.environ,
+                        store: DeadLetterStore | None = None) -> dict[str, object]:
     """What a reload changes while running (see `pipeline.reload`): the keys, loaded again
-    from their files, and the log level. `ConfigError`, nothing changed, when a key cannot
+    from their files (the processor's, and the dead-letter `store`'s, which signs entries
+    with the same key), and the log level. `ConfigError`, nothing changed, when a key cannot
     be loaded or a configured key was removed (no falling back to an ephemeral key)."""
     keys = load_keys(settings, environ)
     signer = keys.signer
@@ -292,6 +296,8 @@ def apply_live_settings(processor: EventProcessor, settings: Settings,
         signer = current if current.alg == settings.signing.alg else \
             ephemeral_signer(settings.signing.alg)
     processor.use_keys(signer, keys.inbound)
+    if isinstance(store, FileDeadLetter | KafkaDeadLetter):
+        store.use_signer(signer)
     logging.getLogger().setLevel(settings.log.level.upper())
     return {"signing_alg": signer.alg, "key_id": signer.key_id}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 # The governance event vocabulary: each Agent OS event kind and its CloudEvent type, which is
 # TYPE_PREFIX + the suffix (a kind not listed here gets TYPE_PREFIX + "governance." + kind).
@@ -28,7 +28,8 @@ KIND_TYPES: Mapping[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where a record came from: a Kafka topic/partition/offset, or a line of a file."""
+    """Where a record came from: a Kafka topic/partition/offset, or (kind "line") line
+    `offset` of the input named `topic` (stdin or a file), with partition 0."""
 
     topic: str
     partition: int
@@ -36,6 +37,7 @@ class Position:
     # Which assignment of the partition read it: settlements from before a revocation must
     # not count against records read after the partition came back.
     epoch: int = 0
+    kind: Literal["kafka", "line"] = "kafka"
 
     def as_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}

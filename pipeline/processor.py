@@ -1,7 +1,7 @@
 """Turns one raw record into a signed, serialized CloudEvent, or a rejection with a reason.
 
-Stages: inbound signature check (optional) → decode → map → tool-poisoning marks
-(optional) → sign → serialize."""
+Stages: inbound signature check (optional) → decode → map → source position → tool-poisoning
+marks (optional) → sign → serialize."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pipeline.cloudevents.binding import (
 from pipeline.cloudevents.codec import NUMBER_OUT_OF_RANGE, decode_object, encode
 from pipeline.cloudevents.errors import InvalidEvent
 from pipeline.cloudevents.mapping import to_cloudevent
+from pipeline.cloudevents.position import with_position
 from pipeline.detectors.tool_poisoning import ToolPoisoningDetector
 from pipeline.inbound.keys import InboundKeys
 from pipeline.inbound.verifier import InboundVerifier
@@ -58,7 +59,8 @@ class EventProcessor:
             return Rejection(refused, f"producer signature check failed: {refused}", record)
         alerts: list[str] = []
         try:
-            cloudevent = to_cloudevent(self._decode(record), self._configured_source)
+            cloudevent = with_position(
+                to_cloudevent(self._decode(record), self._configured_source), record.position)
             if self._binary_output:
                 check_binary_representable(cloudevent)
             if self._detector is not None:

@@ -44,7 +44,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(args: argparse.Namespace) -> int:
     try:
-        keys = KeySet(_load(spec) for spec in args.key)
+        keys = KeySet(load_key(spec) for spec in args.key)
     except SigningKeyError as exc:
         print(f"govpipe: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -62,7 +62,8 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else 0
 
 
-def _load(spec: str) -> VerificationKey:
+def load_key(spec: str) -> VerificationKey:
+    """A verification key from `[ID=]FILE`, as `--key` takes it."""
     match = _KEY_WITH_ID.match(spec)
     if match and not Path(spec).exists():
         return load_verification_key(Path(match["path"]), match["id"])

@@ -4,6 +4,13 @@ says an entry was replayed.
 An entry is written for every rejected record (origin "source") and every event a sink gave
 up on (origin = the sink). Bytes are stored as text when they are UTF-8 (readable), else as
 base64 under `<name>_b64`; `stored_bytes` reads either form back.
+
+Each entry names its record's position twice: `source` (topic, partition, offset; for a line
+source the input name, 0 and the line number) and `position`, the same `agt*` attributes a
+delivered event carries. Written by the daemon, an entry is signed as an event is (the
+`agtsignaturealg`, `agtkeyid` and `agtsignature` members, over the same canonical form of
+the entry without `agtsignature`), so `govpipe verify` and `govpipe audit` check it with
+the same keys: a rejection is as verifiable as a delivery.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from typing import Any
 import orjson
 
 from pipeline.cloudevents.codec import encode
+from pipeline.cloudevents.position import position_attributes
 from pipeline.model import Position
+from pipeline.signing.signers import Signer
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +55,11 @@ class DeadLetterEntry:
         text = f"{self.origin}|{p.topic}|{p.partition}|{p.offset}|{what}"
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
-    def to_json(self, max_bytes: int | None = None) -> bytes:
-        """The entry as JSON; over `max_bytes`, a summary that identifies the record instead
-        (its position, size and SHA-256) without carrying its value, event, key or headers."""
-        full = encode(self._fields(full=True))
+    def to_json(self, max_bytes: int | None = None, signer: Signer | None = None) -> bytes:
+        """The entry as JSON, signed by `signer` when given; over `max_bytes`, a summary that
+        identifies the record instead (its position, size and SHA-256) without carrying its
+        value, event, key or headers."""
+        full = encode(_signed(self._fields(full=True), signer))
         if max_bytes is None or len(full) <= max_bytes:
             return full
         summary = self._fields(full=False)
@@ -60,12 +70,13 @@ class DeadLetterEntry:
             summary["value_sha256"] = hashlib.sha256(self.value).hexdigest()
         if self.event is not None:
             summary["event_id"] = self.event.get("id")
-        return encode(summary)
+        return encode(_signed(summary, signer))
 
     def _fields(self, *, full: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "id": self.entry_id, "time": self.time, "origin": self.origin, "sink": self.sink,
             "reason": self.reason, "error": self.error, "source": self.position.as_dict(),
+            "position": position_attributes(self.position),
         }
         if not full:
             return entry
@@ -78,6 +89,10 @@ class DeadLetterEntry:
         if self.headers:
             entry["headers"] = [[name, _b64(value)] for name, value in self.headers]
         return entry
+
+
+def _signed(fields: dict[str, Any], signer: Signer | None) -> dict[str, Any]:
+    return fields if signer is None else signer.sign(fields)
 
 
 def _b64(value: bytes) -> str:

@@ -22,6 +22,7 @@ from pipeline.deadletter.lines import (
 )
 from pipeline.deadletter.private import ensure_private_folder, open_private, tighten_folder
 from pipeline.deadletter.store import DeadLetterError, DeadLetterFull, StoredEntries
+from pipeline.signing.signers import Signer
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,12 @@ class FileDeadLetter:
     writer holds them and the source stops reading until room is made).
     """
 
-    def __init__(self, directory: Path, *, max_bytes: int | None = None,
+    def __init__(self, directory: Path, signer: Signer | None = None, *,
+                 max_bytes: int | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        """`signer` signs each entry written (the daemon's; None only to read and mark)."""
         self.directory = directory
+        self._signer = signer
         self.description = f"directory {directory}"
         self.max_bytes = max_bytes
         self._clock = clock
@@ -59,8 +63,12 @@ class FileDeadLetter:
         # how the failed write left it (inode, size), if that could be seen.
         self._restore: tuple[Path, int, tuple[int, int] | None] | None = None
 
+    def use_signer(self, signer: Signer) -> None:
+        """Sign the entries written from now on with `signer` (a key rotation)."""
+        self._signer = signer
+
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
-        lines = [entry.to_json() + b"\n" for entry in entries]
+        lines = [entry.to_json(signer=self._signer) + b"\n" for entry in entries]
         try:
             written = await asyncio.to_thread(self._append, lines)
         except OSError as exc:

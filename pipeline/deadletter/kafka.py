@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 from pipeline.deadletter.entry import DeadLetterEntry, is_marker, marker
 from pipeline.deadletter.store import DeadLetterError, StoredEntries
 from pipeline.kafka_connection import caught_causes, explain
+from pipeline.signing.signers import Signer
 
 MARKER_HEADER = "govpipe-marker"
 
@@ -32,9 +33,12 @@ class KafkaDeadLetter:
     # (1 MiB), with room for the key and record overhead.
     MAX_ENTRY_BYTES = 1_000_000
 
-    def __init__(self, client_options: Mapping[str, Any], topic: str) -> None:
-        """`client_options`: aiokafka's connection keywords (pipeline.kafka_connection)."""
+    def __init__(self, client_options: Mapping[str, Any], topic: str,
+                 signer: Signer | None = None) -> None:
+        """`client_options`: aiokafka's connection keywords (pipeline.kafka_connection);
+        `signer` signs each entry written (the daemon's; None only to read and mark)."""
         self._options = dict(client_options)
+        self._signer = signer
         self._topic = topic
         self.description = f"kafka topic {topic}"
         self._producer: AIOKafkaProducer | None = None
@@ -45,12 +49,17 @@ class KafkaDeadLetter:
             self._producer = await start_producer(self._options)
         return self._producer
 
+    def use_signer(self, signer: Signer) -> None:
+        """Sign the entries written from now on with `signer` (a key rotation)."""
+        self._signer = signer
+
     async def write(self, entries: Sequence[DeadLetterEntry]) -> None:
         try:
             with caught_causes() as catcher:
                 producer = await self._started()
-            futures = [await producer.send(self._topic, entry.to_json(self.MAX_ENTRY_BYTES),
-                                           key=_bounded_key(entry.key))
+            futures = [await producer.send(
+                self._topic, entry.to_json(self.MAX_ENTRY_BYTES, self._signer),
+                key=_bounded_key(entry.key))
                        for entry in entries]
             await asyncio.gather(*futures)
         except KafkaError as exc:

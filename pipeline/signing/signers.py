@@ -127,19 +127,40 @@ def hmac_signature(key: bytes, envelope: Mapping[str, Any], *, json_values: bool
                    ) -> str:
     """base64 HMAC-SHA256 of the Agent OS canonical form of `envelope` (no agtsignature);
     ``json_values`` as for `canonical_hmac_bytes`."""
-    mac = hmac.new(key, canonical_hmac_bytes(envelope, json_values=json_values),
-                   hashlib.sha256).digest()
+    canonical = canonical_hmac_bytes(envelope, json_values=json_values)
+    mac = hmac.digest(key, canonical, "sha256")  # one-shot, in C
     return base64.b64encode(mac).decode("ascii")
 
 
 def hmac_matches(key: bytes, envelope: Mapping[str, Any], signature: str) -> bool:
     """Constant-time check of a base64 HMAC-SHA256 `signature` over `envelope`."""
+    claimed = signature.encode("utf-8", "surrogatepass")
+    fast = sorted_orjson(envelope)
+    if fast is not None and hmac.compare_digest(_b64_mac(key, fast), claimed):
+        return True
     try:
         expected = hmac_signature(key, envelope).encode("ascii")
     except (ValueError, RecursionError):
         # No canonical form (a lone surrogate, absurd nesting): nothing could have been signed.
         return False
-    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(expected, claimed)
+
+
+def sorted_orjson(envelope: Mapping[str, Any]) -> bytes | None:
+    """orjson's sorted compact form: a verifier's first try, ten times quicker than the
+    canonical forms (`json.dumps`, JCS) and the same bytes for nearly every event. Only a
+    match is trusted: the signature then covers exactly these bytes, which read back as this
+    envelope. Where the forms can differ (number layout, key order beyond the BMP, integers
+    beyond 64 bits) a verifier falls back to the canonical form, so this never decides a
+    failure. None when orjson cannot write the envelope."""
+    try:
+        return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
+def _b64_mac(key: bytes, data: bytes) -> bytes:
+    return base64.b64encode(hmac.digest(key, data, "sha256"))
 
 
 class HmacSigner:

@@ -69,11 +69,11 @@ class LineSource:
                 for line in lines:
                     number += 1
                     if line.strip():  # blank lines separate records; they are not records
-                        batch.append(Record(line, Position(self.name, 0, number)))
+                        batch.append(Record(line, Position(self.name, 0, number, kind="line")))
                 if batch:
                     self._put(loop, batch)
             if partial.strip():
-                self._put(loop, [Record(partial, Position(self.name, 0, number + 1))])
+                self._put(loop, [Record(partial, Position(self.name, 0, number + 1, kind="line"))])
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed at shutdown
             self.error = f"reading {self.name} failed: {exc}"
         finally:

@@ -11,8 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pipeline.app import apply_live_settings, build_processor
+from pipeline.deadletter.entry import DeadLetterEntry
+from pipeline.deadletter.file import FileDeadLetter
 from pipeline.inbound.verifier import wall_clock_ms
-from pipeline.model import Rejection, SignedEvent
+from pipeline.model import Position, Rejection, SignedEvent
 from pipeline.ops.metrics import Metrics
 from pipeline.processor import EventProcessor
 from pipeline.reload import ConfigReloader, restart_needed
@@ -117,3 +119,16 @@ def test_rotated_inbound_keys_check_the_records_that_follow(tmp_path: Path) -> N
     assert refused.reason == "bad_signature"
     assert isinstance(current.process(signed(value, nonce="c", ts=wall_clock_ms(), key=NEW)),
                       SignedEvent)
+
+
+async def test_dead_letter_entries_follow_the_rotated_key(tmp_path: Path) -> None:
+    # A rejection must stay as verifiable as a delivery after a rotation: the dead-letter
+    # store signs with the key the processor now signs with.
+    settings = load_settings(None, {"GOVPIPE_SIGNING__KEY_FILE": str(key_file(
+        tmp_path / "k", NEW))})
+    store = FileDeadLetter(tmp_path / "dlq", HmacSigner(OLD))
+    apply_live_settings(processor(settings), settings, {}, store)
+    await store.write([DeadLetterEntry("source", "invalid_json", "not JSON",
+                                       Position("t", 0, 7), value=b"{")])
+    written = (await store.read()).entries
+    assert [entry["agtkeyid"] for entry in written] == [hmac_key_id(NEW)]

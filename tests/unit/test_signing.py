@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -24,7 +25,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.cloudevents.codec import decode_object, encode
-from pipeline.cloudevents.mapping import to_cloudevent
+from pipeline.cloudevents.mapping import SIGNATURE_ATTRIBUTES, to_cloudevent
+from pipeline.cloudevents.position import with_position
 from pipeline.model import Position, Record, Rejection, SignedEvent
 from pipeline.processor import EventProcessor
 from pipeline.signing.jcs import canonicalize
@@ -322,6 +324,7 @@ def test_mixed_key_set_rotates_from_hmac_to_ed25519() -> None:
 
 @pytest.mark.parametrize("alg", sorted(SIGNERS))
 def test_resigning_a_signed_cloudevent_gives_the_same_bytes(alg: str) -> None:
+    # Re-read at the same position (a redelivery, or output fed back in): the same bytes.
     processor = EventProcessor(SIGNERS[alg], 1 << 20)
     for line in EXAMPLES.read_bytes().splitlines()[:12]:
         first = processor.process(Record(line, Position("t", 0, 0)))
@@ -330,12 +333,28 @@ def test_resigning_a_signed_cloudevent_gives_the_same_bytes(alg: str) -> None:
             assert first.reason == "number_out_of_range"
             continue
         assert isinstance(first, SignedEvent)
-        again = processor.process(Record(first.body, Position("t", 0, 1)))
+        again = processor.process(Record(first.body, Position("t", 0, 0)))
         assert isinstance(again, SignedEvent)
         assert again.body == first.body
         # Signing an already-signed dict directly gives the same member order too.
         signer = SIGNERS[alg]
-        assert encode(signer.sign(signer.sign(to_cloudevent(json.loads(line))))) == first.body
+        unsigned = with_position(to_cloudevent(json.loads(line)), Position("t", 0, 0))
+        assert encode(signer.sign(signer.sign(unsigned))) == first.body
+
+
+@pytest.mark.parametrize("alg", sorted(SIGNERS))
+def test_resigning_at_another_position_replaces_the_position(alg: str) -> None:
+    # A govpipe event re-published elsewhere names where *this* read found it.
+    processor = EventProcessor(SIGNERS[alg], 1 << 20)
+    line = EXAMPLES.read_bytes().splitlines()[0]
+    first = processor.process(Record(line, Position("t", 0, 0)))
+    assert isinstance(first, SignedEvent)
+    again = processor.process(Record(first.body, Position("stdin", 0, 7, kind="line")))
+    assert isinstance(again, SignedEvent)
+    assert Verifier(keyset()).verify(again.attributes)
+    moved = {name: value for name, value in again.attributes.items()
+             if name.startswith("agt") and name not in SIGNATURE_ATTRIBUTES}
+    assert moved == {"agtinput": "stdin", "agtline": "7"}
 
 
 def has_integer_beyond_i_json(value: Any) -> bool:
@@ -440,3 +459,26 @@ def test_sign_json_gives_the_same_signature_as_sign() -> None:
     signer = HmacSigner(KEY)
     ce = dict(CE, data={"tiny": 1e-5, "big": 2**65, "text": "\x00\n\u2028😀", "n": 1.163})
     assert signer.sign_json(ce) == signer.sign(ce)
+
+
+def orjson_form(envelope: dict[str, Any]) -> bytes | None:
+    try:
+        return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+
+
+@pytest.mark.parametrize(("alg", "data"), [
+    ("hmac", {"f": 1e16, "g": 1e-7}),  # json.dumps writes 1e-07
+    ("hmac", {"n": 2**70}),  # beyond what orjson writes
+    ("ed25519", {"f": 1e16}),  # JCS writes 10000000000000000
+    ("ed25519", {"\U0001f600": 1, "\uff61": 2}),  # JCS orders keys by UTF-16 code units
+])  # (Ed25519 refuses integers beyond I-JSON: nothing to fall back for)
+def test_verification_falls_back_to_the_canonical_form(alg: str, data: dict[str, Any]) -> None:
+    # Verifiers try orjson's sorted form first and trust it only on a match.
+    signed = SIGNERS[alg].sign({**CE, "data": data})
+    envelope = {k: v for k, v in signed.items() if k != "agtsignature"}
+    canonical = canonicalize(envelope) if alg == "ed25519" else canonical_hmac_bytes(envelope)
+    assert orjson_form(envelope) != canonical
+    assert Verifier(keyset()).verify(signed)
+    assert not Verifier(keyset()).verify({**signed, "data": {**data, "x": 1}})
