@@ -23,23 +23,33 @@ class Result:
     # under test, and the broker serving them. With two cores, their sum is the ceiling.
     cpu_cores: float = 0.0
     broker_cpu_cores: float = 0.0
+    # This scenario's CPU µs per event over the baseline's (a) in the same run.
+    cpu_ratio_to_baseline: float = 0.0
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """CPU time of the process(es) under test per event (µs), over the throughput
+        window: cores times wall seconds, over events."""
+        return self.cpu_cores / self.eps * 1e6 if self.eps else 0.0
 
 
 def table(results: Sequence[Result]) -> str:
     """A markdown table, one row per scenario."""
     lines = ["| scenario | events | events/s | x baseline | p50 ms | p99 ms | peak RSS MB "
-             "| CPU cores | broker CPU cores |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| CPU cores | broker CPU cores | CPU µs per event | CPU x baseline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r.name} | {r.events:,} | {r.eps:,.0f} | {r.ratio_to_baseline:.2f} | "
               f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.peak_rss_mb:.0f} | {r.cpu_cores:.2f} | "
-              f"{r.broker_cpu_cores:.2f} |" for r in results]
+              f"{r.broker_cpu_cores:.2f} | {r.cpu_us_per_event:.1f} | "
+              f"{r.cpu_ratio_to_baseline:.2f} |" for r in results]
     return "\n".join(lines)
 
 
 def write_json(results: Sequence[Result], path: Path) -> None:
     """``[{name, events, eps, ratio_to_baseline, p50_ms, p99_ms, peak_rss_mb, cpu_cores,
-    broker_cpu_cores}, …]``."""
-    path.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    broker_cpu_cores, cpu_ratio_to_baseline, cpu_us_per_event}, …]``."""
+    rows = [dict(asdict(r), cpu_us_per_event=r.cpu_us_per_event) for r in results]
+    path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def write_plot(results: Sequence[Result], path: Path) -> None:

@@ -12,14 +12,19 @@ in turns, each on fresh topics (2 input partitions) and a fresh consumer group:
   c  govpipe, Kafka + stdout (/dev/null) + OTLP gRPC (to the Collector), HMAC-SHA256
   d  govpipe, Kafka sink only, Ed25519
   e  govpipe as b, ``--processes`` replicas in one group
+  p  the OpenTelemetry Collector: kafkareceiver (raw) → batch → kafkaexporter (raw, acks all)
+  q  as p with the transform processor doing comparable work (bench/collector_kafka.py)
 Throughput: N preloaded events; wall time from the first read (govpipe's /metrics, the
-baseline's own report) to the last broker ack (LogAppendTime of the output topic).
+Collector's metrics, the baseline's own report) to the last broker ack (LogAppendTime of
+the output topic).
 Latency: a paced producer at half the measured rate stamps its send time into each event's
 attributes; latency = output LogAppendTime - send time, over the events sent after the
 first ``--warmup-seconds`` (connection set-up and warm-up of a fresh process are not
 steady-state latency). Peak RSS: VmHWM of the process(es). CPU cores: CPU seconds over the
 throughput window (first read to all events out) per wall second, for the process(es)
-under test and for the broker: on two cores their sum shows how much was left.
+under test and for the broker: on two cores their sum shows how much was left. CPU µs per
+event: the process(es)' CPU seconds over that window per event, the number to compare
+across scenarios on a loaded machine (a rate moves with the load far more).
 ``--profile DIR`` records a py-spy profile of each govpipe process over its throughput
 window (bench/profile.py: collapsed stacks and a summary of the top functions).
 The table goes to stdout, a progress line to stderr.
@@ -39,9 +44,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.collector_kafka import CollectorWorker
 from bench.events import event_values
 from bench.kafka_io import OutputTopic, paced_load, preload
 from bench.procs import (
@@ -75,10 +81,11 @@ class Scenario:
     alg: str = "HMAC-SHA256"
     processes: int = 1
     baseline: bool = False
+    collector: str = ""  # "raw" (p) or "transform" (q): the Collector instead of govpipe
 
 
 def scenarios(processes: int) -> list[Scenario]:
-    """The scenarios a-e (e only with more than one process)."""
+    """The scenarios a-e (e only with more than one process), p and q."""
     found = [
         Scenario("a", "a: baseline passthrough", baseline=True),
         Scenario("b", "b: govpipe kafka, HMAC"),
@@ -88,6 +95,9 @@ def scenarios(processes: int) -> list[Scenario]:
     if processes > 1:
         found.append(Scenario("e", f"e: govpipe kafka, HMAC, {processes} replicas",
                               processes=processes))
+    found += [Scenario("p", "p: otelcol kafka raw → batch → kafka", collector="raw"),
+              Scenario("q", "q: otelcol as p + transform (parse, map, regex, SHA256)",
+                       collector="transform")]
     return found
 
 
@@ -157,6 +167,8 @@ def start_workers(scenario: Scenario, topics: Topics, ctx: Context) -> list[Work
         work = Path(tempfile.mkdtemp(prefix=f"{scenario.key}{index}-", dir=ctx.work))
         if scenario.baseline:
             workers.append(PassthroughWorker.start(topics, work))
+        elif scenario.collector:
+            workers.append(CollectorWorker.start(topics, work, scenario.collector == "transform"))
         else:
             workers.append(GovpipeWorker.start(govpipe_env(scenario, topics, ctx, work), work))
     return workers
@@ -192,7 +204,7 @@ class Throughput:
 def start_profilers(scenario: Scenario, workers: Sequence[Worker], ctx: Context
                     ) -> list[Profiler]:
     """With ``--profile DIR``: py-spy on each govpipe worker, to ``DIR/<key><n>.txt``."""
-    if ctx.profile_dir is None or scenario.baseline:
+    if ctx.profile_dir is None or scenario.baseline or scenario.collector:
         return []
     return [Profiler(w.pid, ctx.profile_dir / f"{scenario.key}{n}.txt")
             for n, w in enumerate(workers)]
@@ -245,14 +257,17 @@ async def latency(scenario: Scenario, ctx: Context, rate: float, count: int
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile of ``values``."""
+    """The nearest-rank percentile of ``values`` (NaN for none: with few events, a fast
+    scenario sends them all inside the warm-up)."""
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 async def measure(scenario: Scenario, ctx: Context, values: Sequence[bytes],
-                  latency_s: float, baseline_eps: float | None) -> Result:
-    """Both phases of one scenario."""
+                  latency_s: float, baseline: Result | None) -> Result:
+    """Both phases of one scenario; ratios against ``baseline`` (itself when None)."""
     ctx.progress.scenario = scenario.name
     measured = await throughput(scenario, ctx, values)
     eps = measured.eps
@@ -260,22 +275,25 @@ async def measure(scenario: Scenario, ctx: Context, values: Sequence[bytes],
     count = max(1000, min(len(values), int(rate * (latency_s + ctx.warmup_s))))
     found, rss_lat = await latency(scenario, ctx, rate, count)
     ctx.progress(f"{eps:,.0f} events/s, p99 {percentile(found, 0.99):.1f} ms")
-    return Result(scenario.name, len(values), eps, eps / (baseline_eps or eps),
-                  percentile(found, 0.50), percentile(found, 0.99),
-                  max(measured.peak_rss_mb, rss_lat), measured.cpu_cores,
-                  measured.broker_cpu_cores)
+    result = Result(scenario.name, len(values), eps, eps / (baseline.eps if baseline else eps),
+                    percentile(found, 0.50), percentile(found, 0.99),
+                    max(measured.peak_rss_mb, rss_lat), measured.cpu_cores,
+                    measured.broker_cpu_cores)
+    base_cpu = (baseline or result).cpu_us_per_event
+    return replace(result, cpu_ratio_to_baseline=result.cpu_us_per_event / base_cpu
+                   if base_cpu else 0.0)
 
 
 async def run_all(chosen: Sequence[Scenario], ctx: Context, events: int,
                   latency_s: float) -> list[Result]:
-    """Every chosen scenario in turn; ratios against the baseline's rate (a runs first)."""
+    """Every chosen scenario in turn; ratios against the baseline (a runs first)."""
     values = event_values(events)
     results: list[Result] = []
-    baseline: float | None = None
+    baseline: Result | None = None
     for scenario in chosen:
         result = await measure(scenario, ctx, values, latency_s, baseline)
         if scenario.baseline:
-            baseline = result.eps
+            baseline = result
         results.append(result)
     sys.stderr.write("\n")
     return results

@@ -66,7 +66,7 @@ class EventProcessor:
                 check_binary_representable(cloudevent)
             if self._detector is not None:
                 alerts = self._detector.mark(cloudevent)
-            signed = self._signer.sign(cloudevent)
+            signed = self._signer.sign_json(cloudevent)  # decoded from JSON: plain values
             body = encode(signed)
         except InvalidEvent as exc:
             return Rejection(exc.reason, exc.detail, record)

@@ -18,10 +18,14 @@ from pipeline.cloudevents.errors import InvalidEvent
 
 # orjson reads integers beyond 64 bits as floats, silently dropping digits; a value holding
 # a run of 19+ digits (maybe such an integer) takes the exact standard-library path.
-_LONG_DIGITS = re.compile(rb"\d{19}")
 # orjson reads a number below the smallest double as 0.0 without an error: a value that may
-# hold one (an exponent of -100 or less, a long run of zeros) takes the checking path too.
-_MAYBE_TINY = re.compile(rb"[eE]-\d{3}|0{300}")
+# hold one (an exponent of -100 or less; a long run of zeros is a long run of digits) takes
+# the checking path too. Both are found by two substring searches on a copy with every
+# digit made "0" and "E" made "e": C loops, ~15x cheaper than the equivalent regexes
+# (`\d{19}` and `[eE]-\d{3}`), which were a fifth of decoding a typical event.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
+_LONG_DIGITS = b"0" * 19
+_MAYBE_TINY = b"e-000"
 _NONZERO_DIGIT = re.compile(r"[1-9]")
 NUMBER_OUT_OF_RANGE = "number_out_of_range"
 
@@ -50,7 +54,8 @@ def decode_any(raw: bytes, max_bytes: int) -> Any:
         raise InvalidEvent("empty", "empty value")
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"value is {len(raw)} bytes, over max_event_bytes")
-    if _LONG_DIGITS.search(raw) is None and _MAYBE_TINY.search(raw) is None:
+    shape = raw.translate(_DIGITS_AS_ZERO)
+    if _LONG_DIGITS not in shape and _MAYBE_TINY not in shape:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

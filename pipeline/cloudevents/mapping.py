@@ -124,7 +124,8 @@ def _check_governance_fields(event: Mapping[str, Any]) -> None:
     if not isinstance(kind, str) or not kind:
         raise InvalidEvent("bad_field", "kind is missing or not a non-empty string")
     for name in _OPTIONAL_STRINGS:
-        if not isinstance(event.get(name), str | None):
+        # Two cheap tests, not isinstance against a union (~3x slower; runs 13x per event).
+        if (value := event.get(name)) is not None and not isinstance(value, str):
             raise InvalidEvent("bad_field", f"{name} must be a string")
     latency = event.get("latency_ms")
     if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float)):

@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -64,12 +65,51 @@ class Signer(Protocol):
 
     def sign(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]: ...
 
+    def sign_json(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]:
+        """`sign` for a CloudEvent made only of decoded JSON values: the same result."""
+        ...
 
-def canonical_hmac_bytes(envelope: Mapping[str, Any]) -> bytes:
-    """The bytes Agent OS signs: sorted keys, compact separators, raw UTF-8."""
+
+def canonical_hmac_bytes(envelope: Mapping[str, Any], *, json_values: bool = False) -> bytes:
+    """The bytes Agent OS signs: sorted keys, compact separators, raw UTF-8.
+
+    ``json_values``: the caller vouches that `envelope` holds only what decoding JSON gives
+    (dicts, lists, strings, integers, finite floats, booleans, None); then orjson writes
+    it, about twice as fast, whenever its bytes are provably the standard library's."""
+    if json_values and (fast := _orjson_canonical(envelope)) is not None:
+        return fast
     text = json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       default=str)
     return text.encode("utf-8")
+
+
+def _orjson_canonical(envelope: Mapping[str, Any]) -> bytes | None:
+    """orjson's sorted compact form of a JSON value, or None where it may differ from
+    `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
+
+    For JSON values the two write the same bytes (keys sorted by code point, the same
+    string escapes, the same shortest float digits) except for floats below 1e-4 in
+    magnitude: Python writes `1e-05`, orjson `0.00001` or `1.5e-7`. Either of those forms
+    leaves `0.0000` or a digit, `e-` and a digit in the text; seeing one (even inside a
+    string) sends the event the exact way. Integers beyond 64 bits, lone surrogates and
+    too deep nesting make orjson raise: the exact way too. A subclass of a builtin type,
+    a dataclass or a datetime is refused (`default` raises), as no JSON value is one."""
+    try:
+        text = orjson.dumps(envelope, default=_not_json, option=_ORJSON_CANONICAL)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return None
+    if b"0.0000" in text or (b"e-" in text and _EXPONENT_MINUS.search(text)):
+        return None
+    return text
+
+
+def _not_json(value: object) -> Any:
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+_ORJSON_CANONICAL = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+                     | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME)
+_EXPONENT_MINUS = re.compile(rb"\de-\d")
 
 
 def unsigned_envelope(cloudevent: Mapping[str, Any], alg: str, key_id: str) -> dict[str, Any]:
@@ -83,9 +123,12 @@ def unsigned_envelope(cloudevent: Mapping[str, Any], alg: str, key_id: str) -> d
     return envelope
 
 
-def hmac_signature(key: bytes, envelope: Mapping[str, Any]) -> str:
-    """base64 HMAC-SHA256 of the Agent OS canonical form of `envelope` (no agtsignature)."""
-    mac = hmac.digest(key, canonical_hmac_bytes(envelope), "sha256")  # one-shot, in C
+def hmac_signature(key: bytes, envelope: Mapping[str, Any], *, json_values: bool = False
+                   ) -> str:
+    """base64 HMAC-SHA256 of the Agent OS canonical form of `envelope` (no agtsignature);
+    ``json_values`` as for `canonical_hmac_bytes`."""
+    canonical = canonical_hmac_bytes(envelope, json_values=json_values)
+    mac = hmac.digest(key, canonical, "sha256")  # one-shot, in C
     return base64.b64encode(mac).decode("ascii")
 
 
@@ -142,6 +185,13 @@ class HmacSigner:
         signed[SIGNATURE] = hmac_signature(self._key, signed)
         return signed
 
+    def sign_json(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]:
+        """`sign` for a CloudEvent made only of decoded JSON values (the pipeline's): the
+        same signature, with the faster canonical form where it is provably the same."""
+        signed = unsigned_envelope(cloudevent, self.alg, self.key_id)
+        signed[SIGNATURE] = hmac_signature(self._key, signed, json_values=True)
+        return signed
+
     def verify(self, signed: Mapping[str, Any]) -> bool:
         """True when `signed` carries this key's valid HMAC-SHA256 signature."""
         signature = signed.get(SIGNATURE)
@@ -171,6 +221,10 @@ class Ed25519Signer:
         signature = self._private_key.sign(canonicalize(signed))
         signed[SIGNATURE] = base64.b64encode(signature).decode("ascii")
         return signed
+
+    def sign_json(self, cloudevent: Mapping[str, Any]) -> dict[str, Any]:
+        """`sign`: the JCS form has no faster equivalent here."""
+        return self.sign(cloudevent)
 
 
 def hmac_key_id(key: bytes) -> str:

@@ -21,6 +21,7 @@ from pipeline.detectors.tool_poisoning import (
     ToolPoisoningDetector,
     field_severity,
     scan,
+    scan_strings,
 )
 from pipeline.model import Position, Record, SignedEvent
 from pipeline.ops.metrics import Metrics
@@ -225,3 +226,18 @@ def test_hostile_fields_are_scanned_in_bounded_time(unit: str, tail: str) -> Non
     scan(data)
     # ~1.3 s with memory_guard's regexes as written; linear now (a few ms).
     assert time.perf_counter() - started < 0.25
+
+
+# Pieces of every trigger, in odd spellings: case, escapes JSON must write, non-ASCII
+# whitespace and characters that fold into a trigger's letters (Kelvin sign, long s).
+_TRIGGER_PIECES = ["<", "rm", "RM", "dd", "mkfs.", "mKf\u017f.", "chmod", "/dev/sd", "/dev/\u017fd",
+                   "curl", "wGET", ":", "(", "&", " ", "\t", "\n", "\x0b", "\x1c", "\x85",
+                   "\xa0", "\u3000", "\\", '"', "x", "é", "日", "\u212a", "{", ")"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_TRIGGER_PIECES), max_size=8).map("".join),
+                max_size=4))
+def test_the_clean_shortcut_never_hides_a_finding(texts: list[str]) -> None:
+    data = {"reason": texts[0] if texts else "", "attributes": {"notes": texts[1:]}}
+    assert scan(data) == scan_strings(data)

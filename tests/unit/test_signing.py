@@ -435,6 +435,32 @@ def test_hostile_events_fail_verification_without_crashing_it(alg: str) -> None:
         assert verifier.failure(event) in ("bad_signature", "unknown_key", "unsupported_alg")
 
 
+# JSON values as decoding gives them, with the float and string corners where orjson and
+# json.dumps could differ: tiny and huge magnitudes, control characters, non-BMP text.
+_JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+                 | st.floats(allow_nan=False, allow_infinity=False)
+                 | st.sampled_from([1e-4, 9.99e-5, 1e-5, 1.5e-7, 5e-324, 1e16, 1e22, -0.0])
+                 | st.text())
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20)
+
+
+@given(_JSON_VALUES)
+def test_fast_canonical_form_is_byte_identical_for_json_values(value: Any) -> None:
+    envelope = {"id": "e1", "data": value}
+    fast = canonical_hmac_bytes(envelope, json_values=True)
+    assert fast == json.dumps(envelope, sort_keys=True, separators=(",", ":"),
+                              ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def test_sign_json_gives_the_same_signature_as_sign() -> None:
+    signer = HmacSigner(KEY)
+    ce = dict(CE, data={"tiny": 1e-5, "big": 2**65, "text": "\x00\n\u2028😀", "n": 1.163})
+    assert signer.sign_json(ce) == signer.sign(ce)
+
+
 def orjson_form(envelope: dict[str, Any]) -> bytes | None:
     try:
         return orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
