@@ -72,6 +72,11 @@ async def paced_load(bootstrap: str, topic: str, rate: float, count: int) -> Non
         await producer.stop()
 
 
+# How far before the end `last_ack_ms` starts reading: past the commit markers a few
+# transactions leave at the end of a partition.
+MARKERS_LOOKBACK = 64
+
+
 class OutputTopic:
     """Reads an output topic without a consumer group: counts, last ack, latencies."""
 
@@ -101,15 +106,21 @@ class OutputTopic:
                 await asyncio.sleep(0.2)
 
     async def last_ack_ms(self) -> float:
-        """The latest LogAppendTime on the topic (timestamps only grow per partition)."""
+        """The latest LogAppendTime on the topic (timestamps only grow per partition).
+
+        The last offsets may be transaction markers (exactly-once output), which a
+        consumer never returns: read from a little before the end."""
         ends = await self._consumer.end_offsets(self._tps)
         latest = 0.0
         for tp, end in ends.items():
             if end == 0:
                 continue
-            self._consumer.seek(tp, end - 1)
-            records = await self._consumer.getmany(tp, timeout_ms=5000)
-            latest = max([latest, *(r.timestamp for r in records.get(tp, []))])
+            self._consumer.seek(tp, max(0, end - MARKERS_LOOKBACK))
+            while await self._consumer.position(tp) < end:
+                records = await self._consumer.getmany(tp, timeout_ms=5000)
+                if not records.get(tp):
+                    break
+                latest = max([latest, *(r.timestamp for r in records[tp])])
         return latest
 
     async def latencies_ms(self, expected: int, warmup_s: float = 0.0) -> list[float]:

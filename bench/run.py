@@ -82,15 +82,21 @@ class Scenario:
     processes: int = 1
     baseline: bool = False
     collector: str = ""  # "raw" (p) or "transform" (q): the Collector instead of govpipe
+    # Output, dead-letter and offsets in one transaction per partition and commit. The
+    # output records are sent when their transaction runs (at the commit interval), so
+    # their append time, and so the latency, is about when a read_committed reader sees
+    # them (bench/exactly_once.py measures that visibility directly).
+    exactly_once: bool = False
 
 
 def scenarios(processes: int) -> list[Scenario]:
-    """The scenarios a-e (e only with more than one process), p and q."""
+    """The scenarios a-f (e only with more than one process), p and q."""
     found = [
         Scenario("a", "a: baseline passthrough", baseline=True),
         Scenario("b", "b: govpipe kafka, HMAC"),
         Scenario("c", "c: govpipe kafka+stdout+otlp, HMAC", ("kafka", "stdout", "otlp")),
         Scenario("d", "d: govpipe kafka, Ed25519", alg="Ed25519"),
+        Scenario("f", "f: govpipe kafka exactly-once, HMAC", exactly_once=True),
     ]
     if processes > 1:
         found.append(Scenario("e", f"e: govpipe kafka, HMAC, {processes} replicas",
@@ -143,6 +149,10 @@ def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) ->
     })
     for sink in ("kafka", "stdout", "otlp"):
         env[f"GOVPIPE_SINKS__{sink.upper()}__ENABLED"] = str(sink in scenario.sinks).lower()
+    if scenario.exactly_once:  # needs the dead-letter in the same Kafka transactions
+        env.update({"GOVPIPE_SINKS__KAFKA__EXACTLY_ONCE": "true",
+                    "GOVPIPE_DEADLETTER__KIND": "kafka",
+                    "GOVPIPE_DEADLETTER__TOPIC": f"{topics.source}.dlq"})
     if scenario.alg == "Ed25519":
         env.update({"GOVPIPE_SIGNING__ALG": "Ed25519",
                     "GOVPIPE_SIGNING__KEY_FILE": str(ctx.ed25519_key)})
