@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from aiokafka import errors as Errors
 from aiokafka.abc import AbstractTokenProvider
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from pipeline.settings import ConfigError, KafkaConnection
@@ -232,3 +233,16 @@ def _cause(exc: BaseException, kind: type[_E]) -> _E | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+async def topic_partitions(options: Mapping[str, Any], topic: str) -> list[int]:
+    """The partition ids of `topic` ([] when it does not exist), through an admin client
+    made with `options` (aiokafka keywords, as `client_options` gives them)."""
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for t in described if t.get("error_code") == 0
+                  for p in t.get("partitions", []))

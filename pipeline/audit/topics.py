@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.audit.progress import Progress
 from pipeline.audit.trail import NO_LIMIT, Stream, TrailAudit
 from pipeline.cloudevents.codec import decode_object
 from pipeline.cloudevents.mapping import InvalidEvent
+from pipeline.kafka_connection import topic_partitions
 
 Ends = dict[TopicPartition, int]
 OnRecord = Callable[[ConsumerRecord[bytes, bytes]], None]
@@ -120,14 +120,7 @@ class _TopicReader:
         return ends
 
     async def _partitions(self, topic: str) -> list[int]:
-        admin = AIOKafkaAdminClient(**self._options)
-        await admin.start()
-        try:
-            described = await admin.describe_topics([topic])
-        finally:
-            await admin.close()
-        return sorted(p["partition"] for t in described if t.get("error_code") == 0
-                      for p in t.get("partitions", []))
+        return await topic_partitions(self._options, topic)
 
     async def starts(self, partitions: list[TopicPartition]) -> Ends:
         """The log start offsets (above 0 once retention removed records)."""

@@ -9,13 +9,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from pipeline.deadletter.entry import DeadLetterEntry, is_marker, marker
 from pipeline.deadletter.store import DeadLetterError, StoredEntries
 from pipeline.exactly_once.outbox import Staged
-from pipeline.kafka_connection import caught_causes, explain
+from pipeline.kafka_connection import caught_causes, explain, topic_partitions
 from pipeline.signing.signers import Signer
 
 MARKER_HEADER = "govpipe-marker"
@@ -143,7 +142,7 @@ def _bounded_key(key: bytes | None) -> bytes | None:
 
 async def _read_topic(options: Mapping[str, Any], topic: str) -> list[dict[str, Any]]:
     """Every JSON object on `topic` up to the end it has now (entries and markers)."""
-    partitions = [TopicPartition(topic, p) for p in await _partitions(options, topic)]
+    partitions = [TopicPartition(topic, p) for p in await topic_partitions(options, topic)]
     if not partitions:
         return []
     # read_committed: under exactly-once the entries of aborted transactions are on the
@@ -160,16 +159,6 @@ async def _read_topic(options: Mapping[str, Any], topic: str) -> list[dict[str, 
         await consumer.stop()
 
 
-async def _partitions(options: Mapping[str, Any], topic: str) -> list[int]:
-    """The topic's partition ids ([] when it does not exist)."""
-    admin = AIOKafkaAdminClient(**options)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(p["partition"] for t in described if t.get("error_code") == 0
-                  for p in t.get("partitions", []))
 
 
 async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]

@@ -31,9 +31,10 @@ class InboundKeys:
         return self._per_sender.get(sender)
 
 
-def load_inbound_keys(path: Path) -> InboundKeys:
-    """Base64 key text (one shared key) or a TOML table `"sender" = "base64 key"`."""
-    origin = f"source.inbound_key_file {path}"
+def load_inbound_keys(path: Path, origin: str | None = None) -> InboundKeys:
+    """Base64 key text (one shared key) or a TOML table `"sender" = "base64 key"`, read from
+    `path`; errors name `origin` (default: the `source.inbound_key_file` setting)."""
+    origin = origin or f"source.inbound_key_file {path}"
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

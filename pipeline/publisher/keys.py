@@ -15,7 +15,13 @@ import os
 import uuid
 from pathlib import Path
 
-from pipeline.inbound.keys import InboundKeys, is_key_table, keys_from_text, long_enough
+from pipeline.inbound.keys import (
+    InboundKeys,
+    is_key_table,
+    keys_from_text,
+    load_inbound_keys,
+    long_enough,
+)
 from pipeline.inbound.signed_string import signature_headers
 from pipeline.inbound.verifier import wall_clock_ms
 from pipeline.signing.signers import MIN_HMAC_KEY_BYTES, SigningKeyError
@@ -43,13 +49,7 @@ def load_producer_key(sign_key: SignKey | None, sender: str) -> bytes | None:
 
 
 def _keys_from_file(path: Path) -> InboundKeys:
-    origin = f"sign_key file {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise SigningKeyError(f"{origin}: cannot read: {reason}") from None
-    return keys_from_text(text, origin)
+    return load_inbound_keys(path, f"sign_key file {path}")
 
 
 def _keys_from_bytes(data: bytes) -> InboundKeys:
