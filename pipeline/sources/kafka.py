@@ -2,7 +2,8 @@
 
 Offsets are committed explicitly (auto-commit off) from the `OffsetTracker`'s contiguous
 settled prefix, periodically, on partition revocation (after what is held for the revoked
-partitions has settled, within a deadline) and on shutdown. While the sinks' queues are
+partitions has settled, within a deadline; a failed commit is tried once more) and on
+shutdown. While the sinks' queues are
 full, fetching is paused but the consumer keeps polling, so it stays in its group.
 
 Every record the consumer returns is handed on (and tracked) or its partition is rewound
