@@ -14,7 +14,8 @@ delivered, or written for a dead-letter entry, only when the transaction that wr
 with its offset commits). A transaction that aborts is tried again with the same records,
 so nothing is counted twice; events staged for a partition given up before its
 transaction committed are counted dropped (`partition_revoked`): its next owner delivers
-them.
+them (`transaction_outcome_unknown` when a transaction that wrote them may have
+committed: see `pipeline.exactly_once.tally`).
 
 Only this module changes the `govpipe_source_*`, `govpipe_events_*` and `govpipe_sink_*`
 series; `/metrics` renders them from the ledger when scraped.

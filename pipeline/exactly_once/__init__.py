@@ -5,4 +5,5 @@ transaction.
 - ``outbox``: what waits for its partition's next transaction (records, entries).
 - ``committer``: one transactional producer per input partition; a transaction per commit;
   what an abort, a timeout or a fencing leaves, and how it is resolved.
+- ``tally``: how staged records are counted: delivered, or dropped with the reason.
 """

@@ -12,14 +12,15 @@ A transaction that fails (broker restart, timeout, fencing) drops its producer; 
 commit starts a new one, which settles the old transaction either way (committed or
 aborted), and the committed offset tells which: committed, its records are counted
 delivered; aborted, the same staged records go in the next transaction (a fenced one is
-known aborted). Nothing is written twice, nothing is counted twice.
+known aborted). Nothing is written twice, nothing is counted twice. A partition given up
+while a transaction's outcome is still unknown cannot tell: its records are counted
+`OUTCOME_UNKNOWN`, not claimed for the next owner (`tally`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,14 @@ from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, 
 from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
 from pipeline.exactly_once.outbox import Outbox, Staged
+from pipeline.exactly_once.tally import (
+    COMMITTED_ELSEWHERE,
+    OUTCOME_UNKNOWN,
+    REVOKED,
+    count_delivered,
+    count_dropped,
+    split_below,
+)
 from pipeline.model import SignedEvent
 from pipeline.sources.rebalance import COMMIT_TIMEOUT_S
 
@@ -45,8 +54,6 @@ MAX_STAGED = 50_000
 MAX_PER_TRANSACTION = 5_000
 # A newer producer for the partition started: this one's transaction was aborted.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
-REVOKED = "partition_revoked"          # the partition went to another owner first
-COMMITTED_ELSEWHERE = "committed_elsewhere"  # another owner's transaction wrote them
 
 
 class TransactionalCommitter:
@@ -72,7 +79,8 @@ class TransactionalCommitter:
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._retired: list[AIOKafkaProducer] = []
         self._base: dict[TopicPartition, int] = {}  # committed offset, as this producer knows
-        self._attempt: dict[TopicPartition, int] = {}  # a transaction of unknown outcome
+        # A transaction asked to commit whose outcome is unknown, by partition: its end.
+        self._attempt: dict[TopicPartition, int] = {}
         self._errors: dict[TopicPartition, str] = {}  # per partition, until a success
         # The records a transaction under way writes, by partition: given up meanwhile,
         # they are counted by how that transaction ends, not when the partition goes.
@@ -94,8 +102,7 @@ class TransactionalCommitter:
         since they were read are dropped (counted): its next owner writes them."""
         stale = self._outbox.stage(items)
         self._capacity.update(self._outbox.size)
-        for sink, events in _events_by_sink(stale).items():
-            self._ledger.uncommitted(sink, events, REVOKED)
+        count_dropped(self._ledger, stale, REVOKED)
 
     def stage_events(self, sink: str, topic: str,
                      messages: Sequence[tuple[SignedEvent, Message]]) -> None:
@@ -146,41 +153,37 @@ class TransactionalCommitter:
             return await self._commit_partition(consumer, tp, offset, mark)
         finally:
             self._writing.pop(tp, None)
-            # Given up while its transaction was under way: what it wrote is counted by
-            # how it ended (`_commit_partition` took them if it committed).
-            self._count(self._orphans.pop(tp, []), mine=False)
+            orphans = self._orphans.pop(tp, [])
+            if not self._still_mine(tp, mark):
+                # Given up while its transaction was under way: what it wrote is counted
+                # by how that ended (delivered, taken already, if it committed).
+                in_doubt = self._attempt.pop(tp, None) is not None
+                count_dropped(self._ledger, orphans, OUTCOME_UNKNOWN if in_doubt else REVOKED)
 
     async def _commit_partition(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
                                 offset: int, mark: int) -> bool:
+        resolved = False  # any transaction of unknown outcome is this producer's
         try:
             async with asyncio.timeout(self._timeout_s):
                 producer = await self._producer(tp)
                 await producer.begin_transaction()  # waits for the producer id (fencing)
                 if tp not in self._base:
                     self._resolve(tp, await consumer.committed(tp))
+                resolved = True
                 base = self._base[tp]
                 if offset > base:
-                    self._attempt[tp] = offset
                     await self._transaction(producer, tp, offset, mark)
                 else:  # another owner committed past all of it
                     await producer.abort_transaction()
         except (KafkaError, IllegalOperation, TimeoutError) as exc:
-            # Whatever broke (a broker away, a fencing, a producer in a bad state), a new
-            # producer starts over from what the group has committed.
-            error = f"{tp.topic}-{tp.partition}: {type(exc).__name__}: {exc}"
-            mine = self._still_mine(tp, mark)
-            if mine:
-                self._errors[tp] = error
-            log.warning("transaction failed, will retry: %s", error)
-            if isinstance(exc, FENCED) or not mine:  # aborted, or no longer ours to settle
-                self._attempt.pop(tp, None)
-            self._retire(tp)
+            self._failed(tp, exc, mark, fenced_own=resolved and isinstance(exc, FENCED))
             return False
         self._errors.pop(tp, None)
         if not self._still_mine(tp, mark):
             # Given up meanwhile (forget): what this transaction wrote is delivered (no next
             # owner writes it, the offset being past it); the rest was counted then.
-            self._count(self._orphans.pop(tp, []), mine=True)
+            self._attempt.pop(tp, None)
+            count_delivered(self._ledger, self._orphans.pop(tp, []))
             return True
         self._attempt.pop(tp, None)
         self._base[tp] = max(base, offset)
@@ -210,7 +213,23 @@ class TransactionalCommitter:
         if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
             raise failure
         await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
+        # From here a failure (a timeout, a broker gone) may still have committed it.
+        self._attempt[tp] = offset
         await producer.commit_transaction()
+
+    def _failed(self, tp: TopicPartition, exc: BaseException, mark: int, *,
+                fenced_own: bool) -> None:
+        """Whatever broke (a broker away, a fencing, a producer in a bad state), a new
+        producer starts over from what the group has committed. `fenced_own`: this
+        producer was fenced, so its transaction aborted."""
+        error = f"{tp.topic}-{tp.partition}: {type(exc).__name__}: {exc}"
+        if self._still_mine(tp, mark):
+            self._errors[tp] = error
+        log.warning("transaction failed, will retry: %s", error)
+        # Fenced before `_resolve`, an older producer's transaction is as unknown as it was.
+        if fenced_own:
+            self._attempt.pop(tp, None)
+        self._retire(tp)
 
     def _resolve(self, tp: TopicPartition, committed: int | None) -> None:
         """A new producer for `tp`: its start ended any older producer's transaction, so
@@ -226,20 +245,10 @@ class TransactionalCommitter:
     def _released(self, tp: TopicPartition, offset: int, *, mine: bool) -> None:
         items = self._outbox.release((tp.topic, tp.partition), offset)
         self._capacity.update(self._outbox.size)
-        self._count(items, mine=mine, elsewhere=COMMITTED_ELSEWHERE)
-
-    def _count(self, items: Sequence[Staged], *, mine: bool, elsewhere: str = REVOKED
-               ) -> None:
-        """Settle `items` in the ledger: written by this process's transaction (`mine`),
-        else dropped with reason `elsewhere` (another owner writes or wrote them)."""
-        for sink, events in _events_by_sink(items).items():
-            if mine:
-                self._ledger.committed(sink, events)
-            else:
-                self._ledger.uncommitted(sink, events, elsewhere)
         if mine:
-            self._ledger.entries_committed([item.origin for item in items
-                                            if item.origin is not None])
+            count_delivered(self._ledger, items)
+        else:
+            count_dropped(self._ledger, items, COMMITTED_ELSEWHERE)
 
     async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
         producer = self._producers.get(tp)
@@ -267,15 +276,18 @@ class TransactionalCommitter:
         self._capacity.update(self._outbox.size)
         for tp in epochs:
             self._given_up[tp] = self._given_up.get(tp, 0) + 1
-        for tp in epochs:  # a transaction under way settles its own records
-            if writing := {id(item) for item in self._writing.pop(tp, [])}:
-                self._orphans[tp] = [item for item in dropped if id(item) in writing]
+            if tp in self._writing:  # a transaction under way settles its own records
+                writing = {id(item) for item in self._writing[tp]}
+                self._orphans.setdefault(tp, []).extend(
+                    item for item in dropped if id(item) in writing)
                 dropped = [item for item in dropped if id(item) not in writing]
-        self._count(dropped, mine=False)
-        for tp in epochs:
-            self._attempt.pop(tp, None)
+            elif (attempt := self._attempt.pop(tp, None)) is not None:
+                # Written by a transaction that may have committed: not the next owner's.
+                in_doubt, dropped = split_below(dropped, (tp.topic, tp.partition), attempt)
+                count_dropped(self._ledger, in_doubt, OUTCOME_UNKNOWN)
             self._errors.pop(tp, None)
             self._retire(tp)
+        count_dropped(self._ledger, dropped, REVOKED)
 
     async def _close_retired(self) -> None:
         retired, self._retired = self._retired, []
@@ -292,10 +304,3 @@ class TransactionalCommitter:
         self._producers.clear()
         await self._close_retired()
 
-
-def _events_by_sink(items: Sequence[Staged]) -> dict[str, list[SignedEvent]]:
-    by_sink: dict[str, list[SignedEvent]] = defaultdict(list)
-    for item in items:
-        if item.event is not None and item.sink is not None:
-            by_sink[item.sink].append(item.event)
-    return by_sink

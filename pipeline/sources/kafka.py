@@ -2,7 +2,8 @@
 
 Offsets are committed explicitly (auto-commit off) from the `OffsetTracker`'s contiguous
 settled prefix, periodically, on partition revocation (after what is held for the revoked
-partitions has settled, within a deadline) and on shutdown. While the sinks' queues are
+partitions has settled, within a deadline; a failed commit is tried once more) and on
+shutdown. While the sinks' queues are
 full, fetching is paused but the consumer keeps polling, so it stays in its group.
 
 Every record the consumer returns is handed on (and tracked) or its partition is rewound
@@ -192,12 +193,17 @@ class KafkaSource:
             read_to = self._next_offset.get(tp, self._committed.get(tp, end))
             self._ledger.lag(tp.partition, max(0, end - read_to))
 
-    async def commit(self, only: Iterable[TopicPartition] | None = None) -> None:
-        """Commit the settled prefix of every (or only the given) assigned partition."""
+    async def commit(self) -> None:
+        """Commit the settled prefix of every assigned partition."""
+        await self._commit()
+
+    async def _commit(self, only: Iterable[TopicPartition] | None = None) -> bool:
+        """Commit the settled prefix of every (or only the given) assigned partition;
+        False when some partition's commit failed (it is tried again next time)."""
         async with self._commit_lock:  # what is due is decided under the lock: a revocation
             consumer = self._consumer   # may have forgotten partitions while this waited
             if consumer is None:
-                return
+                return True
             assigned = consumer.assignment()
             wanted = assigned & set(only) if only is not None else assigned
             due = {tp: offset
@@ -205,17 +211,21 @@ class KafkaSource:
                    if (tp := TopicPartition(topic, partition)) in wanted
                    and self._committed.get(tp) != offset}
             if not due:
-                return
+                return True
             committed = await self._offsets.commit(consumer, due)
             self._committed.update({tp: due[tp] for tp in committed})
             if committed:
                 log.debug("committed", extra={"fields": {"offsets": {
                     f"{tp.topic}-{tp.partition}": due[tp] for tp in committed}}})
+            return len(committed) == len(due)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Settle and commit what is held for `revoked` before the group takes them.
 
-        The wait and the commit fit inside the group's rebalance timeout (see
+        A commit that fails is tried once more: a failed commit may have committed all the
+        same (a transaction whose answer was lost), and only while the partitions are still
+        ours can a new attempt tell, so their records are counted for what they are. The
+        wait and both commits fit inside the group's rebalance timeout (see
         `rebalance_timeout_ms`). Whatever happens here, even an eviction that makes the
         commit fail, the partitions are forgotten: their unsettled records are the next
         owner's to read, and settlements still arriving for them count for nothing.
@@ -224,7 +234,8 @@ class KafkaSource:
         try:
             if not self._closing:  # at shutdown the daemon has drained already
                 await self._wait_settled(keys)
-            await self.commit(revoked)
+            if not await self._commit(revoked):
+                await self._commit(revoked)  # only the partitions not committed yet
         finally:
             self._tracker.forget(keys)
             self._guard.forget(revoked)

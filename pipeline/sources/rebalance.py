@@ -18,15 +18,19 @@ if TYPE_CHECKING:
 COMMIT_TIMEOUT_S = 5.0
 # How long an assignment callback waits for the positions the partitions resume at.
 POSITION_TIMEOUT_S = 5.0
-# Slack between the end of a revocation (wait, then commit) and the group giving up on
+# Commits a revocation may make: one, and one more if that failed (`KafkaSource.on_revoked`).
+REVOKE_COMMITS = 2
+# Slack between the end of a revocation (wait, then commits) and the group giving up on
 # this member: it must rejoin within the rebalance timeout or be evicted.
 REBALANCE_MARGIN_S = 10.0
 
 
 def rebalance_timeout_ms(revoke_timeout_s: float) -> int:
     """The group's rebalance timeout for a member that may spend `revoke_timeout_s` settling
-    revoked partitions: long enough for the wait, the commit after it and a margin."""
-    return int((revoke_timeout_s + COMMIT_TIMEOUT_S + REBALANCE_MARGIN_S) * 1000)
+    revoked partitions: long enough for the wait, the commit after it, its one retry and a
+    margin."""
+    commits_s = REVOKE_COMMITS * COMMIT_TIMEOUT_S
+    return int((revoke_timeout_s + commits_s + REBALANCE_MARGIN_S) * 1000)
 
 
 def consumer_options(source: SourceSettings, revoke_timeout_s: float) -> dict[str, Any]:
