@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from bench.events import event_values, stamped_value, templates
 from bench.procs import VERIFIED, GovpipeWorker, Topics, check_accepted, samples
 from bench.producer_signing import ProducerSigner
-from bench.run import Context, Progress, govpipe_env, scenarios, signer_for
+from bench.scenarios import Context, Progress, govpipe_env, scenarios, signer_for
 from pipeline.inbound.keys import load_inbound_keys
 from pipeline.inbound.signed_string import NONCE_HEADER, SENDER_HEADER
 from pipeline.inbound.verifier import InboundVerifier
