@@ -5,10 +5,11 @@
 
 Starts its own Kafka broker (tests/support/infra), a 4-partition input topic and one
 `govpipe run` (stdout sink to /dev/null). A paced producer signs every record (one of
-`--senders` senders, uuid4 nonces, as `pipeline.publisher` does) and sends `--rate` a
-second for `--seconds`. Prints what govpipe counted (records, verification results,
-rejections), how long it took to read the last record after the producer finished, and
-govpipe's peak RSS (VmHWM), so the memory the nonces cost is seen with the rest.
+`--senders` senders, uuid4 nonces, as `pipeline.publisher` does: bench/producer_signing.py)
+and sends `--rate` a second for `--seconds`. Prints what govpipe counted (records,
+verification results, rejections), how long it took to read the last record after the
+producer finished, and govpipe's peak RSS (VmHWM), so the memory the nonces cost is seen
+with the rest.
 
 Then the restart: `--copies` of the first records are sent again (same headers, same
 partition) and a second `govpipe run` in the same group starts; it prints how long the
@@ -33,9 +34,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench.events import event_values
-from bench.procs import GovpipeWorker, vm_hwm_mb
-from pipeline.inbound.signed_string import signature_headers
-from pipeline.inbound.verifier import wall_clock_ms
+from bench.procs import GovpipeWorker, samples, vm_hwm_mb
+from bench.producer_signing import ProducerSigner
 from tests.support.infra.kafka import KafkaBroker
 from tests.support.kafka_clients import create_topics
 
@@ -45,8 +45,8 @@ TICK_S = 0.02
 Sent = tuple[bytes, bytes, list[tuple[str, bytes]]]  # value, key, headers
 
 
-async def paced_signed(bootstrap: str, topic: str, key: bytes, rate: float, seconds: float,
-                       senders: int, kept: list[Sent]) -> int:
+async def paced_signed(bootstrap: str, topic: str, signer: ProducerSigner, rate: float,
+                       seconds: float, kept: list[Sent]) -> int:
     """Send signed records at `rate` a second for `seconds`; how many were sent. The first
     `len(kept)` records sent are written into `kept`."""
     values = event_values(10_000)
@@ -61,13 +61,10 @@ async def paced_signed(bootstrap: str, topic: str, key: bytes, rate: float, seco
             due = min(count, int((time.monotonic() - started) * rate) + 1)
             for n in range(sent, due):
                 value = values[n % len(values)]
-                sender = f"agent-{n % senders}"
-                headers = signature_headers(key, uuid.uuid4().hex, wall_clock_ms(), sender,
-                                            value)
+                sender, headers = signer.sender(n).encode(), signer.headers(value, n)
                 if n < len(kept):
-                    kept[n] = (value, sender.encode(), headers)
-                pending.append(await producer.send(topic, value, key=sender.encode(),
-                                                   headers=headers))
+                    kept[n] = (value, sender, headers)
+                pending.append(await producer.send(topic, value, key=sender, headers=headers))
             sent = due
             if len(pending) > 20_000:
                 await asyncio.gather(*pending)
@@ -77,16 +74,6 @@ async def paced_signed(bootstrap: str, topic: str, key: bytes, rate: float, seco
     finally:
         await producer.stop()
     return count
-
-
-def metric(text: str, name: str) -> dict[str, float]:
-    """Every sample of `name` in a Prometheus text page, by its label text."""
-    found = {}
-    for line in text.splitlines():
-        if line.startswith(name):
-            labels, _, value = line.rpartition(" ")
-            found[labels[len(name):] or "total"] = float(value)
-    return found
 
 
 def daemon_env(broker: KafkaBroker, topic: str, work: Path) -> dict[str, str]:
@@ -102,8 +89,8 @@ def daemon_env(broker: KafkaBroker, topic: str, work: Path) -> dict[str, str]:
 async def read_until(worker: GovpipeWorker, count: float) -> str:
     """The /metrics page once govpipe has read `count` records."""
     while True:
-        page = await worker._get("/metrics")
-        if metric(page, "govpipe_source_records_total").get("total", 0) >= count:
+        page = await worker.metrics()
+        if samples(page, "govpipe_source_records_total").get("total", 0) >= count:
             return page
         await asyncio.sleep(0.5)
 
@@ -114,13 +101,13 @@ def rebuilt(log: Path) -> list[dict[str, Any]]:
             and (entry := json.loads(line)).get("message") == "nonces rebuilt"]
 
 
-async def steady_rate(args: argparse.Namespace, broker: KafkaBroker, topic: str, key: bytes,
-                      work: Path, kept: list[Sent]) -> None:
+async def steady_rate(args: argparse.Namespace, broker: KafkaBroker, topic: str,
+                      signer: ProducerSigner, work: Path, kept: list[Sent]) -> None:
     worker = GovpipeWorker.start(daemon_env(broker, topic, work), work)
     try:
         await worker.wait_ready()
-        sent = await paced_signed(broker.bootstrap, topic, key, args.rate, args.seconds,
-                                  args.senders, kept)
+        sent = await paced_signed(broker.bootstrap, topic, signer, args.rate, args.seconds,
+                                  kept)
         produced_at = time.monotonic()
         page = await read_until(worker, sent)
         caught_up_s = time.monotonic() - produced_at
@@ -129,8 +116,8 @@ async def steady_rate(args: argparse.Namespace, broker: KafkaBroker, topic: str,
         await worker.stop()
     print(f"sent {sent} signed records at {args.rate:.0f}/s for {args.seconds:.0f}s; "
           f"govpipe read them all {caught_up_s:.1f}s after the producer finished")
-    print("verification:", metric(page, "govpipe_inbound_verification_total"))
-    print("rejected:", metric(page, "govpipe_source_rejected_total"))
+    print("verification:", samples(page, "govpipe_inbound_verification_total"))
+    print("rejected:", samples(page, "govpipe_source_rejected_total"))
     print(f"govpipe peak RSS {peak:.0f} MiB")
 
 
@@ -161,17 +148,16 @@ async def restart(broker: KafkaBroker, topic: str, work: Path, kept: list[Sent])
     print(f"restart: nonces of 4 partitions rebuilt {rebuild_s:.1f}s after start "
           f"({recalled} recalled); peak RSS {peak:.0f} MiB")
     print(f"restart: {len(kept)} copies sent again, rejected:",
-          metric(page, "govpipe_source_rejected_total"))
+          samples(page, "govpipe_source_rejected_total"))
 
 
 async def measure(args: argparse.Namespace, work: Path) -> None:
-    key = secrets.token_bytes(32)
-    (work / "inbound.key").write_text(base64.b64encode(key).decode())
+    signer = ProducerSigner.with_key_file(work / "inbound.key", args.senders)
     kept: list[Sent] = [(b"", b"", [])] * args.copies
     with KafkaBroker() as broker:
         topic = f"inbound-rate-{uuid.uuid4().hex[:8]}"
         await create_topics(broker.bootstrap, [topic], partitions=4)
-        await steady_rate(args, broker, topic, key, work, kept)
+        await steady_rate(args, broker, topic, signer, work, kept)
         await restart(broker, topic, work, kept)
 
 

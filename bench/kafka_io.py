@@ -19,6 +19,7 @@ from aiokafka import (  # type: ignore[import-untyped,unused-ignore]
 )
 
 from bench.events import sent_ms, stamped_value, templates
+from bench.producer_signing import Headers, ProducerSigner
 
 Progress = Callable[[str], None]
 _BATCH_BYTES = 1 << 20
@@ -30,21 +31,28 @@ def _producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
                             **options)
 
 
+def _headers(signer: ProducerSigner | None, value: bytes, n: int) -> Headers:
+    return signer.headers(value, n) if signer else []
+
+
 async def preload(bootstrap: str, topic: str, values: Sequence[bytes], partitions: int,
-                  progress: Progress) -> None:
+                  progress: Progress, signer: ProducerSigner | None = None) -> None:
     """Put ``values`` on ``topic`` round-robin over its partitions, in 1 MiB record batches
-    (idempotent, acks=all); return once the broker acknowledged all of them."""
+    (idempotent, acks=all), each record signed by ``signer`` when given (as it is batched:
+    its timestamp is fresh when the broker appends it); return once the broker acknowledged
+    all of them."""
     producer = _producer(bootstrap, max_batch_size=_BATCH_BYTES, linger_ms=50)
     await producer.start()
     try:
         pending: list[asyncio.Future[Any]] = []
         for partition in range(partitions):
             batch = producer.create_batch()
-            for value in values[partition::partitions]:
-                if batch.append(key=None, value=value, timestamp=None) is None:
+            for n in range(partition, len(values), partitions):
+                value, headers = values[n], _headers(signer, values[n], n)
+                if batch.append(key=None, value=value, timestamp=None, headers=headers) is None:
                     pending.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=None, value=value, timestamp=None)
+                    batch.append(key=None, value=value, timestamp=None, headers=headers)
             pending.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*pending)
         progress(f"preloaded {len(values):,} events")
@@ -52,8 +60,10 @@ async def preload(bootstrap: str, topic: str, values: Sequence[bytes], partition
         await producer.stop()
 
 
-async def paced_load(bootstrap: str, topic: str, rate: float, count: int) -> None:
-    """Send ``count`` events at ``rate`` per second, each stamped with its send time."""
+async def paced_load(bootstrap: str, topic: str, rate: float, count: int,
+                     signer: ProducerSigner | None = None) -> None:
+    """Send ``count`` events at ``rate`` per second, each stamped with its send time and
+    signed by ``signer`` when given."""
     shapes = templates()
     producer = _producer(bootstrap)
     await producer.start()
@@ -62,9 +72,10 @@ async def paced_load(bootstrap: str, topic: str, rate: float, count: int) -> Non
         started, sent = time.monotonic(), 0
         while sent < count:
             due = min(count, int((time.monotonic() - started) * rate) + 1)
-            for _ in range(due - sent):
+            for n in range(sent, due):
                 value = stamped_value(random.choice(shapes))
-                pending.append(await producer.send(topic, value))
+                pending.append(await producer.send(topic, value,
+                                                   headers=_headers(signer, value, n)))
             sent = due
             await asyncio.sleep(_TICK_S)
         await asyncio.gather(*pending)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -16,8 +17,11 @@ from typing import Protocol
 import aiohttp
 import orjson
 
+from pipeline.delivery.counts import REJECTED
+
 GOVPIPE = Path(sys.executable).parent / "govpipe"
 _POLL_S = 0.02
+VERIFIED = "govpipe_inbound_verification_total"
 
 
 @dataclass(frozen=True)
@@ -145,14 +149,47 @@ class GovpipeWorker(_Process):
                 return
             await asyncio.sleep(_POLL_S)
 
+    async def metrics(self) -> str:
+        """Its /metrics page."""
+        return await self._get("/metrics")
+
     async def first_consume(self) -> float:
         while True:
             self.check_alive()
             polled = time.time()
-            for line in (await self._get("/metrics")).splitlines():
+            for line in (await self.metrics()).splitlines():
                 if line.startswith("govpipe_source_records_total ") and float(line.split()[1]):
                     return polled
             await asyncio.sleep(_POLL_S)
+
+
+def samples(page: str, name: str) -> dict[str, float]:
+    """Every sample of ``name`` on a Prometheus text page, by its labels as written
+    (``{reason="replay"}``; "total" for the unlabelled one)."""
+    found = {}
+    for line in page.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            labels, _, value = line.rpartition(" ")
+            found[labels[len(name):] or "total"] = float(value)
+    return found
+
+
+async def check_accepted(workers: Sequence[Worker], expected: int, signed: bool) -> None:
+    """RuntimeError unless the govpipe workers among ``workers`` rejected no record and,
+    with ``signed`` input, verified at least ``expected`` producer signatures ok between
+    them (a record read again after a rebalance is verified again)."""
+    rejected: dict[str, float] = {}
+    verified = 0.0
+    for worker in workers:
+        if isinstance(worker, GovpipeWorker):
+            page = await worker.metrics()
+            for reason, count in samples(page, REJECTED).items():
+                rejected[reason] = rejected.get(reason, 0.0) + count
+            verified += samples(page, VERIFIED).get('{result="ok"}', 0.0)
+    if any(rejected.values()):
+        raise RuntimeError(f"govpipe rejected records: {rejected}")
+    if signed and verified < expected:
+        raise RuntimeError(f"{verified:.0f} of {expected:,} producer signatures verified ok")
 
 
 @dataclass

@@ -12,11 +12,15 @@ in turns, each on fresh topics (2 input partitions) and a fresh consumer group:
   c  govpipe, Kafka + stdout (/dev/null) + OTLP gRPC (to the Collector), HMAC-SHA256
   d  govpipe, Kafka sink only, Ed25519
   e  govpipe as b, ``--processes`` replicas in one group
+  f  govpipe as b with sinks.kafka.exactly_once (a Kafka dead-letter in the same transactions)
+  g  govpipe as b with source.require_signature: the producer signs every input record
+     (bench/producer_signing.py, as pipeline.publisher does; a fresh nonce per record)
   p  the OpenTelemetry Collector: kafkareceiver (raw) → batch → kafkaexporter (raw, acks all)
   q  as p with the transform processor doing comparable work (bench/collector_kafka.py)
 Throughput: N preloaded events; wall time from the first read (govpipe's /metrics, the
 Collector's metrics, the baseline's own report) to the last broker ack (LogAppendTime of
-the output topic).
+the output topic). Every govpipe run must reject no record, and g must verify every
+producer signature ok (its /metrics, read once each phase is out).
 Latency: a paced producer at half the measured rate stamps its send time into each event's
 attributes; latency = output LogAppendTime - send time, over the events sent after the
 first ``--warmup-seconds`` (connection set-up and warm-up of a fresh process are not
@@ -56,10 +60,13 @@ from bench.procs import (
     PassthroughWorker,
     Topics,
     Worker,
+    check_accepted,
     cpu_seconds,
 )
+from bench.producer_signing import ProducerSigner
 from bench.profile import Profiler
 from bench.report import Result, table, write_json, write_plot
+from bench.scenarios import Context, Progress, Scenario, govpipe_env, scenarios, signer_for
 from tests.support.infra.collector import Collector
 from tests.support.infra.kafka import KafkaBroker
 from tests.support.kafka_clients import create_topics
@@ -69,97 +76,6 @@ PARTITIONS = 2
 # delay lets replicas started together join the group's first generation together.
 BROKER_PROPERTIES = {"log.message.timestamp.type": "LogAppendTime",
                      "group.initial.rebalance.delay.ms": "3000"}
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One row of the table."""
-
-    key: str
-    name: str
-    sinks: tuple[str, ...] = ("kafka",)
-    alg: str = "HMAC-SHA256"
-    processes: int = 1
-    baseline: bool = False
-    collector: str = ""  # "raw" (p) or "transform" (q): the Collector instead of govpipe
-    # Output, dead-letter and offsets in one transaction per partition and commit. The
-    # output records are sent when their transaction runs (at the commit interval), so
-    # their append time, and so the latency, is about when a read_committed reader sees
-    # them (bench/exactly_once.py measures that visibility directly).
-    exactly_once: bool = False
-
-
-def scenarios(processes: int) -> list[Scenario]:
-    """The scenarios a-f (e only with more than one process), p and q."""
-    found = [
-        Scenario("a", "a: baseline passthrough", baseline=True),
-        Scenario("b", "b: govpipe kafka, HMAC"),
-        Scenario("c", "c: govpipe kafka+stdout+otlp, HMAC", ("kafka", "stdout", "otlp")),
-        Scenario("d", "d: govpipe kafka, Ed25519", alg="Ed25519"),
-        Scenario("f", "f: govpipe kafka exactly-once, HMAC", exactly_once=True),
-    ]
-    if processes > 1:
-        found.append(Scenario("e", f"e: govpipe kafka, HMAC, {processes} replicas",
-                              processes=processes))
-    found += [Scenario("p", "p: otelcol kafka raw → batch → kafka", collector="raw"),
-              Scenario("q", "q: otelcol as p + transform (parse, map, regex, SHA256)",
-                       collector="transform")]
-    return found
-
-
-class Progress:
-    """One overwritten status line on stderr."""
-
-    def __init__(self) -> None:
-        self.scenario = ""
-
-    def __call__(self, message: str) -> None:
-        """Show ``message`` for the current scenario."""
-        sys.stderr.write(f"\r\033[K[{self.scenario}] {message}")
-        sys.stderr.flush()
-
-
-@dataclass(frozen=True)
-class Context:
-    """What every measurement shares: the peers, keys and a work directory."""
-
-    bootstrap: str
-    otlp_endpoint: str
-    work: Path
-    hmac_key: str
-    ed25519_key: Path
-    progress: Progress
-    warmup_s: float = 0.0
-    broker_pid: int | None = None
-    profile_dir: Path | None = None  # py-spy profiles of govpipe's throughput phase
-    overrides: tuple[tuple[str, str], ...] = ()  # GOVPIPE_* settings for every govpipe run
-
-
-def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) -> dict[str, str]:
-    """`govpipe run` configured by GOVPIPE_* overrides for ``scenario``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVPIPE_")}
-    env.update({
-        "GOVPIPE_SOURCE__KIND": "kafka", "GOVPIPE_KAFKA__BOOTSTRAP_SERVERS": topics.bootstrap,
-        "GOVPIPE_SOURCE__TOPIC": topics.source, "GOVPIPE_SOURCE__GROUP_ID": topics.group,
-        "GOVPIPE_SERVER__LISTEN": "127.0.0.1:0", "GOVPIPE_DEADLETTER__KIND": "file",
-        "GOVPIPE_DEADLETTER__PATH": str(work / "dlq"),
-        "GOVPIPE_SINKS__KAFKA__TOPIC": topics.output,
-        "GOVPIPE_SINKS__OTLP__ENDPOINT": ctx.otlp_endpoint,
-        "GOVPIPE_SINKS__OTLP__PROTOCOL": "grpc",
-    })
-    for sink in ("kafka", "stdout", "otlp"):
-        env[f"GOVPIPE_SINKS__{sink.upper()}__ENABLED"] = str(sink in scenario.sinks).lower()
-    if scenario.exactly_once:  # needs the dead-letter in the same Kafka transactions
-        env.update({"GOVPIPE_SINKS__KAFKA__EXACTLY_ONCE": "true",
-                    "GOVPIPE_DEADLETTER__KIND": "kafka",
-                    "GOVPIPE_DEADLETTER__TOPIC": f"{topics.source}.dlq"})
-    if scenario.alg == "Ed25519":
-        env.update({"GOVPIPE_SIGNING__ALG": "Ed25519",
-                    "GOVPIPE_SIGNING__KEY_FILE": str(ctx.ed25519_key)})
-    else:
-        env["GOVPIPE_SIGNING_KEY"] = ctx.hmac_key
-    env.update(ctx.overrides)
-    return env
 
 
 async def fresh_topics(ctx: Context, label: str) -> Topics:
@@ -226,20 +142,34 @@ def _cpu(workers: Sequence[Worker], ctx: Context) -> tuple[float, float]:
     return sum(w.cpu_seconds() for w in workers), broker
 
 
+async def all_out(out: OutputTopic, scenario: Scenario, workers: Sequence[Worker],
+                  expected: int, ctx: Context, timeout_s: float) -> None:
+    """Wait for ``expected`` records on the output; past ``timeout_s``, an error that
+    names what govpipe rejected, if it rejected any (they never come out)."""
+    try:
+        await out.wait_for(expected, ctx.progress, timeout_s)
+    except TimeoutError:
+        await check_accepted(workers, expected, scenario.signed_input)
+        raise
+
+
 async def throughput(scenario: Scenario, ctx: Context, values: Sequence[bytes]) -> Throughput:
     """Events/s, peak RSS and CPU use draining ``values`` preloaded on a fresh input topic.
     CPU is sampled at the first read and once every event is out."""
     topics = await fresh_topics(ctx, f"{scenario.key}-tp")
-    await preload(ctx.bootstrap, topics.source, values, PARTITIONS, ctx.progress)
+    await preload(ctx.bootstrap, topics.source, values, PARTITIONS, ctx.progress,
+                  signer_for(scenario, ctx))
     workers = start_workers(scenario, topics, ctx)
     try:
         started = await first_read(workers)
         profilers = start_profilers(scenario, workers, ctx)
         cpu_start, clock_start = _cpu(workers, ctx), time.monotonic()
         async with OutputTopic(ctx.bootstrap, topics.output, PARTITIONS) as out:
-            await out.wait_for(len(values), ctx.progress, timeout_s=60 + len(values) / 500)
+            await all_out(out, scenario, workers, len(values), ctx,
+                          timeout_s=60 + len(values) / 500)
             cpu_end, clock_end = _cpu(workers, ctx), time.monotonic()
             finished = await out.last_ack_ms() / 1000
+        await check_accepted(workers, len(values), scenario.signed_input)
         for profiler in profilers:
             ctx.progress(f"profile summary: {profiler.stop()}")
     finally:
@@ -257,10 +187,11 @@ async def latency(scenario: Scenario, ctx: Context, rate: float, count: int
     try:
         await asyncio.gather(*(w.wait_ready() for w in workers))
         ctx.progress(f"latency: {count:,} events at {rate:,.0f}/s")
-        await paced_load(ctx.bootstrap, topics.source, rate, count)
+        await paced_load(ctx.bootstrap, topics.source, rate, count, signer_for(scenario, ctx))
         async with OutputTopic(ctx.bootstrap, topics.output, PARTITIONS) as out:
-            await out.wait_for(count, ctx.progress, timeout_s=120)
+            await all_out(out, scenario, workers, count, ctx, timeout_s=120)
             found = await out.latencies_ms(count, ctx.warmup_s)
+        await check_accepted(workers, count, scenario.signed_input)
     finally:
         peak = await stop_all(workers)
     return found, peak
@@ -324,9 +255,18 @@ def _override(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _scenario_lines() -> str:
+    """The first line of the module docstring and its list of scenarios, for --help."""
+    lines = (__doc__ or "").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Starts its own"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("Throughput:"))
+    return "\n".join([lines[0], "", *lines[start:end]])
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=_scenario_lines(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--processes", type=int, default=2,
                         help="replicas in scenario e (1: skip e)")
@@ -334,7 +274,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="how long the measured paced load lasts (at most --events)")
     parser.add_argument("--warmup-seconds", type=float, default=3.0,
                         help="paced load sent before the measured part, not counted")
-    parser.add_argument("--only", default="", help="comma-separated scenario keys, e.g. a,b")
+    parser.add_argument("--only", default="", help="comma-separated scenario keys (a-g, p, "
+                        "q; see above), e.g. a,b")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--set", action="append", default=[], metavar="GOVPIPE_KEY=VALUE",
@@ -358,8 +299,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         broker = stack.enter_context(KafkaBroker(extra_properties=BROKER_PROPERTIES))
         ctx = Context(broker.bootstrap, collector.grpc_endpoint, work,
                       base64.b64encode(secrets.token_bytes(32)).decode(), keygen(work),
-                      Progress(), args.warmup_seconds, broker.pid, args.profile,
-                      tuple(args.overrides))
+                      ProducerSigner.with_key_file(work / "inbound.key"),
+                      work / "inbound.key", Progress(), args.warmup_seconds, broker.pid,
+                      args.profile, tuple(args.overrides))
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         results = asyncio.run(run_all(chosen, ctx, args.events, args.latency_seconds))
