@@ -67,7 +67,7 @@ class Publisher:
                             self._stats)
         self._link = link
         self._sender = SpoolSender(self._spool, link, topic, RecordSigner(key, sender),
-                                   self._stats, self.options)
+                                   self._stats, self.options, clock_ms)
         self._spooler = EventSpooler(self._spool, self._stats, self.options.max_event_bytes,
                                      self._sender.wake)
         self._tasks: list[asyncio.Task[None]] = []
