@@ -13,7 +13,8 @@ a JSON object that has them, else null), `spooled_at_ms` and `value_base64` (the
 value exactly as spooled; the `agt-*` signature headers are made anew at each send and not
 kept). The publisher never truncates or rotates it: each line is at most about 4/3 of
 `max_event_bytes` plus 300 bytes, and the operator removes the file once its records were
-dealt with (sent again after raising the limit, or discarded).
+dealt with (sent again after raising the limit, or discarded). A crash after a record was
+written here but before the spool forgot it lists it twice (the same `event_id`).
 
 Errors that are not the record's own stay resent with a new producer: authorization,
 unknown topic, connections, timeouts, leadership, idempotence sequence errors; and

@@ -110,11 +110,12 @@ class SpoolSender:
             if not failed:
                 continue
             failures += 1
-            await self._recover(failed, len(group), failures)
             if len(group) == 1 and (reason := rejection_reason(failed[0][1])) is not None:
                 rejections.append(Rejection(group[0], reason, failed[0][1]))
-            else:
-                groups.extendleft(reversed(_regroup(failed)))
+                await self._link.replace(_reason(failed[0][1]))  # its sequence is off too
+                continue
+            await self._recover(failed, len(group), failures)
+            groups.extendleft(reversed(_regroup(failed)))
         return rejections
 
     async def _recover(self, failed: list[tuple[SpoolEntry, BaseException]], sent: int,
@@ -123,11 +124,13 @@ class SpoolSender:
         batch); wait before a resend unless the failures were only the records' own."""
         error = failed[0][1]
         stalled = isinstance(error, NoAcknowledgement)
+        suspects = sum(1 for _, e in failed if rejection_reason(e) is not None)
         log.warning("publisher: %d of %d records to %s not acknowledged (%s: %s); replacing "
-                    "the producer and sending them again", len(failed), sent, self._topic,
-                    type(error).__name__, error)
+                    "the producer and sending them again%s", len(failed), sent, self._topic,
+                    type(error).__name__, error,
+                    " (one by one those Kafka may refuse for good)" if suspects else "")
         await self._link.replace("no_acknowledgement" if stalled else _reason(error))
-        if not stalled and any(rejection_reason(e) is None for _, e in failed):
+        if not stalled and suspects < len(failed):
             await stopped_within(self._stopping, backoff_s(failures))
 
     async def _set_aside(self, rejections: list[Rejection]) -> bool:
