@@ -69,22 +69,22 @@ class DirectPublisher:
         each record sent again alone `timeout_s` more; a record reported as failed may
         still arrive later."""
         outcomes = await self._send(items)
-        if any(isinstance(outcome, Exception) for outcome in outcomes):
+        if any(isinstance(outcome, BaseException) for outcome in outcomes):
             await self._renew()
             if len(items) > 1:
                 await self._send_suspects_alone(items, outcomes)
         return [_describe(outcome) for outcome in outcomes]
 
     async def _send_suspects_alone(self, items: Sequence[tuple[bytes, object]],
-                                   outcomes: list[Exception | str | None]) -> None:
+                                   outcomes: list[BaseException | str | None]) -> None:
         for index, outcome in enumerate(outcomes):
-            if isinstance(outcome, Exception) and rejection_reason(outcome) is not None:
+            if isinstance(outcome, BaseException) and rejection_reason(outcome) is not None:
                 outcomes[index] = (await self._send([items[index]]))[0]
-                if isinstance(outcomes[index], Exception):
+                if isinstance(outcomes[index], BaseException):
                     await self._renew()
 
     async def _send(self, items: Sequence[tuple[bytes, object]]
-                    ) -> list[Exception | str | None]:
+                    ) -> list[BaseException | str | None]:
         """Per item: None (acknowledged), the error, or why there is no outcome (a str)."""
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -92,7 +92,7 @@ class DirectPublisher:
                 outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
         except TimeoutError:
             return [f"no acknowledgement within {self._timeout_s:.0f}s"] * len(items)
-        return [outcome if isinstance(outcome, Exception) else None for outcome in outcomes]
+        return [outcome if isinstance(outcome, BaseException) else None for outcome in outcomes]
 
     async def _renew(self) -> None:
         """A new producer in place of the started one (see the module docstring)."""
@@ -116,8 +116,8 @@ class DirectPublisher:
         return delivery
 
 
-def _describe(outcome: Exception | str | None) -> str | None:
-    if not isinstance(outcome, Exception):
+def _describe(outcome: BaseException | str | None) -> str | None:
+    if not isinstance(outcome, BaseException):
         return outcome
     error = f"{type(outcome).__name__}: {outcome}"
     reason = rejection_reason(outcome)
