@@ -79,6 +79,7 @@ async def _publish(lines: Iterable[bytes], options: dict[str, Any], topic: str,
     progress = sys.stderr.isatty()
     events = _events(lines, tally)
     catcher = CauseCatcher()
+    unsettled = 0  # lines of the chunk in flight, not yet counted
     try:
         with caught_causes() as catcher:
             publisher = DirectPublisher(options["bootstrap_servers"], topic, sign_key=key,
@@ -86,7 +87,9 @@ async def _publish(lines: Iterable[bytes], options: dict[str, Any], topic: str,
             await publisher.start()
         async with publisher:
             for chunk in _chunks(events):
+                unsettled = len(chunk)
                 errors = await publisher.publish_values([item for _, item in chunk])
+                unsettled = 0
                 for (number, _), error in zip(chunk, errors, strict=True):
                     if error is None:
                         tally.published += 1
@@ -96,11 +99,11 @@ async def _publish(lines: Iterable[bytes], options: dict[str, Any], topic: str,
                 if progress:
                     print(f"\rpublished {tally.published}, failed {tally.failed}…", end="",
                           file=sys.stderr, flush=True)
-    except Exception as exc:  # the broker could not be reached at all
+    except Exception as exc:  # the broker could not be reached (at all, or again)
         print(f"govpipe: cannot publish: {explain(exc, options, catcher.cause)}",
               file=sys.stderr)
         unsent = sum(1 for _ in events)  # draining also counts the non-JSON lines left
-        tally.failed += unsent  # every line not sent counts as failed
+        tally.failed += unsettled + unsent  # every line not sent counts as failed
         tally.unreachable = True
     if progress:
         print("\r\033[K", end="", file=sys.stderr)

@@ -67,7 +67,7 @@ class Publisher:
                             self._stats)
         self._link = link
         self._sender = SpoolSender(self._spool, link, topic, RecordSigner(key, sender),
-                                   self._stats, self.options)
+                                   self._stats, self.options, clock_ms)
         self._spooler = EventSpooler(self._spool, self._stats, self.options.max_event_bytes,
                                      self._sender.wake)
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,7 +116,8 @@ class Publisher:
         return self.spool_events(events)
 
     async def flush(self, timeout_s: float) -> bool:
-        """Wait until the broker acknowledged everything spooled so far; False at timeout."""
+        """Wait until the broker acknowledged everything spooled so far (or Kafka refused it
+        for good: set aside in rejected.jsonl); False at timeout."""
         target = self._spool.end
         if self._spool.start >= target:
             return True
@@ -131,7 +132,8 @@ class Publisher:
 
     async def aclose(self, timeout_s: float = 30.0) -> bool:
         """Stop accepting, send what is spooled within `timeout_s`, stop; True when
-        everything was acknowledged. What was not stays in the spool for the next start."""
+        the spool is empty (everything acknowledged or set aside as rejected). What was not
+        sent stays in the spool for the next start."""
         if self._closed:
             return self._spool.counts().entries == 0
         self._closed = True

@@ -5,8 +5,10 @@ Read at scrape time from each publisher's spool (one consistent snapshot) and se
 - `govpipe_publisher_spooled_total` events accepted into the spool; `…_recovered_total`
   events found unacknowledged in the spool at start-up (sent again);
   `…_acknowledged_total` events the broker acknowledged (removed from the spool);
-  `…_spool_entries` what is still waiting. In every scrape:
-  recovered + spooled = acknowledged + spool_entries.
+  `…_rejected_total{reason}` events Kafka refused for good (`record_too_large`,
+  `invalid_record`), set aside in the spool directory's `rejected.jsonl` and removed from
+  the spool; `…_spool_entries` what is still waiting. In every scrape:
+  recovered + spooled = acknowledged + Σ rejected + spool_entries.
 - `govpipe_publisher_refused_total{reason}` events refused (never spooled, the caller told).
 - `govpipe_publisher_sent_total` records handed to the producer, `…_resent_total` the part
   of them sent again (after a failure or no acknowledgement in time: possible duplicates),
@@ -23,7 +25,7 @@ import operator
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -121,9 +123,12 @@ def _families(views: list[tuple[_Source, SpoolCounts]]) -> Iterable[CounterMetri
     yield gauge("govpipe_publisher_oldest_unsent_age_seconds", "Age of the oldest event "
                 "not yet acknowledged (0 when the spool is empty).", _oldest_age_s, max)
     yield _labelled("govpipe_publisher_refused", "Events refused, never spooled, by reason.",
-                    "reason", views, lambda s: s.stats.refused)
+                    "reason", views, lambda s, c: s.stats.refused)
+    yield _labelled("govpipe_publisher_rejected", "Events Kafka refused for good, set aside "
+                    "in rejected.jsonl and removed from the spool, by reason.", "reason",
+                    views, lambda s, c: c.rejected)
     yield _labelled("govpipe_publisher_producer_replaced", "Kafka producers replaced, by "
-                    "reason.", "reason", views, lambda s: s.stats.replaced)
+                    "reason.", "reason", views, lambda s, c: s.stats.replaced)
 
 
 def _oldest_age_s(source: _Source, counts: SpoolCounts) -> float:
@@ -146,11 +151,12 @@ def _by_topic(family: F, views: list[tuple[_Source, SpoolCounts]],
 
 
 def _labelled(name: str, text: str, label: str, views: list[tuple[_Source, SpoolCounts]],
-              counts: Callable[[_Source], Counter[str]]) -> CounterMetricFamily:
+              counts: Callable[[_Source, SpoolCounts], Mapping[str, int]]
+              ) -> CounterMetricFamily:
     family = CounterMetricFamily(name, text, labels=["topic", label])
     totals: Counter[tuple[str, str]] = Counter()
-    for source, _ in views:
-        for key, n in counts(source).items():
+    for source, spool_counts in views:
+        for key, n in counts(source, spool_counts).items():
             totals[(source.topic, key)] += n
     for (topic, key), n in totals.items():
         family.add_metric([topic, key], n)

@@ -3,7 +3,9 @@
 A batch is read from the spool, each record signed as it is handed to the producer, and
 acknowledged in the spool only once the broker acknowledged every record of it. Records
 that failed, or got no acknowledgement within `resend_after_s`, are sent again by a new
-producer with fresh signatures (duplicates by event id are possible, a loss is not).
+producer with fresh signatures (duplicates by event id are possible, a loss is not). A
+record Kafka refuses for good (too large, corrupt: `pipeline.publisher.rejected`) is set
+aside in `rejected.jsonl` and counted instead, so it cannot hold back the events after it.
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
 
+from pipeline.inbound.verifier import wall_clock_ms
 from pipeline.publisher.frames import SpoolEntry
 from pipeline.publisher.keys import RecordSigner
 from pipeline.publisher.metrics import PublisherStats
 from pipeline.publisher.options import SpoolOptions
 from pipeline.publisher.producer import ProducerLink, backoff_s, stopped_within
+from pipeline.publisher.rejected import RejectedFile, Rejection, rejection_reason
 from pipeline.publisher.spool import Position, Spool
 
 log = logging.getLogger(__name__)
@@ -34,8 +39,10 @@ class SpoolSender:
     """Runs (`run()`) on one event loop; `wake()` may be called from any thread."""
 
     def __init__(self, spool: Spool, link: ProducerLink, topic: str, signer: RecordSigner,
-                 stats: PublisherStats, options: SpoolOptions) -> None:
+                 stats: PublisherStats, options: SpoolOptions,
+                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self._spool = spool
+        self._rejected = RejectedFile(spool.directory, topic, options.fsync, clock_ms)
         self._link = link
         self._topic = topic
         self._signer = signer
@@ -74,41 +81,81 @@ class SpoolSender:
             if not entries:
                 await self._wake.wait()
                 continue
-            if not await self._deliver(entries):
+            rejections = await self._deliver(entries)
+            if rejections is None or not await self._set_aside(rejections):
                 return
-            self._spool.acknowledge(after, entries)
+            self._spool.acknowledge(after, entries, [r.reason for r in rejections])
             position = after
             async with self._progress:
                 self._progress.notify_all()
 
-    async def _deliver(self, entries: Sequence[SpoolEntry]) -> bool:
-        """Send until the broker acknowledged every entry; False when stopped first."""
-        pending, failures = list(entries), 0
-        while pending:
+    async def _deliver(self, entries: Sequence[SpoolEntry]) -> list[Rejection] | None:
+        """Send until the broker acknowledged every entry or refused it for good (those
+        are returned); None when stopped first.
+
+        The broker answers for a whole batch of one partition, so an entry that failed with
+        a size or corrupt-record error may be innocent (a neighbour was too large, or the
+        batch as a whole): each such entry is sent again alone, and only an entry refused
+        alone is rejected. Entries that failed otherwise are sent again together."""
+        groups, rejections, failures = deque([list(entries)]), [], 0
+        while groups:
+            group = groups.popleft()
             producer = await self._link.get(self._stopping)
             if producer is None:
-                return False
-            self._stats.count_sent(len(pending), again=failures > 0)
-            outcomes = await self._attempt(producer, pending)
-            failed = [(entry, error) for entry, error in zip(pending, outcomes, strict=True)
+                return None
+            self._stats.count_sent(len(group), again=failures > 0)
+            outcomes = await self._attempt(producer, group)
+            failed = [(entry, error) for entry, error in zip(group, outcomes, strict=True)
                       if error is not None]
             if not failed:
-                return True
+                continue
             failures += 1
-            await self._recover(failed, len(pending), failures)
-            pending = [entry for entry, _ in failed]
-        return True
+            if len(group) == 1 and (reason := rejection_reason(failed[0][1])) is not None:
+                rejections.append(Rejection(group[0], reason, failed[0][1]))
+                await self._link.replace(_reason(failed[0][1]))  # its sequence is off too
+                continue
+            await self._recover(failed, len(group), failures)
+            groups.extendleft(reversed(_regroup(failed)))
+        return rejections
 
     async def _recover(self, failed: list[tuple[SpoolEntry, BaseException]], sent: int,
                        failures: int) -> None:
+        """Replace the producer (its idempotence sequence is out of step after any failed
+        batch); wait before a resend unless the failures were only the records' own."""
         error = failed[0][1]
         stalled = isinstance(error, NoAcknowledgement)
+        suspects = sum(1 for _, e in failed if rejection_reason(e) is not None)
         log.warning("publisher: %d of %d records to %s not acknowledged (%s: %s); replacing "
-                    "the producer and sending them again", len(failed), sent, self._topic,
-                    type(error).__name__, error)
+                    "the producer and sending them again%s", len(failed), sent, self._topic,
+                    type(error).__name__, error,
+                    " (one by one those Kafka may refuse for good)" if suspects else "")
         await self._link.replace("no_acknowledgement" if stalled else _reason(error))
-        if not stalled:
+        if not stalled and suspects < len(failed):
             await stopped_within(self._stopping, backoff_s(failures))
+
+    async def _set_aside(self, rejections: list[Rejection]) -> bool:
+        """Write the rejections to the rejected-records file, retried while the disk
+        refuses (they stay in the spool meanwhile); False when stopped first."""
+        if not rejections:
+            return True
+        failures = 0
+        while True:
+            try:
+                await asyncio.to_thread(self._rejected.append, rejections)
+                break
+            except OSError as exc:
+                failures += 1
+                log.error("publisher: cannot write %s: %s; the %d rejected records stay in "
+                          "the spool (and the events after them wait)", self._rejected.path,
+                          exc.strerror, len(rejections))
+                if await stopped_within(self._stopping, backoff_s(failures)):
+                    return False
+        for rejection in rejections:
+            log.error("publisher: event %s (agent %s) refused by Kafka for good (%s: %s: %s); "
+                      "set aside in %s, not sent again", rejection.event_id,
+                      rejection.entry.key.decode("utf-8", "replace") or None, rejection.reason,
+                      type(rejection.error).__name__, rejection.error, self._rejected.path)
+        return True
 
     async def _attempt(self, producer: AIOKafkaProducer, entries: Sequence[SpoolEntry]
                        ) -> list[BaseException | None]:
@@ -144,6 +191,23 @@ class SpoolSender:
             delivery = asyncio.get_running_loop().create_future()
             delivery.set_exception(exc)
         return delivery
+
+
+def _regroup(failed: list[tuple[SpoolEntry, BaseException]]) -> list[list[SpoolEntry]]:
+    """The failed entries in order, for their next sends: each one that may be refused for
+    good alone, each run of the others together."""
+    groups: list[list[SpoolEntry]] = []
+    together: list[SpoolEntry] | None = None
+    for entry, error in failed:
+        if rejection_reason(error) is not None:
+            groups.append([entry])
+            together = None
+        elif together is None:
+            together = [entry]
+            groups.append(together)
+        else:
+            together.append(entry)
+    return groups
 
 
 def _reason(error: BaseException) -> str:

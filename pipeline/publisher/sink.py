@@ -60,8 +60,9 @@ class AgentOsSink:
         return ExportResult.FAILURE if any(outcomes) else ExportResult.SUCCESS
 
     def force_flush(self, timeout_ms: int = 30000) -> bool:
-        """Wait until the broker acknowledged every event emitted so far, at most
-        `timeout_ms`; False at timeout (the events stay in the spool)."""
+        """Wait until the broker acknowledged every event emitted so far (or Kafka refused
+        it for good: set aside in rejected.jsonl), at most `timeout_ms`; False at timeout
+        (the events stay in the spool)."""
         try:
             return self._publisher.flush(timeout_ms / 1000)
         except Exception as exc:
@@ -69,8 +70,9 @@ class AgentOsSink:
             return False
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
-        """Send what is spooled within `timeout_ms`, then stop; True when everything was
-        acknowledged. What was not stays in the spool and is sent at the next start."""
+        """Send what is spooled within `timeout_ms`, then stop; True when the spool is
+        empty (everything acknowledged or set aside as rejected). What was not sent stays in
+        the spool and is sent at the next start."""
         if self._closed:
             return True
         self._closed = True

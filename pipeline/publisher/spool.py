@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +46,13 @@ _READ_CHUNK = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class SpoolCounts:
-    """A consistent snapshot: recovered + spooled = acknowledged + entries, always."""
+    """A consistent snapshot: recovered + spooled = acknowledged + Σ rejected + entries,
+    always (`rejected`: entries Kafka refused for good, set aside, by reason)."""
 
     recovered: int
     spooled: int
     acknowledged: int
+    rejected: dict[str, int]
     entries: int
     bytes: int
     oldest_spooled_at_ms: int | None
@@ -65,6 +68,7 @@ class Spool:
     _recovered: int
     _spooled: int
     _acknowledged: int
+    _rejected: Counter[str]
     _entries: int
     _bytes: int
     _oldest_ms: int | None
@@ -111,7 +115,7 @@ class Spool:
         """What the spool holds and has done, in one consistent snapshot."""
         with self._lock:
             return SpoolCounts(self._recovered, self._spooled, self._acknowledged,
-                               self._entries, self._bytes, self._oldest_ms)
+                               dict(self._rejected), self._entries, self._bytes, self._oldest_ms)
 
     def append(self, items: Sequence[tuple[bytes, bytes]]) -> bool:
         """Spool (key, value) pairs in one write; False, with nothing written, when they do
@@ -156,13 +160,16 @@ class Spool:
                              f"{position.segment} at byte {position.offset}")
         return entries, Position(position.segment, position.offset + offset)
 
-    def acknowledge(self, position: Position, entries: Sequence[SpoolEntry]) -> None:
-        """The broker acknowledged every entry before `position`: forget them."""
+    def acknowledge(self, position: Position, entries: Sequence[SpoolEntry],
+                    rejected: Sequence[str] = ()) -> None:
+        """Forget every entry before `position`: the broker acknowledged them, except those
+        it refused for good (one reason each in `rejected`), which were set aside."""
         with self._lock:
             self._cursor = position
             self._entries -= len(entries)
             self._bytes -= sum(entry.size for entry in entries)
-            self._acknowledged += len(entries)
+            self._acknowledged += len(entries) - len(rejected)
+            self._rejected.update(rejected)
             write_cursor(self._dir, position)
             for segment in [number for number in self._sizes if number < position.segment]:
                 del self._sizes[segment]
@@ -267,6 +274,7 @@ class Spool:
             self._recover_segment(number, cursor.offset if number == cursor.segment else 0,
                                   newest=number == numbers[-1])
         self._spooled = self._acknowledged = 0
+        self._rejected = Counter()
         self._cursor = Position(cursor.segment, min(cursor.offset, self._sizes[cursor.segment]))
         self._segment = numbers[-1]
         self._fd = self._open_for_append(self._segment)

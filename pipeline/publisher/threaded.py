@@ -60,14 +60,15 @@ class SyncPublisher:
         return self._publisher.spool_events(events)
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait until the broker acknowledged everything spooled so far; False at timeout."""
+        """Wait until the broker acknowledged everything spooled so far (or Kafka refused it
+        for good: set aside in rejected.jsonl); False at timeout."""
         if self._closed:
             return False
         return self._call(self._publisher.flush(timeout_s), timeout_s + _JOIN_SLACK_S)
 
     def close(self, timeout_s: float = 30.0) -> bool:
-        """Send what is spooled within `timeout_s`, stop the thread; True when everything
-        was acknowledged. Callable twice."""
+        """Send what is spooled within `timeout_s`, stop the thread; True when the spool
+        is empty (everything acknowledged or set aside as rejected). Callable twice."""
         if self._closed:
             return False
         self._closed = True
