@@ -5,4 +5,6 @@ transaction.
 - ``outbox``: what waits for its partition's next transaction (records, entries).
 - ``committer``: one transactional producer per input partition; a transaction per commit;
   what an abort, a timeout or a fencing leaves, and how it is resolved.
+- ``refusals``: a staged record the broker refuses as too large, set apart (failed and
+  dead-lettered, or an entry's summary) so that the rest of its partition commits.
 """

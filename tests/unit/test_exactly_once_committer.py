@@ -213,17 +213,23 @@ async def test_the_staged_backlog_is_bounded_until_a_transaction_commits() -> No
     assert broker.records == [b"e0", b"e1"]
 
 
-async def test_an_event_too_large_for_a_request_fails_the_batch_and_stages_nothing() -> None:
-    staged: list[object] = []
+async def test_an_event_over_the_topic_limit_fails_alone_and_is_not_staged() -> None:
+    staged: list[tuple[SignedEvent, object]] = []
+
+    async def limit() -> int:
+        return 4096 - 512
+
     sink = StagingKafkaSink("out", lambda topic, messages: staged.extend(messages),
-                            max_record_bytes=16_384)
+                            max_record_bytes=limit)
     events = [SignedEvent("small", {}, b"{}", Position("in", 0, 0)),
-              SignedEvent("big", {}, b"x" * 20_000, Position("in", 0, 1))]
+              SignedEvent("big", {}, b"x" * 4_000, Position("in", 0, 1)),
+              SignedEvent("small2", {}, b"{}", Position("in", 0, 2))]
     with pytest.raises(SinkError) as raised:
         await sink.send(events)
     assert (raised.value.retriable, raised.value.reason) == (
         False, "message_size_too_large_error")
-    assert staged == []
+    assert [e.id for e in raised.value.only or []] == ["big"]
+    assert [event.id for event, _ in staged] == ["small", "small2"]
 
 
 class SlowCommitProducer(FakeProducer):
