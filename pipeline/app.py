@@ -25,6 +25,7 @@ from pipeline.inbound.keys import InboundKeys, load_inbound_keys
 from pipeline.inbound.replay_seal import seal_check
 from pipeline.inbound.verifier import InboundVerifier, NonceLimits
 from pipeline.kafka_connection import client_options
+from pipeline.kafka_limits import RecordLimit
 from pipeline.ops.health import HealthRegistry, Status
 from pipeline.ops.http import HttpLimits
 from pipeline.ops.metrics import Metrics
@@ -81,8 +82,7 @@ def _staging_kafka_sink(settings: Settings, committer: TransactionalCommitter) -
     return StagingKafkaSink(
         kafka.topic, lambda topic, messages: committer.stage_events("kafka", topic, messages),
         room=committer.wait_for_room, content_mode=kafka.content_mode,
-        # aiokafka refuses a record over its max_request_size (1 MiB by default) at send
-        max_record_bytes=1_048_576)
+        max_record_bytes=RecordLimit(client_options(settings.kafka), kafka.topic).get)
 
 
 def build_committer(settings: Settings, ledger: Ledger) -> TransactionalCommitter:
@@ -228,6 +228,8 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
     signer = signer if signer is not None else build_signer(settings, environ, keys)
     store = store if store is not None else build_deadletter_store(settings, signer,
                                                                     committer)
+    if committer is not None and isinstance(store, StagedKafkaDeadLetter):
+        committer.use_dead_letters(store)  # what takes a refused record's place
     deadletters = DeadLetterWriter(store, ledger, metrics,
                                    max_pending=settings.deadletter.max_pending)
     dispatchers = [SinkDispatcher(sink, sink_settings, ledger, deadletters)

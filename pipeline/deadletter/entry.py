@@ -59,12 +59,20 @@ class DeadLetterEntry:
         """The entry as JSON, signed by `signer` when given; over `max_bytes`, a summary that
         identifies the record instead (its position, size and SHA-256) without carrying its
         value, event, key or headers."""
+        return self.encoded(max_bytes, signer)[0]
+
+    def encoded(self, max_bytes: int | None = None, signer: Signer | None = None
+                ) -> tuple[bytes, bool]:
+        """`to_json`, and whether that is the entry whole (False: its summary)."""
         full = encode(_signed(self._fields(full=True), signer))
         if max_bytes is None or len(full) <= max_bytes:
-            return full
+            return full, True
+        return self._summary(len(full), signer), False
+
+    def _summary(self, entry_bytes: int, signer: Signer | None) -> bytes:
         summary = self._fields(full=False)
         summary["truncated"] = True
-        summary["entry_bytes"] = len(full)
+        summary["entry_bytes"] = entry_bytes
         if self.value is not None:
             summary["value_bytes"] = len(self.value)
             summary["value_sha256"] = hashlib.sha256(self.value).hexdigest()

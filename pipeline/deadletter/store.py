@@ -14,6 +14,11 @@ class DeadLetterError(Exception):
     """A dead-letter write failed; the entries are still pending."""
 
 
+class DeadLetterRefused(DeadLetterError):
+    """The store refuses an entry even as its summary (a Kafka topic whose
+    max.message.bytes is below ~1 KiB): a configuration error; the entries are pending."""
+
+
 class DeadLetterFull(DeadLetterError):
     """The store is at its size cap: the first `written` entries of the batch were written
     (durably), the rest were not and are still pending."""

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.deadletter.entry import DeadLetterEntry
-from pipeline.deadletter.store import DeadLetterError, DeadLetterFull, DeadLetterStore
+from pipeline.deadletter.store import (
+    DeadLetterError,
+    DeadLetterFull,
+    DeadLetterRefused,
+    DeadLetterStore,
+)
 from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
 from pipeline.model import Rejection, SignedEvent
@@ -25,6 +31,7 @@ from sinks.base import SinkError
 log = logging.getLogger(__name__)
 
 WRITE_BATCH = 1000
+REFUSED_LOG_EVERY_S = 60.0
 
 
 class DeadLetterWriter:
@@ -44,7 +51,8 @@ class DeadLetterWriter:
     """
 
     def __init__(self, store: DeadLetterStore, ledger: Ledger, metrics: Metrics, *,
-                 retry_backoff_s: float = 1.0, max_pending: int = 10_000) -> None:
+                 retry_backoff_s: float = 1.0, max_pending: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self._ledger = ledger
         self._metrics = metrics
@@ -56,6 +64,8 @@ class DeadLetterWriter:
         self.last_error: str | None = None
         self.full: str | None = None  # why the store takes nothing more, while it is full
         self._traced = False  # the current streak of failed writes logged a traceback
+        self._clock = clock
+        self._refused_logged: float | None = None  # when a refusal was last logged
 
     @property
     def pending(self) -> int:
@@ -143,6 +153,10 @@ class DeadLetterWriter:
         except DeadLetterFull as exc:
             self._became_full(str(exc))
             written = exc.written
+        except DeadLetterRefused as exc:
+            self._failed(exc)
+            self._log_refused(exc, len(batch))
+            return 0
         except DeadLetterError as exc:
             self._failed(exc)
             log.error("dead-letter write failed, holding %d entries: %s", len(batch), exc)
@@ -166,6 +180,14 @@ class DeadLetterWriter:
             log.warning("dead-lettered %d entries", written,
                         extra={"fields": {"by_reason": dict(reasons)}})
         return written
+
+    def _log_refused(self, exc: DeadLetterRefused, held: int) -> None:
+        """A configuration error, retried every `retry_backoff_s`: logged once a minute."""
+        now = self._clock()
+        if self._refused_logged is None or now - self._refused_logged >= REFUSED_LOG_EVERY_S:
+            self._refused_logged = now
+            log.error("dead-letter write refused, holding %d entries until the destination "
+                      "is fixed: %s", held, exc)
 
     def _became_full(self, why: str) -> None:
         if self.full is None:

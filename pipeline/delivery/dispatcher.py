@@ -125,7 +125,7 @@ class SinkDispatcher:
                 if exc.retriable and self.policy.unavailable() and self._should_block():
                     await self.policy.wait_for_probe()
                     continue
-                self._failed(batch, exc)
+                self._failed_part(batch, exc)
             except Exception as exc:  # a sink bug must not kill its dispatcher or lose events
                 log.exception("sink %s raised an unexpected error", self.name)
                 self._failed(batch, SinkError(repr(exc), retriable=False,
@@ -146,6 +146,15 @@ class SinkDispatcher:
             return
         self._failed(batch, SinkError(f"{self.name} circuit breaker is open",
                                       retriable=False, reason="circuit_open"))
+
+    def _failed_part(self, batch: Sequence[SignedEvent], exc: SinkError) -> None:
+        """`exc.only` failed, the rest of `batch` was delivered; or all of it failed."""
+        if exc.only is None:
+            self._failed(batch, exc)
+            return
+        failed = {id(event) for event in exc.only}
+        self._ledger.delivered(self.name, [e for e in batch if id(e) not in failed])
+        self._failed([e for e in batch if id(e) in failed], exc)
 
     def _failed(self, batch: Sequence[SignedEvent], exc: SinkError) -> None:
         if exc.reason != "circuit_open":  # the open transition was logged once already

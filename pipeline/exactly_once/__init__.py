@@ -6,4 +6,6 @@ transaction.
 - ``committer``: one transactional producer per input partition; a transaction per commit;
   what an abort, a timeout or a fencing leaves, and how it is resolved.
 - ``tally``: how staged records are counted: delivered, or dropped with the reason.
+- ``refusals``: a staged record the broker refuses as too large, set apart (failed and
+  dead-lettered, or an entry's summary) so that the rest of its partition commits.
 """

@@ -30,6 +30,7 @@ from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, 
 from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
 from pipeline.exactly_once.outbox import Outbox, Staged
+from pipeline.exactly_once.refusals import Refusals, RefusedRecords
 from pipeline.exactly_once.tally import (
     COMMITTED_ELSEWHERE,
     OUTCOME_UNKNOWN,
@@ -87,6 +88,11 @@ class TransactionalCommitter:
         self._writing: dict[TopicPartition, list[Staged]] = {}
         self._orphans: dict[TopicPartition, list[Staged]] = {}
         self._given_up: dict[TopicPartition, int] = {}  # forgets so far, by partition
+        self._refusals = Refusals(self._outbox, ledger)
+
+    def use_dead_letters(self, dead_letters: RefusedRecords) -> None:
+        """Where records the broker refuses as too large go instead (`refusals`)."""
+        self._refusals.dead_letters = dead_letters
 
     @property
     def error(self) -> str | None:
@@ -186,6 +192,7 @@ class TransactionalCommitter:
             count_delivered(self._ledger, self._orphans.pop(tp, []))
             return True
         self._attempt.pop(tp, None)
+        self._refusals.clear(tp)
         self._base[tp] = max(base, offset)
         self._released(tp, offset, mine=offset > base)
         return True
@@ -204,13 +211,15 @@ class TransactionalCommitter:
         futures: list[asyncio.Future[Any]] = []
         try:
             for item in items:
-                futures.append(await producer.send(item.topic, item.value, key=item.key,
-                                                   headers=item.headers))
+                futures.append(await self._refusals.send(producer, tp, item))
         finally:
             # Every outcome observed, even when a send raised part-way (none logged as
             # never retrieved); the first failure raised.
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
         if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
+            if self._still_mine(tp, mark):
+                self._refusals.set_apart(self._refusals.judge(tp, items, outcomes))
+                self._capacity.update(self._outbox.size)
             raise failure
         await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
         # From here a failure (a timeout, a broker gone) may still have committed it.
@@ -286,6 +295,7 @@ class TransactionalCommitter:
                 in_doubt, dropped = split_below(dropped, (tp.topic, tp.partition), attempt)
                 count_dropped(self._ledger, in_doubt, OUTCOME_UNKNOWN)
             self._errors.pop(tp, None)
+            self._refusals.clear(tp)
             self._retire(tp)
         count_dropped(self._ledger, dropped, REVOKED)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pipeline.deadletter.entry import DeadLetterEntry
 from pipeline.model import Position, SignedEvent
 from pipeline.sources.offsets import TopicAndPartition
 
@@ -30,6 +31,9 @@ class Staged:
     event: SignedEvent | None = None
     sink: str | None = None
     origin: str | None = None
+    # A dead-letter entry written whole: what its summary is made from, should the topic
+    # refuse it (None once it is the summary).
+    entry: DeadLetterEntry | None = None
 
 
 class Outbox:
@@ -79,6 +83,13 @@ class Outbox:
             self._epochs[partition] = epoch
         self.size -= len(dropped)
         return dropped
+
+    def remove(self, item: Staged) -> None:
+        """Take `item` out (refused: it is settled another way)."""
+        key = (item.position.topic, item.position.partition)
+        kept = [staged for staged in self._staged.get(key, []) if staged is not item]
+        self.size -= len(self._staged.get(key, [])) - len(kept)
+        self._staged[key] = kept
 
     def staged_in(self, partitions: Iterable[TopicAndPartition]) -> int:
         return sum(len(self._staged.get(partition, ())) for partition in partitions)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from aiokafka.record.default_records import (  # type: ignore[import-untyped,unused-ignore]
+    DefaultRecordBatchBuilder,
+)
+
 from pipeline.model import SignedEvent
 from sinks.base import SinkError, closed_error
 from sinks.kafka.messages import ContentMode, Message, to_message
@@ -15,9 +19,10 @@ from sinks.kafka.messages import ContentMode, Message, to_message
 __all__ = ["StagedMessage", "StagingKafkaSink"]
 
 StagedMessage = tuple[SignedEvent, Message]
-# Record overhead on top of key, value and headers (batch and record headers), so a staged
-# record always fits the producer's max_request_size.
-_RECORD_OVERHEAD = 512
+
+
+async def _request_limit() -> int:
+    return 1_048_576 - 512  # aiokafka's default max_request_size, less framing room
 
 
 class StagingKafkaSink:
@@ -25,9 +30,12 @@ class StagingKafkaSink:
 
     def __init__(self, topic: str, stage: Callable[[str, Sequence[StagedMessage]], None], *,
                  room: Callable[[], Awaitable[None]] | None = None,
-                 content_mode: ContentMode = "structured", max_record_bytes: int = 1_048_576,
+                 content_mode: ContentMode = "structured",
+                 max_record_bytes: Callable[[], Awaitable[int]] = _request_limit,
                  name: str = "kafka") -> None:
-        """``room``: waited for before staging (the transactions' backlog is bounded)."""
+        """``room``: waited for before staging (the transactions' backlog is bounded);
+        ``max_record_bytes``: the largest record ``topic`` takes, measured as a record
+        batch of it alone (the composition root learns it from the cluster)."""
         self.name = name
         self._room = room
         self._topic = topic
@@ -37,20 +45,32 @@ class StagingKafkaSink:
         self._closed = False
 
     async def send(self, batch: Sequence[SignedEvent]) -> None:
-        """Stage ``batch``; a record too large for one request fails the batch (before any
-        of it is staged: a transaction holding it could never commit)."""
+        """Stage ``batch``. An event whose record is over the topic's limit is not staged (a
+        transaction holding it could never commit): the others are, and the SinkError
+        names it alone (``only``), non-retriable, so it is failed and dead-lettered."""
         if self._closed:
             raise closed_error(self.name)
-        staged = [(event, to_message(event, self._content_mode)) for event in batch]
-        for event, (key, value, headers) in staged:
-            size = len(key or b"") + len(value) + sum(len(n) + len(v) for n, v in headers)
-            if size + _RECORD_OVERHEAD > self._max_record_bytes:
-                raise SinkError(f"kafka: event {event.id} is {size} bytes, over the "
-                                f"{self._max_record_bytes}-byte request limit",
-                                retriable=False, reason="message_size_too_large_error")
-        if self._room is not None:
+        limit = await self._max_record_bytes()
+        staged: list[StagedMessage] = []
+        refused: list[tuple[SignedEvent, int]] = []
+        for event in batch:
+            message = to_message(event, self._content_mode)
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(*message)
+            if size > limit:
+                refused.append((event, size))
+            else:
+                staged.append((event, message))
+        if self._room is not None and staged:
             await self._room()
-        self._stage(self._topic, staged)
+        if staged:
+            self._stage(self._topic, staged)
+        if refused:
+            event, size = refused[0]
+            raise SinkError(f"kafka: event {event.id} is a {size}-byte record, over the "
+                            f"{limit} bytes topic {self._topic} takes"
+                            + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""),
+                            retriable=False, reason="message_size_too_large_error",
+                            only=[event for event, _ in refused])
 
     async def aclose(self) -> None:
         """Nothing to flush: the transactions write what is staged; safe to call twice."""

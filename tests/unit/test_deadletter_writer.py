@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pipeline.deadletter.entry import DeadLetterEntry
-from pipeline.deadletter.store import DeadLetterError
+from pipeline.deadletter.store import DeadLetterError, DeadLetterRefused
 from pipeline.deadletter.writer import DeadLetterWriter
 from pipeline.delivery.ledger import Ledger
 from pipeline.ops.metrics import Metrics
@@ -88,3 +88,32 @@ async def test_last_error_names_an_unexpected_failure_while_it_lasts() -> None:
     run.cancel()
     await asyncio.gather(run, return_exceptions=True)
     assert writer.pending == 1  # held, never dropped
+
+
+async def test_a_destination_refusing_even_summaries_is_logged_once_a_minute(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A topic that takes no 1 KiB record: a configuration error, retried every backoff
+    # until it is fixed, without an error line per retry.
+    now = [0.0]
+    store = ScriptedStore(*[DeadLetterRefused("refuses even the summary")] * 30)
+    registry = CollectorRegistry()
+    ledger = Ledger(registry, ["memory"])
+    clock_steps = iter([0.0] * 10 + [61.0] * 10 + [200.0] * 20)
+
+    def clock() -> float:
+        now[0] = next(clock_steps)
+        return now[0]
+
+    writer = DeadLetterWriter(store, ledger, Metrics(registry), retry_backoff_s=0.001,
+                              clock=clock)
+    event = make_event(0)
+    ledger.tracker.track(event.position, 1)
+    caplog.set_level(logging.ERROR, logger="pipeline.deadletter.writer")
+    run = asyncio.create_task(writer.run())
+    writer.failed_events("memory", [event], SinkError("x", retriable=False, reason="x"))
+    await asyncio.wait_for(store.stored.wait(), 5)
+    writer.close()
+    await asyncio.wait_for(run, 5)
+    assert len(store.written) == 1
+    assert sample(registry, "govpipe_deadletter_errors_total") == 30
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 3

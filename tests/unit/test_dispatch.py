@@ -245,3 +245,33 @@ async def test_open_breaker_with_block_policy_holds_events_until_the_sink_return
     assert sample(harness.registry, "govpipe_sink_circuit_transitions_total", sink="flaky",
                   to="open") == 2
     assert sink_identity_gap(harness.registry, "flaky") == 0
+
+
+async def test_a_sink_failing_some_events_only_fails_those_and_delivers_the_rest() -> None:
+    class PickySink(FlakySink):
+        """Takes every event but those with an odd offset (as the exactly-once Kafka sink
+        refuses a record over the topic's limit and stages the others)."""
+
+        async def send(self, batch: Sequence[SignedEvent]) -> None:
+            self.attempts += 1
+            odd = [e for e in batch if e.position.offset % 2]
+            self.delivered.extend(e for e in batch if not e.position.offset % 2)
+            if odd:
+                raise SinkError("too large", retriable=False,
+                                reason="message_size_too_large_error", only=odd)
+
+    sink = PickySink(name="flaky")
+    harness = Harness(sink, batch_size=4)
+    await harness.run(6)
+    assert [e.id for e in sink.delivered] == ["e0", "e2", "e4"]
+    assert [event.id for _, event, _ in harness.failed] == ["e1", "e3", "e5"]
+    assert sorted(e.id for e in harness.settled) == ["e0", "e2", "e4"]
+    assert sample(harness.registry, "govpipe_sink_failed_total", sink="flaky",
+                  reason="message_size_too_large_error") == 3
+    assert sample(harness.registry, "govpipe_sink_delivered_total", sink="flaky") == 3
+    assert sink_identity_gap(harness.registry, "flaky") == 0
+
+
+def test_a_sink_error_for_some_events_is_never_retriable() -> None:
+    with pytest.raises(ValueError, match="not retriable"):
+        SinkError("x", retriable=True, only=[make_event(0)])

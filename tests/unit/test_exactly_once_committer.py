@@ -6,11 +6,18 @@ revocation)."""
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError, ProducerFenced
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    ProducerFenced,
+    TopicAuthorizationFailedError,
+)
 from prometheus_client import CollectorRegistry
 
 from pipeline.deadletter.entry import DeadLetterEntry
@@ -18,6 +25,7 @@ from pipeline.deadletter.kafka import StagedKafkaDeadLetter
 from pipeline.delivery.ledger import Ledger
 from pipeline.exactly_once.committer import TransactionalCommitter
 from pipeline.exactly_once.outbox import Staged
+from pipeline.kafka_limits import RecordLimit
 from pipeline.model import Position, SignedEvent
 from pipeline.settings import ConfigError, SourceSettings, load_settings
 from pipeline.sources.kafka import KafkaSource
@@ -25,6 +33,10 @@ from sinks.base import SinkError
 from sinks.kafka.staging import StagingKafkaSink
 
 TP = TopicPartition("in", 0)
+
+
+async def unreadable(options: Mapping[str, Any], topic: str) -> int:
+    raise TopicAuthorizationFailedError(topic)
 
 
 class Broker:
@@ -229,17 +241,23 @@ async def test_the_staged_backlog_is_bounded_until_a_transaction_commits() -> No
     assert broker.records == [b"e0", b"e1"]
 
 
-async def test_an_event_too_large_for_a_request_fails_the_batch_and_stages_nothing() -> None:
-    staged: list[object] = []
+async def test_an_event_over_the_topic_limit_fails_alone_and_is_not_staged() -> None:
+    staged: list[tuple[SignedEvent, object]] = []
+
+    async def limit() -> int:
+        return 4096 - 512
+
     sink = StagingKafkaSink("out", lambda topic, messages: staged.extend(messages),
-                            max_record_bytes=16_384)
+                            max_record_bytes=limit)
     events = [SignedEvent("small", {}, b"{}", Position("in", 0, 0)),
-              SignedEvent("big", {}, b"x" * 20_000, Position("in", 0, 1))]
+              SignedEvent("big", {}, b"x" * 4_000, Position("in", 0, 1)),
+              SignedEvent("small2", {}, b"{}", Position("in", 0, 2))]
     with pytest.raises(SinkError) as raised:
         await sink.send(events)
     assert (raised.value.retriable, raised.value.reason) == (
         False, "message_size_too_large_error")
-    assert staged == []
+    assert [e.id for e in raised.value.only or []] == ["big"]
+    assert [event.id for event, _ in staged] == ["small", "small2"]
 
 
 class SlowCommitProducer(FakeProducer):
@@ -455,3 +473,118 @@ async def test_a_revocation_whose_commit_stays_unknown_does_not_claim_revoked() 
     assert len(broker.producers) == 2  # tried once more
     assert broker.committed == {}
     assert counts(ledger) == (0, 0, {"transaction_outcome_unknown": 3})
+class FakeBatch:
+    def __init__(self) -> None:
+        self.value = b""
+
+    def append(self, *, value: bytes, **_: Any) -> object:
+        self.value = value
+        return object()
+
+    def close(self) -> None: ...
+
+
+class RefusingProducer(FakeProducer):
+    """A broker that refuses every record batch holding a record over `MAX` bytes, as
+    Kafka does; records sent with send() in one transaction share one batch per topic."""
+
+    MAX = 4096
+
+    def __init__(self, broker: Broker, **options: Any) -> None:
+        super().__init__(broker, **options)
+        self.batches: dict[str, list[tuple[bytes, asyncio.Future[None]]]] = {}
+
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.batches:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.batches.setdefault(topic, []).append((value, future))
+        return future
+
+    def _flush(self) -> None:
+        batches, self.batches = self.batches, {}
+        for records in batches.values():
+            too_large = any(len(value) > self.MAX for value, _ in records)
+            for value, future in records:
+                if too_large:
+                    future.set_exception(MessageSizeTooLargeError("batch too large"))
+                else:
+                    self.open.append(value)
+                    future.set_result(None)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def _partition(self, *_: Any) -> int:
+        return 0
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int
+                         ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(batch.value) > self.MAX:
+            future.set_exception(MessageSizeTooLargeError("record too large"))
+        else:
+            self.open.append(batch.value)
+            future.set_result(None)
+        return future
+
+
+async def test_a_record_the_broker_refuses_is_set_apart_and_the_rest_commits() -> None:
+    # The topic's limit was not known when the event was staged: its transactions fail
+    # until the refused record is found (sent alone), failed and dead-lettered; the
+    # dead-letter entry, refused whole too, goes as its summary.
+    broker, ledger, committer = setup_with(RefusingProducer)
+    store = StagedKafkaDeadLetter({}, "dlq", committer.stage, limit=RecordLimit(
+        {}, "dlq", describe=unreadable))
+    committer.use_dead_letters(store)
+    events = [SignedEvent(f"e{n}", {"id": f"e{n}", "data": "x" * 5000},
+                          b"x" * 5000 if n == 2 else b"e%d" % n, Position("in", 0, n))
+              for n in range(4)]
+    ledger.ingest(events)
+    ledger.submitted("kafka", 4)
+    committer.stage_events("kafka", "out", [(e, (None, e.body, [])) for e in events])
+    ledger.delivered("kafka", events)
+    attempts = 1
+    while await committer.commit(FakeConsumer(broker), {TP: 4}) != [TP]:
+        attempts += 1
+        assert attempts < 10, "the refused record still holds the partition"
+    assert broker.committed == {TP: 4}
+    assert [r for r in broker.records if r.startswith(b"e")] == [b"e0", b"e1", b"e3"]
+    [entry] = [json.loads(r) for r in broker.records if r.startswith(b"{")]
+    assert (entry["origin"], entry["reason"], entry["truncated"], entry["source"]["offset"]
+            ) == ("kafka", "message_size_too_large_error", True, 2)
+    assert ledger.counts.sinks["kafka"].failed == {"message_size_too_large_error": 1}
+    assert counts(ledger) == (3, 0, {})
+    assert ledger.dead_letters == {"kafka": 1}
+
+
+class SmallRequestProducer(FakeProducer):
+    """The producer itself refuses a record over its max_request_size, at send()."""
+
+    async def send(self, topic: str, value: bytes, **kw: Any) -> asyncio.Future[None]:
+        if len(value) > 100:
+            raise MessageSizeTooLargeError("over max_request_size")
+        return await super().send(topic, value, **kw)
+
+
+async def test_a_record_the_producer_refuses_is_set_apart_at_once() -> None:
+    broker, ledger, committer = setup_with(SmallRequestProducer)
+    committer.use_dead_letters(StagedKafkaDeadLetter(
+        {}, "dlq", committer.stage, limit=RecordLimit({}, "dlq", describe=unreadable)))
+    read(ledger, committer, range(2))
+    big = SignedEvent("big", {"id": "big"}, b"x" * 200, Position("in", 0, 2))
+    ledger.ingest([big])
+    ledger.submitted("kafka", 1)
+    committer.stage_events("kafka", "out", [(big, (None, big.body, []))])
+    ledger.delivered("kafka", [big])
+    assert await committer.commit(FakeConsumer(broker), {TP: 3}) == []
+    # The entry replaced it: whole, it is over 100 bytes too; then its summary is too.
+    # A producer refusing any 1 KiB record is a broken configuration: retried, not lost.
+    for _ in range(3):
+        assert await committer.commit(FakeConsumer(broker), {TP: 3}) == []
+    assert ledger.counts.sinks["kafka"].failed == {"message_size_too_large_error": 1}
+    assert broker.committed == {}
+    assert counts(ledger) == (0, 2, {})
