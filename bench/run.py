@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.run [--events 200000] [--processes 2] [--json FILE]
                                   [--plot FILE.png] [--latency-seconds 10]
                                   [--warmup-seconds 3] [--only a,b] [--profile DIR]
-                                  [--set GOVPIPE_KEY=VALUE ...]
+                                  [--set GOVPIPE_KEY=VALUE ...] [--experiment DIR]
 
 Starts its own Kafka broker and OpenTelemetry Collector (tests/support/infra), then runs,
 in turns, each on fresh topics (2 input partitions) and a fresh consumer group:
@@ -14,6 +14,8 @@ in turns, each on fresh topics (2 input partitions) and a fresh consumer group:
   e  govpipe as b, ``--processes`` replicas in one group
   p  the OpenTelemetry Collector: kafkareceiver (raw) → batch → kafkaexporter (raw, acks all)
   q  as p with the transform processor doing comparable work (bench/collector_kafka.py)
+  x  only with ``--experiment DIR``: as b, with DIR first on govpipe's PYTHONPATH (a
+     sitecustomize.py there can swap in experimental code, e.g. experiments/native_hotpath)
 Throughput: N preloaded events; wall time from the first read (govpipe's /metrics, the
 Collector's metrics, the baseline's own report) to the last broker ack (LogAppendTime of
 the output topic).
@@ -87,10 +89,12 @@ class Scenario:
     # their append time, and so the latency, is about when a read_committed reader sees
     # them (bench/exactly_once.py measures that visibility directly).
     exactly_once: bool = False
+    pythonpath: str = ""  # put first on govpipe's PYTHONPATH (scenario x, an experiment)
 
 
-def scenarios(processes: int) -> list[Scenario]:
-    """The scenarios a-f (e only with more than one process), p and q."""
+def scenarios(processes: int, experiment: Path | None = None) -> list[Scenario]:
+    """The scenarios a-f (e only with more than one process), p and q; x with an
+    ``experiment`` directory."""
     found = [
         Scenario("a", "a: baseline passthrough", baseline=True),
         Scenario("b", "b: govpipe kafka, HMAC"),
@@ -104,6 +108,9 @@ def scenarios(processes: int) -> list[Scenario]:
     found += [Scenario("p", "p: otelcol kafka raw → batch → kafka", collector="raw"),
               Scenario("q", "q: otelcol as p + transform (parse, map, regex, SHA256)",
                        collector="transform")]
+    if experiment is not None:
+        found.append(Scenario("x", f"x: as b, experiment {experiment}",
+                              pythonpath=str(experiment.resolve())))
     return found
 
 
@@ -159,6 +166,9 @@ def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) ->
     else:
         env["GOVPIPE_SIGNING_KEY"] = ctx.hmac_key
     env.update(ctx.overrides)
+    if scenario.pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [scenario.pythonpath,
+                                                          env.get("PYTHONPATH")]))
     return env
 
 
@@ -343,13 +353,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "GOVPIPE_SINKS__KAFKA__BATCH_SIZE=1000")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy profile of each govpipe throughput phase into DIR")
+    parser.add_argument("--experiment", type=Path, metavar="DIR",
+                        help="add scenario x: b with DIR first on govpipe's PYTHONPATH")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and print the table."""
     args = parse_args(argv)
-    chosen = [s for s in scenarios(args.processes)
+    chosen = [s for s in scenarios(args.processes, args.experiment)
               if not args.only or s.key in args.only.split(",")]
     started = time.monotonic()
     with ExitStack() as stack:
