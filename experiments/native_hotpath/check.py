@@ -7,10 +7,12 @@ Runs every input through `EventProcessor.process` (Python) and the native-first 
 three configurations (the bench's: HMAC, detector on; a configured source; detector off)
 and asserts identical results: the same type, and for a signed event the same id, body
 bytes, partition key, position and attributes (member order included); for a rejection the
-same reason and detail. Inputs: the bench's events (every template, fresh ids, with and
-without the float send time), examples/events.jsonl, synthetic edge cases (numbers,
-timestamps, strings, shapes, detector triggers) and, with --harvested, what the unit tests
-feed the processing (harvest.py). Prints how many took the native path.
+same reason and detail (and the detector's counts follow: the native path returns its
+findings, counted by the same `ToolPoisoningDetector.count`). Inputs: the bench's events
+(every template, fresh ids, with and without the float send time), examples/events.jsonl,
+synthetic edge cases (numbers, timestamps, strings, shapes, detector triggers) and, with
+--harvested, what the unit tests feed the processing (harvest.py). Prints how many took the
+native path.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ _TEXTS = ["plain", "", "tab\there", "nl\nx", "bell\x07", "del\x7f", "c1\x85", "l
           "chmod 777 f", "dd if=/dev/zero", ":(){ :|:& };:", "value: (x)", "1e-5 text",
           "0.00001", "quote\"back\\slash", "mkfs.ext4", "/dev/sda", "from now on",
           "RM\u00a0-rf"]
+# Pieces of tool-poisoning text (and near misses), joined at random by `_poison`.
+_POISON = ["curl", "wget", "CURL", " ", "  ", "\t", "\n", "\x1c", "\x0b", "\x0c", "|", "sh",
+           "bash", "zsh", "sudo", "python3.11", "perl", "-d", "--data", "-T", "--form", "-F",
+           "--post-data", "http://", "https://x.example.com/a", "x.example.com", "evil.io",
+           "<", ">", "< ", "system", "SYSTEM", "tool_call", "tool", "instructions", "rm",
+           "-rf", "-Rf", "-r9", "-fr_", "dd", "if=", "chmod", "777", "-R", "mkfs.ext4",
+           "mkfs.", "/dev/sda", "/dev/sd", ":", "(", ")", "{", "}", "&", ";",
+           ":(){ :|:& };:", "silently", "do not tell", "don't", "dont", "mention", "whenever",
+           "asked", "the user", "always", "reply", "from now on", "if anyone asks", "_", "9",
+           "x", "perform", "é", "\u00a0"]
 _TIMES = ["2026-11-25T14:02:10.039522+00:00", "2026-11-25T14:02:10Z", "2026-02-29T00:00:00Z",
           "2024-02-29T00:00:00Z", "2026-11-25T24:00:00Z", "2026-11-25t14:02:10Z",
           "2026-11-25T14:02:10.1234567891Z", "2026-11-25T14:02:10+24:00",
@@ -99,7 +111,7 @@ _TIMES = ["2026-11-25T14:02:10.039522+00:00", "2026-11-25T14:02:10Z", "2026-02-2
 def _mutation(rng: random.Random, shape: dict[str, Any]) -> dict[str, Any]:
     event = dict(shape, event_id=uuid.uuid4().hex)
     attributes = dict(event.get("attributes") or {})
-    pick = rng.randrange(9)
+    pick = rng.randrange(11)
     if pick == 0:
         attributes[rng.choice(["n", "action", "agent_id"])] = rng.choice(_NUMBERS)
     elif pick == 1:
@@ -119,10 +131,17 @@ def _mutation(rng: random.Random, shape: dict[str, Any]) -> dict[str, Any]:
     elif pick == 7:
         event["attributes"] = rng.choice([None, [], "x", {}, {"deep": [[[{"a": [1.5]}]]]}])
         return event
-    else:
+    elif pick == 8:
         attributes["nested"] = {"list": [rng.choice(_TEXTS), rng.choice(_NUMBERS)]}
+    else:
+        attributes[rng.choice(["p", "q"])] = _poison(rng)
+        event["reason"] = _poison(rng)
     event["attributes"] = attributes
     return event
+
+
+def _poison(rng: random.Random) -> str:
+    return "".join(rng.choice(_POISON) for _ in range(rng.randrange(1, 12)))
 
 
 def _raw_variants(value: bytes) -> list[bytes]:
@@ -171,6 +190,7 @@ def outcome(result: Any) -> tuple[Any, ...]:
 def compare(inputs: list[tuple[str, bytes]]) -> None:
     """Run every input through every configuration; exit 1 on the first difference."""
     native_hits: Counter[tuple[str, str]] = Counter()
+    marked: Counter[tuple[str, str]] = Counter()  # on the native path, with findings
     totals: Counter[tuple[str, str]] = Counter()
     for config, processor in processors().items():
         native = native_for(processor)
@@ -184,14 +204,15 @@ def compare(inputs: list[tuple[str, bytes]]) -> None:
                       f"python: {expected!r}\nnative: {got!r}")
                 raise SystemExit(1)
             pos = record.position
-            took_native = native.process(value, pos.topic, pos.partition, pos.offset,
-                                         pos.kind == "line") is not None
+            signed = native.process(value, pos.topic, pos.partition, pos.offset,
+                                    pos.kind == "line")
             totals[config, kind] += 1
-            native_hits[config, kind] += took_native
+            native_hits[config, kind] += signed is not None
+            marked[config, kind] += bool(signed and signed[3])
     for (config, kind), total in sorted(totals.items()):
         hits = native_hits[config, kind]
         print(f"{config:12} {kind:14} {total:7,} identical, native path {hits:7,} "
-              f"({hits / total:.1%})")
+              f"({hits / total:5.1%}), of which marked by the detector {marked[config, kind]:6,}")
 
 
 def main() -> None:

@@ -3,9 +3,9 @@
 For a processor that signs with HMAC, checks no producer signature and writes structured
 mode, each record goes to `govpipe_native.NativeProcessor` (Rust, ../src); it answers the
 signed body when it is certain to write the Python path's bytes and None otherwise (other
-input shapes, rejections, floats written with an exponent, a tool-poisoning prefilter
-hit...), and then the Python path runs. `install()` swaps the method on the class; nothing
-in pipeline/ knows about it.
+input shapes, rejections, floats written with an exponent, non-ASCII text the tool-
+poisoning rules would have to read...), and then the Python path runs. `install()` swaps
+the method on the class; nothing in pipeline/ knows about it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def native_first_process(self: EventProcessor, record: Record) -> SignedEvent | 
         signed = native.process(record.value, position.topic, position.partition,
                                 position.offset, position.kind == "line")
         if signed is not None:
-            event_id, body, key = signed
+            event_id, body, key, alerts = signed
+            if alerts and self._detector is not None:
+                self._detector.count(alerts)
             # Sinks that read members (OTLP, the dead-letter) get the same dict as before.
             attributes: dict[str, Any] = orjson.loads(body)
             return SignedEvent(id=event_id, attributes=attributes, body=body,

@@ -4,11 +4,13 @@
 //! into the signed CloudEvent body that `pipeline.processor.EventProcessor.process` writes
 //! with an HMAC signer and no inbound check, byte for byte, or answers None whenever it is
 //! not certain to (other input shapes, anything Python would reject, numbers written
-//! otherwise, a tool-poisoning prefilter hit...): the caller then runs the Python path.
+//! otherwise, non-ASCII text the tool-poisoning prefilter cannot clear...): the caller then
+//! runs the Python path.
 
 mod detect;
 mod event;
 mod json;
+mod poisoning;
 
 use std::collections::HashMap;
 
@@ -26,8 +28,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 const HMAC_ALG: &str = "HMAC-SHA256";
 
-/// What `process` returns on the native path: the event id, the body and the partition key.
-type Signed<'py> = (String, Bound<'py, PyBytes>, Option<String>);
+/// What `process` returns on the native path: the event id, the body, the partition key
+/// and the tool-poisoning severities found (to be counted).
+type Signed<'py> = (String, Bound<'py, PyBytes>, Option<String>, Vec<&'static str>);
 
 #[pyclass(frozen)]
 struct NativeProcessor {
@@ -62,7 +65,8 @@ impl NativeProcessor {
         })
     }
 
-    /// (id, body, partition key) of the signed event, or None: let Python process it.
+    /// (id, body, partition key, severities) of the signed event, or None: let Python
+    /// process it.
     #[pyo3(signature = (value, topic, partition, offset, line))]
     fn process<'py>(
         &self,
@@ -74,13 +78,18 @@ impl NativeProcessor {
         line: bool,
     ) -> Option<Signed<'py>> {
         let position = Position { line, topic, partition, offset };
-        let (id, body, key) = self.sign(value, &position).ok()?;
-        Some((id, PyBytes::new(py, &body), key))
+        let (id, body, key, alerts) = self.sign(value, &position).ok()?;
+        Some((id, PyBytes::new(py, &body), key, alerts))
     }
 }
 
 impl NativeProcessor {
-    fn sign(&self, raw: &[u8], position: &Position) -> Parsed<(String, Vec<u8>, Option<String>)> {
+    #[allow(clippy::type_complexity)]
+    fn sign(
+        &self,
+        raw: &[u8],
+        position: &Position,
+    ) -> Parsed<(String, Vec<u8>, Option<String>, Vec<&'static str>)> {
         if raw.len() > self.max_event_bytes {
             return Err(Unsure);
         }
@@ -88,7 +97,11 @@ impl NativeProcessor {
             return Err(Unsure);
         };
         let (mut ce, partition_key) = event::to_cloudevent(event, &self.vocabulary, position)?;
-        let data_text = self.clean_data_text(&ce)?;
+        let (data_text, alerts) = self.data_text(&ce)?;
+        if !alerts.is_empty() {
+            let marks: Vec<String> = alerts.iter().map(|s| format!("tool_poisoning:{s}")).collect();
+            ce.push(("agtalerts", Value::Str(marks.join(","))));
+        }
         ce.push(("agtsignaturealg", Value::Str(HMAC_ALG.to_owned())));
         ce.push(("agtkeyid", Value::Str(self.key_id.clone())));
         let signature = self.signature(&ce)?;
@@ -97,19 +110,20 @@ impl NativeProcessor {
             _ => return Err(Unsure),
         };
         ce.push(("agtsignature", Value::Str(signature)));
-        Ok((id, body(&ce, &data_text), partition_key))
+        Ok((id, body(&ce, &data_text), partition_key, alerts))
     }
 
-    /// orjson's text of `data` when the detector is off or its prefilter finds the event
-    /// clean; `Unsure` when the detector has to look (it may mark the event).
-    fn clean_data_text(&self, ce: &Members) -> Parsed<Vec<u8>> {
+    /// orjson's text of `data` and the detector's findings (none when it is off or its
+    /// prefilter finds the event clean); `Unsure` when the rules would read non-ASCII text.
+    fn data_text(&self, ce: &Members) -> Parsed<(Vec<u8>, Vec<&'static str>)> {
         let data = &ce.iter().find(|(name, _)| *name == "data").ok_or(Unsure)?.1;
         let mut text = Vec::with_capacity(512);
         json::write(data, Order::AsGiven, &mut text);
-        if self.detector && !detect::surely_clean(&text) {
-            return Err(Unsure);
+        if !self.detector || detect::surely_clean(&text) {
+            return Ok((text, Vec::new()));
         }
-        Ok(text)
+        let found = poisoning::scan(data).ok_or(Unsure)?;
+        Ok((text, found))
     }
 
     /// base64 HMAC-SHA256 of the sorted compact form, when it is certainly the form the
