@@ -37,7 +37,12 @@ pub fn surely_clean(text: &[u8]) -> bool {
 }
 
 fn find(text: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    memchr::memmem::find(text.get(from..)?, needle).map(|at| at + from)
+    // Short needles: a plain scan beats building a SIMD searcher per call.
+    let rest = text.get(from..)?;
+    let first = needle[0];
+    memchr::memchr_iter(first, rest)
+        .find(|&at| rest[at..].starts_with(needle))
+        .map(|at| at + from)
 }
 
 /// `token` followed by a space, a backslash (an escape) or a non-ASCII byte.

@@ -8,7 +8,7 @@
 //! in order, `"` `\` and control characters escaped (short forms, else lower-case `\u00xx`),
 //! everything else as raw UTF-8, floats as their shortest round-trip digits with a point.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 pub const MAX_DEPTH: usize = 64;
 
@@ -149,8 +149,8 @@ impl Parser<'_> {
                 b'"' => {
                     let text = &self.bytes[start..self.at];
                     self.at += 1;
-                    // The input was checked as UTF-8 and a quote ends a character.
-                    return Ok(String::from_utf8(text.to_vec()).map_err(|_| Unsure)?);
+                    // SAFETY: the input was checked as UTF-8 and both ends are ASCII quotes.
+                    return Ok(unsafe { std::str::from_utf8_unchecked(text) }.to_owned());
                 }
                 b'\\' => break,
                 0..=0x1f => return Err(Unsure),
@@ -347,9 +347,7 @@ pub fn write_members<'a>(
 }
 
 fn write_int(number: i64, out: &mut Vec<u8>) {
-    let mut text = String::new();
-    let _ = write!(text, "{number}");
-    out.extend_from_slice(text.as_bytes());
+    let _ = write!(out, "{number}");
 }
 
 fn write_float(number: f64, out: &mut Vec<u8>) {
@@ -389,11 +387,28 @@ fn write_float(number: f64, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes orjson escapes: `"`, `\` and control characters.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = true;
+        byte += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 pub fn write_str(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = text.as_bytes();
     let mut start = 0;
     for (index, &byte) in bytes.iter().enumerate() {
+        if !NEEDS_ESCAPE[byte as usize] {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..index]);
         let escaped: &[u8] = match byte {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -402,10 +417,8 @@ pub fn write_str(text: &str, out: &mut Vec<u8>) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => continue,
+            _ => b"",
         };
-        out.extend_from_slice(&bytes[start..index]);
         if escaped.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");

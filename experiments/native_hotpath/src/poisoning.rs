@@ -85,7 +85,8 @@ static ANY_TRIGGER: LazyLock<Regex> = LazyLock::new(|| {
 const TOKENS: [&str; 9] = ["<", "rm", "mkfs.", "dd", "chmod", "/dev/sd", "curl", "wget", "&"];
 
 fn contains(text: &[u8], needle: &str) -> bool {
-    memchr::memmem::find(text, needle.as_bytes()).is_some()
+    let needle = needle.as_bytes();
+    memchr::memchr_iter(needle[0], text).any(|at| text[at..].starts_with(needle))
 }
 
 fn might_alert(text: &[u8], folded: &[u8]) -> bool {
