@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.run [--events 200000] [--processes 2] [--json FILE]
                                   [--plot FILE.png] [--latency-seconds 10]
                                   [--warmup-seconds 3] [--only a,b] [--profile DIR]
-                                  [--set GOVPIPE_KEY=VALUE ...]
+                                  [--set GOVPIPE_KEY=VALUE ...] [--experiment DIR]
 
 Starts its own Kafka broker and OpenTelemetry Collector (tests/support/infra), then runs,
 in turns, each on fresh topics (2 input partitions) and a fresh consumer group:
@@ -17,6 +17,8 @@ in turns, each on fresh topics (2 input partitions) and a fresh consumer group:
      (bench/producer_signing.py, as pipeline.publisher does; a fresh nonce per record)
   p  the OpenTelemetry Collector: kafkareceiver (raw) → batch → kafkaexporter (raw, acks all)
   q  as p with the transform processor doing comparable work (bench/collector_kafka.py)
+  x  only with ``--experiment DIR``: as b, with DIR first on govpipe's PYTHONPATH (a
+     sitecustomize.py there can swap in experimental code, e.g. experiments/native_hotpath)
 Throughput: N preloaded events; wall time from the first read (govpipe's /metrics, the
 Collector's metrics, the baseline's own report) to the last broker ack (LogAppendTime of
 the output topic). Every govpipe run must reject no record, and g must verify every
@@ -284,13 +286,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "GOVPIPE_SINKS__KAFKA__BATCH_SIZE=1000")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy profile of each govpipe throughput phase into DIR")
+    parser.add_argument("--experiment", type=Path, metavar="DIR",
+                        help="add scenario x: b with DIR first on govpipe's PYTHONPATH")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and print the table."""
     args = parse_args(argv)
-    chosen = [s for s in scenarios(args.processes)
+    chosen = [s for s in scenarios(args.processes, args.experiment)
               if not args.only or s.key in args.only.split(",")]
     started = time.monotonic()
     with ExitStack() as stack:

@@ -30,10 +30,12 @@ class Scenario:
     exactly_once: bool = False
     # `source.require_signature`: the producer signs every input record (a fresh nonce each).
     signed_input: bool = False
+    pythonpath: str = ""  # put first on govpipe's PYTHONPATH (scenario x, an experiment)
 
 
-def scenarios(processes: int) -> list[Scenario]:
-    """The scenarios a-g (e only with more than one process), p and q."""
+def scenarios(processes: int, experiment: Path | None = None) -> list[Scenario]:
+    """The scenarios a-g (e only with more than one process), p and q; x with an
+    ``experiment`` directory."""
     found = [
         Scenario("a", "a: baseline passthrough", baseline=True),
         Scenario("b", "b: govpipe kafka, HMAC"),
@@ -49,6 +51,9 @@ def scenarios(processes: int) -> list[Scenario]:
               Scenario("p", "p: otelcol kafka raw → batch → kafka", collector="raw"),
               Scenario("q", "q: otelcol as p + transform (parse, map, regex, SHA256)",
                        collector="transform")]
+    if experiment is not None:
+        found.append(Scenario("x", f"x: as b, experiment {experiment}",
+                              pythonpath=str(experiment.resolve())))
     return found
 
 
@@ -109,6 +114,9 @@ def govpipe_env(scenario: Scenario, topics: Topics, ctx: Context, work: Path) ->
     else:
         env["GOVPIPE_SIGNING_KEY"] = ctx.hmac_key
     env.update(ctx.overrides)
+    if scenario.pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [scenario.pythonpath,
+                                                          env.get("PYTHONPATH")]))
     return env
 
 

@@ -1,0 +1,6 @@
+class NativeProcessor:
+    def __init__(self, key: bytes, key_id: str, max_event_bytes: int,
+                 configured_source: str | None, detector: bool, type_prefix: str,
+                 kind_types: dict[str, str]) -> None: ...
+    def process(self, value: bytes, topic: str, partition: int, offset: int,
+                line: bool) -> tuple[str, bytes, str | None, list[str]] | None: ...
