@@ -79,10 +79,12 @@ def _staging_kafka_sink(settings: Settings, committer: TransactionalCommitter) -
     """The Kafka sink in exactly-once mode: its events go in the transactions that
     `committer` runs for their input partitions."""
     kafka = settings.sinks.kafka
+    limit = RecordLimit(client_options(settings.kafka), kafka.topic)
+    committer.limit_batches(limit)
     return StagingKafkaSink(
         kafka.topic, lambda topic, messages: committer.stage_events("kafka", topic, messages),
         room=committer.wait_for_room, content_mode=kafka.content_mode,
-        max_record_bytes=RecordLimit(client_options(settings.kafka), kafka.topic).get)
+        max_record_bytes=limit.get)
 
 
 def build_committer(settings: Settings, ledger: Ledger) -> TransactionalCommitter:
@@ -154,8 +156,11 @@ def build_deadletter_store(settings: Settings, signer: Signer | None = None,
     entry with `signer`; `govpipe replay` reads it (the only place that looks at the kind).
     With a `committer` (exactly-once) entries are staged into its transactions."""
     if settings.deadletter_kind == "kafka" and committer is not None:
-        return StagedKafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
-                                     committer.stage, signer, room=committer.wait_for_room)
+        options, topic = client_options(settings.kafka), settings.deadletter.topic
+        limit = RecordLimit(options, topic)
+        committer.limit_batches(limit)
+        return StagedKafkaDeadLetter(options, topic, committer.stage, signer,
+                                     room=committer.wait_for_room, limit=limit)
     if settings.deadletter_kind == "kafka":
         return KafkaDeadLetter(client_options(settings.kafka), settings.deadletter.topic,
                                signer)

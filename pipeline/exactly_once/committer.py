@@ -39,6 +39,7 @@ from pipeline.exactly_once.tally import (
     count_dropped,
     split_below,
 )
+from pipeline.kafka_limits import RecordLimit
 from pipeline.model import SignedEvent
 from pipeline.sources.rebalance import COMMIT_TIMEOUT_S
 
@@ -53,6 +54,7 @@ MAX_STAGED = 50_000
 # Records per transaction: a commit of more (a backlog after an outage) goes in several,
 # each well inside the commit timeout, so a slow broker still sees progress.
 MAX_PER_TRANSACTION = 5_000
+DEFAULT_MAX_BATCH_SIZE = 16_384  # aiokafka's, when the options set none
 # A newer producer for the partition started: this one's transaction was aborted.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
 
@@ -89,10 +91,17 @@ class TransactionalCommitter:
         self._orphans: dict[TopicPartition, list[Staged]] = {}
         self._given_up: dict[TopicPartition, int] = {}  # forgets so far, by partition
         self._refusals = Refusals(self._outbox, ledger)
+        self._batch_limits: list[RecordLimit] = []
 
     def use_dead_letters(self, dead_letters: RefusedRecords) -> None:
         """Where records the broker refuses as too large go instead (`refusals`)."""
         self._refusals.dead_letters = dead_letters
+
+    def limit_batches(self, limit: RecordLimit) -> None:
+        """`limit`: the record limit of a topic the transactions write. The broker refuses
+        a whole record batch over its topic's max.message.bytes, however small its records:
+        a producer started once the limit is known keeps its batches within it."""
+        self._batch_limits.append(limit)
 
     @property
     def error(self) -> str | None:
@@ -262,7 +271,7 @@ class TransactionalCommitter:
     async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
         producer = self._producers.get(tp)
         if producer is None:
-            producer = self._producer_class(**self._options,
+            producer = self._producer_class(**self._batching(),
                                             transactional_id=self.transactional_id(tp))
             try:
                 await producer.start()
@@ -271,6 +280,15 @@ class TransactionalCommitter:
                 raise
             self._producers[tp] = producer
         return producer
+
+    def _batching(self) -> dict[str, Any]:
+        """The producer options, `max_batch_size` lowered to the smallest topic limit known
+        (learned before a record for its topic is staged)."""
+        known = [limit.known for limit in self._batch_limits if limit.known is not None]
+        if not known:
+            return self._options
+        size = self._options.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
+        return {**self._options, "max_batch_size": min(size, *known)}
 
     def _retire(self, tp: TopicPartition) -> None:
         """Drop `tp`'s producer: the next commit starts another, which settles this one's

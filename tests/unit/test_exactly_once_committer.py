@@ -260,6 +260,38 @@ async def test_an_event_over_the_topic_limit_fails_alone_and_is_not_staged() -> 
     assert [event.id for event, _ in staged] == ["small", "small2"]
 
 
+async def test_producers_keep_their_record_batches_within_the_smallest_known_topic_limit(
+        ) -> None:
+    # Was: batches of record_batch_bytes (1 MiB) to a topic of max.message.bytes 4096,
+    # which the broker refuses whole though each record fits: every transaction failed
+    # once, then sent each of its records in a batch of its own, past the commit timeout
+    # once a transaction held a few thousand.
+    async def topic_limit(options: Mapping[str, Any], topic: str) -> int:
+        return {"out": 4096, "dlq": 8192}[topic]
+
+    broker, ledger, _ = setup_with(FakeProducer)
+    committer = TransactionalCommitter(
+        {"max_batch_size": 1_048_576}, "g", ledger,
+        producer_class=lambda **o: FakeProducer(broker, **o))
+    out, dlq = (RecordLimit({}, topic, describe=topic_limit) for topic in ("out", "dlq"))
+    committer.limit_batches(out)
+    committer.limit_batches(dlq)
+
+    async def batch_size_of_a_new_producer(epoch: int) -> int:
+        committer.forget({TP: epoch})  # the partition's next commit starts a producer
+        read(ledger, committer, range(epoch, epoch + 1), epoch=epoch)
+        assert await committer.commit(FakeConsumer(broker), {TP: epoch + 1}) == [TP]
+        size: int = broker.producers[-1].options["max_batch_size"]
+        return size
+
+    assert await batch_size_of_a_new_producer(0) == 1_048_576  # no limit known yet
+    await dlq.get()  # learned when the store first stages an entry
+    assert await batch_size_of_a_new_producer(1) == 8192 - 512
+    await out.get()  # learned when the sink first stages
+    assert await batch_size_of_a_new_producer(2) == 4096 - 512  # the smaller of the two
+    assert counts(ledger) == (3, 0, {})
+
+
 class SlowCommitProducer(FakeProducer):
     """Its commit waits for `release`: the partition can be given up meanwhile."""
 
