@@ -30,6 +30,7 @@ from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, 
 from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
 from pipeline.exactly_once.outbox import Outbox, Staged
+from pipeline.exactly_once.producers import TransactionalProducers
 from pipeline.exactly_once.refusals import Refusals, RefusedRecords
 from pipeline.exactly_once.tally import (
     COMMITTED_ELSEWHERE,
@@ -54,7 +55,6 @@ MAX_STAGED = 50_000
 # Records per transaction: a commit of more (a backlog after an outage) goes in several,
 # each well inside the commit timeout, so a slow broker still sees progress.
 MAX_PER_TRANSACTION = 5_000
-DEFAULT_MAX_BATCH_SIZE = 16_384  # aiokafka's, when the options set none
 # A newer producer for the partition started: this one's transaction was aborted.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
 
@@ -71,16 +71,14 @@ class TransactionalCommitter:
         """`producer_options`: aiokafka producer keywords (connection, batching);
         `producer_class` makes the producers (tests give a fake); `max_staged` bounds the
         records waiting for their transactions (`wait_for_room`)."""
-        self._options = dict(producer_options)
-        self._producer_class = producer_class
+        self._producers = TransactionalProducers(producer_options, group_id, timeout_s,
+                                                 producer_class)
         self._group_id = group_id
         self._ledger = ledger
         self._timeout_s = timeout_s
         self._outbox = Outbox()
         self._capacity = Capacity(max_staged)
         self._max_per_transaction = max_per_transaction
-        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
-        self._retired: list[AIOKafkaProducer] = []
         self._base: dict[TopicPartition, int] = {}  # committed offset, as this producer knows
         # A transaction asked to commit whose outcome is unknown, by partition: its end.
         self._attempt: dict[TopicPartition, int] = {}
@@ -91,7 +89,6 @@ class TransactionalCommitter:
         self._orphans: dict[TopicPartition, list[Staged]] = {}
         self._given_up: dict[TopicPartition, int] = {}  # forgets so far, by partition
         self._refusals = Refusals(self._outbox, ledger)
-        self._batch_limits: list[RecordLimit] = []
 
     def use_dead_letters(self, dead_letters: RefusedRecords) -> None:
         """Where records the broker refuses as too large go instead (`refusals`)."""
@@ -101,7 +98,7 @@ class TransactionalCommitter:
         """`limit`: the record limit of a topic the transactions write. The broker refuses
         a whole record batch over its topic's max.message.bytes, however small its records:
         a producer started once the limit is known keeps its batches within it."""
-        self._batch_limits.append(limit)
+        self._producers.limit_batches(limit)
 
     @property
     def error(self) -> str | None:
@@ -110,7 +107,7 @@ class TransactionalCommitter:
 
     def transactional_id(self, tp: TopicPartition) -> str:
         """The partition's transactional id: every replica of the group uses the same."""
-        return f"govpipe-{self._group_id}-{tp.topic}-{tp.partition}"
+        return self._producers.transactional_id(tp)
 
     def stage(self, items: Sequence[Staged]) -> None:
         """Records for their partitions' next transactions. Events of a partition given up
@@ -135,7 +132,7 @@ class TransactionalCommitter:
         # on must not have its offset committed by this call (`_still_mine`).
         tps = list(due)
         marks = [self._given_up.get(tp, 0) for tp in tps]
-        await self._close_retired()
+        await self._producers.close_retired()
         results = await asyncio.gather(*(self._commit_one(consumer, tp, due[tp], mark)
                                          for tp, mark in zip(tps, marks, strict=True)))
         return [tp for tp, ok in zip(tps, results, strict=True) if ok]
@@ -180,7 +177,7 @@ class TransactionalCommitter:
         resolved = False  # any transaction of unknown outcome is this producer's
         try:
             async with asyncio.timeout(self._timeout_s):
-                producer = await self._producer(tp)
+                producer = await self._producers.get(tp)
                 await producer.begin_transaction()  # waits for the producer id (fencing)
                 if tp not in self._base:
                     self._resolve(tp, await consumer.committed(tp))
@@ -268,34 +265,11 @@ class TransactionalCommitter:
         else:
             count_dropped(self._ledger, items, COMMITTED_ELSEWHERE)
 
-    async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
-        producer = self._producers.get(tp)
-        if producer is None:
-            producer = self._producer_class(**self._batching(),
-                                            transactional_id=self.transactional_id(tp))
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
-            self._producers[tp] = producer
-        return producer
-
-    def _batching(self) -> dict[str, Any]:
-        """The producer options, `max_batch_size` lowered to the smallest topic limit known
-        (learned before a record for its topic is staged)."""
-        known = [limit.known for limit in self._batch_limits if limit.known is not None]
-        if not known:
-            return self._options
-        size = self._options.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
-        return {**self._options, "max_batch_size": min(size, *known)}
-
     def _retire(self, tp: TopicPartition) -> None:
         """Drop `tp`'s producer: the next commit starts another, which settles this one's
         transaction and learns how (`_resolve`)."""
         self._base.pop(tp, None)
-        if (producer := self._producers.pop(tp, None)) is not None:
-            self._retired.append(producer)
+        self._producers.retire(tp)
 
     def forget(self, epochs: Mapping[TopicPartition, int]) -> None:
         dropped = self._outbox.forget({(tp.topic, tp.partition): epoch
@@ -317,18 +291,7 @@ class TransactionalCommitter:
             self._retire(tp)
         count_dropped(self._ledger, dropped, REVOKED)
 
-    async def _close_retired(self) -> None:
-        retired, self._retired = self._retired, []
-        for producer in retired:
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    await producer.stop()
-            except (KafkaError, TimeoutError) as exc:
-                log.warning("closing a transactional producer failed: %r", exc)
-
     async def aclose(self) -> None:
         """Stop every producer (an open transaction is ended by the next owner's start)."""
-        self._retired += self._producers.values()
-        self._producers.clear()
-        await self._close_retired()
+        await self._producers.aclose()
 
