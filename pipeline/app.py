@@ -102,6 +102,7 @@ def _kafka_sink(settings: Settings) -> Sink:
     kafka = settings.sinks.kafka
     table = "sinks.kafka.connection" if kafka.connection is not None else "kafka"
     options = client_options(settings.sink_kafka, table)
+    limit = RecordLimit(options, kafka.topic)
     return KafkaSink(
         options.pop("bootstrap_servers"),
         kafka.topic,
@@ -111,6 +112,7 @@ def _kafka_sink(settings: Settings) -> Sink:
         producer_options={**options, "linger_ms": kafka.linger_ms,
                           "compression_type": None if kafka.compression_type == "none"
                           else kafka.compression_type},
+        max_record_bytes=limit.topic_limit,
     )
 
 
