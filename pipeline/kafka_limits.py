@@ -12,7 +12,8 @@ that does not compress: on the real broker a random record gained up to 8 bytes 
 The topic's limit is read with DescribeConfigs. When it cannot be (no permission, the topic
 not created yet, the cluster away), a warning says so once and the producer's limit alone
 applies: a record the broker still refuses is then set apart where it is written (the
-exactly-once committer, the dead-letter stores), never retried forever.
+exactly-once committer, the at-least-once sink, the dead-letter stores), never retried
+forever.
 """
 
 from __future__ import annotations
