@@ -121,7 +121,7 @@ class KafkaSink:
         An event whose record is too large for the topic (over the known limit, or refused
         by the broker in a record batch of its own) fails alone: once every other record
         is acknowledged, a non-retriable SinkError names those events (``only``). Any
-        other failure fails the whole batch, as before."""
+        other failure fails the whole batch (retriable or not by its kind)."""
         if self._closed:
             raise closed_error("kafka")
         if not batch:
