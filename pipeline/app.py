@@ -104,6 +104,7 @@ def _kafka_sink(settings: Settings) -> Sink:
     kafka = settings.sinks.kafka
     table = "sinks.kafka.connection" if kafka.connection is not None else "kafka"
     options = client_options(settings.sink_kafka, table)
+    limit = RecordLimit(options, kafka.topic)
     return KafkaSink(
         options.pop("bootstrap_servers"),
         kafka.topic,
@@ -113,6 +114,7 @@ def _kafka_sink(settings: Settings) -> Sink:
         producer_options={**options, "linger_ms": kafka.linger_ms,
                           "compression_type": None if kafka.compression_type == "none"
                           else kafka.compression_type},
+        max_record_bytes=limit.topic_limit,
     )
 
 

@@ -12,7 +12,8 @@ that does not compress: on the real broker a random record gained up to 8 bytes 
 The topic's limit is read with DescribeConfigs. When it cannot be (no permission, the topic
 not created yet, the cluster away), a warning says so once and the producer's limit alone
 applies: a record the broker still refuses is then set apart where it is written (the
-exactly-once committer, the dead-letter stores), never retried forever.
+exactly-once committer, the at-least-once sink, the dead-letter stores), never retried
+forever.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class RecordLimit:
         self._max_request_size = max_request_size
         self._describe = describe
         self._limit: int | None = None
+        self._topic_max: int | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -106,8 +108,18 @@ class RecordLimit:
         if self._limit is None:
             async with self._lock:
                 if self._limit is None:
-                    self._limit = record_limit(self._max_request_size, await self._learn())
+                    self._topic_max = await self._learn()
+                    self._limit = record_limit(self._max_request_size, self._topic_max)
         return self._limit
+
+    async def topic_limit(self) -> int | None:
+        """The largest `record_bytes` the topic itself takes (its max.message.bytes less the
+        margin), or None when that could not be read. For a producer that builds its own
+        record batches (`send_batch`): aiokafka holds only `send()` to `max_request_size`,
+        so the topic's limit is the one that applies, and when it is not known only the
+        broker's refusal tells."""
+        await self.get()
+        return None if self._topic_max is None else self._topic_max - RECORD_MARGIN
 
     async def _learn(self) -> int | None:
         try:

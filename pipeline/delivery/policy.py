@@ -3,7 +3,8 @@
 A batch is attempted while the breaker admits it; a retriable `SinkError` is retried with
 exponential backoff and full jitter, up to `retry.max_attempts`, unless the breaker has
 opened meanwhile; a non-retriable one is final at once. Only "the sink is unavailable"
-(a retriable error) counts against the breaker; a refused batch does not. Waits end early
+(a retriable error) counts against the breaker; a refused batch does not, and a send that
+delivered all but some refused events (`SinkError.only`) counts as a success. Waits end early
 once `stop_retrying` is called (shutdown), making the current attempt the last.
 """
 
@@ -82,7 +83,7 @@ class DeliveryPolicy:
         )
         async for attempt in retrying:
             with attempt:
-                await self._attempt(send)
+                await self._attempt(send, count)
 
     def unavailable(self) -> bool:
         """Is the breaker open (the sink known to be down)?"""
@@ -103,17 +104,14 @@ class DeliveryPolicy:
     def _worth_retrying(self, exc: BaseException) -> bool:
         return isinstance(exc, SinkError) and exc.retriable and not self.unavailable()
 
-    async def _attempt(self, send: Send) -> None:
+    async def _attempt(self, send: Send, count: int) -> None:
         if not self.breaker.try_acquire():
             raise CircuitOpen
         started = time.perf_counter()
         try:
             await send()
         except SinkError as exc:
-            if exc.retriable:
-                self.breaker.record_failure()
-            else:
-                self.breaker.release()
+            self._judge(exc, count)
             raise
         except BaseException:
             self.breaker.release()
@@ -121,6 +119,17 @@ class DeliveryPolicy:
         finally:
             self._ledger.sent(self._name, time.perf_counter() - started)
         self.breaker.record_success()
+
+    def _judge(self, exc: SinkError, count: int) -> None:
+        """The breaker's verdict on a failed send of `count` events."""
+        if exc.retriable:
+            self.breaker.record_failure()
+        elif exc.only is not None and len(exc.only) < count:
+            # The sink took the others: it is up. Records it refuses (too large) must
+            # neither open the breaker for the good ones nor keep it half-open.
+            self.breaker.record_success()
+        else:
+            self.breaker.release()
 
     def _on_transition(self, previous: BreakerState, to: BreakerState) -> None:
         self._ledger.circuit_changed(self._name, to.value)

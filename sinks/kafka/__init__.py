@@ -6,6 +6,8 @@
   leaves to send again.
 - ``deadlines``: bounded waits for the producer's acknowledgements and its stop.
 - ``errors``: producer failures as SinkErrors (retriable or not, and the reason).
+- ``sizes``: records too large for the topic, set apart and failed alone.
+- ``staging``: the sink in exactly-once mode.
 """
 
 from sinks.kafka.errors import to_sink_error

@@ -1,9 +1,11 @@
 """A batch of events as aiokafka record batches: grouped by the partition each key goes to,
-packed up to the producer's batch size, and, after a round, what has to be sent again."""
+packed up to the producer's batch size, and, after a round, what has to be sent again and
+which records the broker refused alone as too large."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
@@ -11,26 +13,25 @@ from aiokafka.errors import MessageSizeTooLargeError  # type: ignore[import-unty
 
 from pipeline.model import SignedEvent
 from sinks.kafka.errors import PRODUCER_STATE_ERRORS
-from sinks.kafka.messages import ContentMode, Message, to_message
+from sinks.kafka.sizes import Entry
 
-__all__ = ["PartitionMessages", "by_partition", "record_batches", "triage"]
+__all__ = ["PartitionEntries", "RoundOutcome", "by_partition", "record_batches", "triage"]
 
-PartitionMessages = tuple[int, list[Message]]  # a partition and messages for it, in order
+PartitionEntries = tuple[int, list[Entry]]  # a partition and the events for it, in order
 
 
-async def by_partition(producer: AIOKafkaProducer, topic: str, batch: Sequence[SignedEvent],
-                       content_mode: ContentMode) -> dict[int, list[Message]]:
-    """The batch's messages grouped by the partition the producer's partitioner picks for
-    their key, as send() would, in order within each partition."""
+async def by_partition(producer: AIOKafkaProducer, topic: str, entries: Sequence[Entry]
+                       ) -> dict[int, list[Entry]]:
+    """``entries`` grouped by the partition the producer's partitioner picks for their
+    key, as send() would, in order within each partition."""
     await producer.partitions_for(topic)  # metadata first, as send() does
-    grouped: dict[int, list[Message]] = {}
+    grouped: dict[int, list[Entry]] = {}
     # One partition lookup per distinct key in the batch (agents repeat): the pure-Python
     # murmur2 per event was ~10% of the daemon's time. Keyless events are spread by the
     # partitioner, so they are not cached.
     by_key: dict[bytes, int] = {}
-    for event in batch:
-        message = to_message(event, content_mode)
-        key, value, _ = message
+    for entry in entries:
+        key, value, _ = entry[1]
         partition = by_key.get(key) if key is not None else None
         if partition is None:
             # aiokafka has no public "which partition for this key"; _partition is what
@@ -38,44 +39,58 @@ async def by_partition(producer: AIOKafkaProducer, topic: str, batch: Sequence[S
             partition = producer._partition(topic, None, key, value, key, value)
             if key is not None:
                 by_key[key] = partition
-        grouped.setdefault(partition, []).append(message)
+        grouped.setdefault(partition, []).append(entry)
     return grouped
 
 
-def record_batches(producer: AIOKafkaProducer, messages: Sequence[Message]
-                   ) -> list[tuple[Any, list[Message]]]:
-    """``messages`` packed into record batches of at most the producer's batch size, each
-    with the messages it holds."""
-    batches: list[tuple[Any, list[Message]]] = [(producer.create_batch(), [])]
-    for message in messages:
-        key, value, headers = message
+def record_batches(producer: AIOKafkaProducer, entries: Sequence[Entry]
+                   ) -> list[tuple[Any, list[Entry]]]:
+    """``entries`` packed into record batches of at most the producer's batch size, each
+    with the entries it holds."""
+    batches: list[tuple[Any, list[Entry]]] = [(producer.create_batch(), [])]
+    for entry in entries:
+        key, value, headers = entry[1]
         builder, packed = batches[-1]
         if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             builder, packed = producer.create_batch(), []  # full: the next one takes it
             builder.append(timestamp=None, key=key, value=value, headers=headers)
             batches.append((builder, packed))
-        packed.append(message)
+        packed.append(entry)
     return batches
 
 
-def triage(sent: Sequence[PartitionMessages], outcomes: Sequence[Any]
-           ) -> tuple[list[PartitionMessages], set[int], BaseException | None]:
-    """From a round's outcomes: what to send again (the halves of each refused batch of
-    several records, and the batches behind a refusal's sequence gap), the partitions with
-    a refusal, and the first failure that ends the send."""
-    again: list[PartitionMessages] = []
-    refused: set[int] = set()
+@dataclass
+class RoundOutcome:
+    """What a round of record batches came to (``triage``)."""
+
+    again: list[PartitionEntries] = field(default_factory=list)
+    """To send again: the halves of each refused batch of several records, and the batches
+    behind a refusal's sequence gap."""
+    refused_partitions: set[int] = field(default_factory=set)
+    """Partitions where the broker refused a batch (their producer sequence has a gap)."""
+    halved: bool = False
+    """A refused batch held several records (smaller batches would fit)."""
+    too_large: list[SignedEvent] = field(default_factory=list)
+    """Events the broker refused in a batch of their own: nothing left to split."""
     failure: BaseException | None = None
+    """The first other failure: it ends the send, for the whole batch."""
+
+
+def triage(sent: Sequence[PartitionEntries], outcomes: Sequence[Any]) -> RoundOutcome:
+    """A round's outcomes (each record batch sent, in order, and its acknowledgement or
+    exception) sorted into a ``RoundOutcome``."""
+    round_ = RoundOutcome()
     for (partition, packed), outcome in zip(sent, outcomes, strict=True):
         if isinstance(outcome, MessageSizeTooLargeError):
-            refused.add(partition)
+            round_.refused_partitions.add(partition)
             if len(packed) > 1:
                 middle = len(packed) // 2
-                again += [(partition, packed[:middle]), (partition, packed[middle:])]
+                round_.again += [(partition, packed[:middle]), (partition, packed[middle:])]
+                round_.halved = True
             else:
-                failure = failure or outcome  # one record over the limit: nothing to split
-        elif isinstance(outcome, PRODUCER_STATE_ERRORS) and partition in refused:
-            again.append((partition, packed))
+                round_.too_large.append(packed[0][0])
+        elif isinstance(outcome, PRODUCER_STATE_ERRORS) and partition in round_.refused_partitions:
+            round_.again.append((partition, packed))
         elif isinstance(outcome, Exception):
-            failure = failure or outcome
-    return again, refused, failure
+            round_.failure = round_.failure or outcome
+    return round_

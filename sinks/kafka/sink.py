@@ -3,30 +3,38 @@ event becomes a message).
 
 The producer is idempotent with ``acks=all``: a batch counts as delivered only when the
 broker acknowledged every record of it. A producer whose idempotence state breaks is
-replaced (``sinks.kafka.errors`` says which failures are retriable).
+replaced (``sinks.kafka.errors`` says which failures are retriable). A record too large for
+the topic fails its event alone once every other record is acknowledged
+(``sinks.kafka.sizes``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped,unused-ignore]
 
 from pipeline.model import SignedEvent
 from sinks.base import closed_error
-from sinks.kafka.batches import PartitionMessages, by_partition, record_batches, triage
+from sinks.kafka.batches import PartitionEntries, by_partition, record_batches, triage
 from sinks.kafka.deadlines import abandon, stop_within, wait_acks
 from sinks.kafka.errors import PRODUCER_STATE_ERRORS, to_sink_error
 from sinks.kafka.messages import ContentMode
+from sinks.kafka.sizes import over_limit, split_oversized, too_large_error
 
 __all__ = ["KafkaSink"]
 
 log = logging.getLogger(__name__)
 
 _MIN_BATCH_BYTES = 16_384
+RecordLimit = Callable[[], Awaitable[int | None]]
+
+
+async def _no_limit() -> int | None:
+    return None
 
 
 class KafkaSink:
@@ -42,8 +50,15 @@ class KafkaSink:
         name: str = "kafka",
         record_batch_bytes: int = 1_048_576,
         producer_options: Mapping[str, Any] | None = None,
+        max_record_bytes: RecordLimit = _no_limit,
+        producer_class: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
     ) -> None:
         """``timeout_s`` bounds metadata waits and delivery (aiokafka request_timeout_ms).
+
+        ``max_record_bytes``: the largest record ``topic`` takes, measured as a record batch
+        of it alone, or None when not known (the composition root learns it from the
+        cluster, once the producer has started): a larger record is not sent.
+        ``producer_class`` makes the producers (tests give a fake).
 
         ``record_batch_bytes``: aiokafka's producer puts one record batch per partition in a
         produce request and (idempotent) has one request in flight per broker, so with its
@@ -62,6 +77,8 @@ class KafkaSink:
             **(producer_options or {}),
         }
         self._timeout_s = timeout_s
+        self._max_record_bytes = max_record_bytes
+        self._producer_class = producer_class
         self._producer: AIOKafkaProducer | None = None
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -88,7 +105,7 @@ class KafkaSink:
         async with self._start_lock:
             if self._producer is not None:
                 return
-            producer = AIOKafkaProducer(**self._options)
+            producer = self._producer_class(**self._options)
             try:
                 await producer.start()
             except BaseException as exc:
@@ -99,17 +116,31 @@ class KafkaSink:
             self._producer = producer
 
     async def send(self, batch: Sequence[SignedEvent]) -> None:
-        """Produce ``batch``; return once the broker acknowledged every record."""
+        """Produce ``batch``; return once the broker acknowledged every record.
+
+        An event whose record is too large for the topic (over the known limit, or refused
+        by the broker in a record batch of its own) fails alone: once every other record
+        is acknowledged, a non-retriable SinkError names those events (``only``). Any
+        other failure fails the whole batch (retriable or not by its kind)."""
         if self._closed:
             raise closed_error("kafka")
         if not batch:
             return
-        grouped = await by_partition(await self._started(), self._topic, batch,
-                                     self._content_mode)
+        producer = await self._started()
+        limit = await self._max_record_bytes()  # after start: the cluster answers
+        entries, oversized = split_oversized(batch, self._content_mode, limit)
+        grouped = await by_partition(producer, self._topic, entries)
         todo = list(grouped.items())
+        refused: list[SignedEvent] = []
         while todo:
             # A round that met a refusal replaced the producer: the next one starts anew.
-            todo = await self._send_round(await self._started(), todo)
+            todo, too_large = await self._send_round(await self._started(), todo)
+            refused += too_large
+        if oversized and limit is not None:
+            raise over_limit(oversized, limit, self._topic, also=refused)
+        if refused:
+            raise too_large_error(refused, f"a record topic {self._topic} refused as too "
+                                           "large")
 
     async def _started(self) -> AIOKafkaProducer:
         """The producer, started if there is none (raises SinkError if it cannot start)."""
@@ -118,35 +149,38 @@ class KafkaSink:
         return self._producer
 
     async def _send_round(self, producer: AIOKafkaProducer,
-                          todo: Sequence[PartitionMessages]) -> list[PartitionMessages]:
-        """Send each partition's messages and wait for every acknowledgement; return what
-        has to be sent again because the broker refused a record batch as too large.
+                          todo: Sequence[PartitionEntries]
+                          ) -> tuple[list[PartitionEntries], list[SignedEvent]]:
+        """Send each partition's records and wait for every acknowledgement; return what
+        has to be sent again because the broker refused a record batch as too large, and
+        the events it refused alone.
 
         A topic's max.message.bytes can be below ``record_batch_bytes``; the Java producer
         splits such a batch too. The refused batch goes back in halves (so the rounds end),
         and the producer is replaced, because the refused batch's sequence numbers leave a
         gap that fails every later batch of that partition (``OutOfOrderSequenceNumber``):
-        those go back too. The new producer makes batches half the size, so later sends
-        fit. Only a single record over the limit fails the send (non-retriable). Records
-        sent again land after the partition's other batches, as with any retry."""
+        those go back too. After a halving, the new producer makes batches half the size,
+        so later sends fit. A single record over the limit is set apart, the rest goes on.
+        Records sent again land after the partition's other batches, as with any retry.
+        Any other failure ends the send for the whole batch (SinkError)."""
         sent, pending = await self._hand_over(producer, todo)
-        again, refused, failure = triage(sent, await wait_acks(pending, self._timeout_s))
-        if refused or isinstance(failure, PRODUCER_STATE_ERRORS):
-            await self._replace_producer(shrink=bool(refused))
-        if failure is not None:
-            raise to_sink_error(failure) from failure
-        return again
+        outcome = triage(sent, await wait_acks(pending, self._timeout_s))
+        if outcome.refused_partitions or isinstance(outcome.failure, PRODUCER_STATE_ERRORS):
+            await self._replace_producer(shrink=outcome.halved)
+        if outcome.failure is not None:
+            raise to_sink_error(outcome.failure) from outcome.failure
+        return outcome.again, outcome.too_large
 
-    async def _hand_over(self, producer: AIOKafkaProducer, todo: Sequence[PartitionMessages]
-                         ) -> tuple[list[PartitionMessages], list[asyncio.Future[Any]]]:
+    async def _hand_over(self, producer: AIOKafkaProducer, todo: Sequence[PartitionEntries]
+                         ) -> tuple[list[PartitionEntries], list[asyncio.Future[Any]]]:
         """Give the producer every record batch; each with its future, in order."""
-        sent: list[PartitionMessages] = []
+        sent: list[PartitionEntries] = []
         pending: list[asyncio.Future[Any]] = []
         try:
             # One record batch (one future) per partition and ~max_batch_size bytes, not one
             # future per event: per-event send() and its futures were a hot spot in profiles.
-            for partition, messages in todo:
-                for builder, packed in record_batches(producer, messages):
+            for partition, entries in todo:
+                for builder, packed in record_batches(producer, entries):
                     pending.append(await producer.send_batch(builder, self._topic,
                                                              partition=partition))
                     sent.append((partition, packed))

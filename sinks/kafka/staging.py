@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka.record.default_records import (  # type: ignore[import-untyped,unused-ignore]
-    DefaultRecordBatchBuilder,
-)
-
 from pipeline.model import SignedEvent
-from sinks.base import SinkError, closed_error
-from sinks.kafka.messages import ContentMode, Message, to_message
+from sinks.base import closed_error
+from sinks.kafka.messages import ContentMode, Message
+from sinks.kafka.sizes import over_limit, split_oversized
 
 __all__ = ["StagedMessage", "StagingKafkaSink"]
 
@@ -51,26 +48,13 @@ class StagingKafkaSink:
         if self._closed:
             raise closed_error(self.name)
         limit = await self._max_record_bytes()
-        staged: list[StagedMessage] = []
-        refused: list[tuple[SignedEvent, int]] = []
-        for event in batch:
-            message = to_message(event, self._content_mode)
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(*message)
-            if size > limit:
-                refused.append((event, size))
-            else:
-                staged.append((event, message))
+        staged, oversized = split_oversized(batch, self._content_mode, limit)
         if self._room is not None and staged:
             await self._room()
         if staged:
             self._stage(self._topic, staged)
-        if refused:
-            event, size = refused[0]
-            raise SinkError(f"kafka: event {event.id} is a {size}-byte record, over the "
-                            f"{limit} bytes topic {self._topic} takes"
-                            + (f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""),
-                            retriable=False, reason="message_size_too_large_error",
-                            only=[event for event, _ in refused])
+        if oversized:
+            raise over_limit(oversized, limit, self._topic)
 
     async def aclose(self) -> None:
         """Nothing to flush: the transactions write what is staged; safe to call twice."""

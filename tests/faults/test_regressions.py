@@ -19,7 +19,6 @@ from pipeline.processor import EventProcessor
 from pipeline.signing.signers import HmacSigner
 from sinks.base import SinkError
 from sinks.kafka import KafkaSink
-from sinks.kafka import sink as kafka_sink_module
 from tests.support.infra.kafka import KafkaBroker
 from tests.support.kafka_clients import consume_all, create_topics
 
@@ -150,14 +149,13 @@ class _SequenceBrokenProducer:
         self.stopped = True
 
 
-async def test_kafka_sink_recovers_from_an_out_of_order_sequence_number(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_kafka_sink_recovers_from_an_out_of_order_sequence_number() -> None:
     # Was: OutOfOrderSequenceNumber is fatal to an idempotent producer, and the sink kept
     # that producer: after a broker restart every later batch failed the same way
     # (non-retriable), so the Kafka sink dead-lettered everything until govpipe restarted.
     _SequenceBrokenProducer.instances = []
-    monkeypatch.setattr(kafka_sink_module, "AIOKafkaProducer", _SequenceBrokenProducer)
-    sink = KafkaSink("127.0.0.1:9", "out", timeout_s=2)
+    sink = KafkaSink("127.0.0.1:9", "out", timeout_s=2,
+                     producer_class=_SequenceBrokenProducer)
     signed = _process(EVENT % b'"latency_ms":1')
     assert isinstance(signed, SignedEvent)
     with pytest.raises(SinkError) as caught:

@@ -4,6 +4,10 @@ real broker: each ends in one counter, the rest flows, the offsets reach the end
 - Exactly-once into an output topic of max.message.bytes 4096: an event whose signed
   record is larger is counted failed (`message_size_too_large_error`) and dead-lettered in
   the partition's transaction; the others are on the output for read_committed readers.
+- At least once into the same: only such an event is counted failed and dead-lettered;
+  every other event is on the output exactly once and counted delivered. The sink alone,
+  not knowing the limit, on the broker's refusals: the same events fail, the rest is
+  written once.
 - A dead-letter topic of max.message.bytes 4096: an entry larger than that is written as
   its summary.
 - The margin: a record measured at exactly the limit the daemon computes is taken."""
@@ -19,6 +23,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from pipeline.kafka_limits import RecordLimit, record_bytes
+from pipeline.model import Position, SignedEvent
+from sinks.base import SinkError
+from sinks.kafka import KafkaSink
 from tests.support.events import event_value
 from tests.support.identities import assert_reconciled
 from tests.support.infra.kafka import KafkaBroker
@@ -94,6 +101,63 @@ async def test_exactly_once_fails_an_event_over_the_output_topic_limit_alone(
     assert {e["event"]["id"] if "event" in e else e["event_id"] for e in entries} == big
     assert {(e["origin"], e["reason"]) for e in entries} == {
         ("kafka", "message_size_too_large_error")}
+
+
+async def test_at_least_once_fails_an_event_over_the_output_topic_limit_alone(
+        kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    bootstrap, name = kafka_broker.bootstrap, uuid.uuid4().hex[:8]
+    source, out, dlq, group = f"alo-in-{name}", f"alo-out-{name}", f"alo-dlq-{name}", name
+    await create_topics(bootstrap, [source], partitions=2)
+    await create_topics(bootstrap, [out], partitions=2, configs=SMALL_TOPIC)
+    await create_topics(bootstrap, [dlq])
+    await produce_fast(bootstrap, source, inputs("a"))
+    daemon = GovpipeProcess(run_env(bootstrap, source, group, tmp_path, **{
+        "GOVPIPE_SINKS__STDOUT__ENABLED": "false", "GOVPIPE_SINKS__KAFKA__ENABLED": "true",
+        "GOVPIPE_SINKS__KAFKA__TOPIC": out,
+        "GOVPIPE_DEADLETTER__KIND": "kafka", "GOVPIPE_DEADLETTER__TOPIC": dlq}),
+        tmp_path, "alo")
+    try:
+        await daemon.start()
+        await all_committed(bootstrap, group, COUNT)
+        final = await daemon.settled_scrape()
+        assert_reconciled(final)
+        assert await daemon.terminate() == 0
+    finally:
+        await daemon.ensure_stopped()
+    big = {f"a-{n:08d}" for n in range(0, COUNT, BIG_EVERY)}
+    # Was: every event of a batch holding a big one counted failed and dead-lettered,
+    # though all but that one were on the output.
+    assert metric_value(final, "govpipe_sink_failed_total", sink="kafka",
+                        reason="message_size_too_large_error") == len(big)
+    assert metric_value(final, "govpipe_sink_delivered_total", sink="kafka") == COUNT - len(big)
+    assert metric_value(final, "govpipe_deadletter_written_total", origin="kafka") == len(big)
+    delivered = [json.loads(r.value)["id"] for r in await consume_to_end(bootstrap, out)]
+    assert sorted(delivered) == sorted({f"a-{n:08d}" for n in range(COUNT)} - big)
+    entries = [json.loads(r.value) for r in await consume_to_end(bootstrap, dlq)]
+    assert sorted(e["event"]["id"] for e in entries) == sorted(big)
+    assert {(e["origin"], e["reason"]) for e in entries} == {
+        ("kafka", "message_size_too_large_error")}
+
+
+async def test_the_sink_not_knowing_the_limit_fails_the_records_the_broker_refuses_alone(
+        kafka_broker: KafkaBroker) -> None:
+    bootstrap, out = kafka_broker.bootstrap, f"alo-sink-{uuid.uuid4().hex[:8]}"
+    await create_topics(bootstrap, [out], partitions=2, configs=SMALL_TOPIC)
+    batch = [SignedEvent(f"s-{n}", {"id": f"s-{n}"}, json.dumps({"id": f"s-{n}", "pad": (
+        "p" * 6000 if n % BIG_EVERY == 7 else "")}).encode(), Position("in", 0, n),
+        partition_key=f"agent-{n % 5}") for n in range(COUNT)]
+    big = sorted(e.id for n, e in enumerate(batch) if n % BIG_EVERY == 7)
+    sink = KafkaSink(bootstrap, out, timeout_s=10)
+    try:
+        with pytest.raises(SinkError) as raised:
+            await sink.send(batch)
+    finally:
+        await sink.aclose()
+    error = raised.value
+    assert (error.retriable, error.reason) == (False, "message_size_too_large_error")
+    assert sorted(e.id for e in error.only or []) == big  # was: None, the whole batch
+    written = [json.loads(r.value)["id"] for r in await consume_to_end(bootstrap, out)]
+    assert sorted(written) == sorted(e.id for e in batch if e.id not in big)
 
 
 async def test_dead_letter_entries_over_the_topic_limit_are_written_as_summaries(

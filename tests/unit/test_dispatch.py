@@ -9,6 +9,7 @@ import pytest
 import tenacity.wait
 from prometheus_client import CollectorRegistry
 
+from pipeline.delivery.breaker import BreakerState
 from pipeline.delivery.dispatcher import SinkDispatcher
 from pipeline.delivery.ledger import Ledger
 from pipeline.model import SignedEvent
@@ -275,3 +276,71 @@ async def test_a_sink_failing_some_events_only_fails_those_and_delivers_the_rest
 def test_a_sink_error_for_some_events_is_never_retriable() -> None:
     with pytest.raises(ValueError, match="not retriable"):
         SinkError("x", retriable=True, only=[make_event(0)])
+
+
+class PlannedSink(FlakySink):
+    """Each send follows the next step of `plan`: "down" fails the batch (retriable),
+    "picky" refuses its events with an odd offset alone (too large) and delivers the rest."""
+
+    def __init__(self, plan: list[str]) -> None:
+        super().__init__(name="flaky")
+        self.plan = plan
+
+    async def send(self, batch: Sequence[SignedEvent]) -> None:
+        self.attempts += 1
+        if self.plan.pop(0) == "down":
+            raise self.error
+        odd = [e for e in batch if e.position.offset % 2]
+        self.delivered.extend(e for e in batch if not e.position.offset % 2)
+        if odd:
+            raise SinkError("too large", retriable=False,
+                            reason="message_size_too_large_error", only=odd)
+
+
+def planned_harness(plan: list[str], threshold: int, on_open: str
+                    ) -> tuple[Harness, PlannedSink]:
+    from pipeline.settings import BreakerSettings
+
+    sink = PlannedSink(plan)
+    harness = Harness(sink, batch_size=2, on_open=on_open,
+                      breaker=BreakerSettings(failure_threshold=threshold, cooldown_s=0.05,
+                                              success_threshold=1),
+                      retry=RetrySettings(max_attempts=1, initial_backoff_s=0.001,
+                                          max_backoff_s=0.001))
+    return harness, sink
+
+
+async def test_a_send_that_failed_some_events_only_resets_the_breakers_failure_streak(
+        ) -> None:
+    # Two timeouts in a row would open it; a send that delivered all but a refused record
+    # between them is a success: the sink is up.
+    harness, _ = planned_harness(["down", "picky", "down", "picky"], threshold=2,
+                              on_open="deadletter")
+    await harness.run(8)
+    reasons = [error.reason for _, _, error in harness.failed]
+    assert "circuit_open" not in reasons  # was: the third batch opened it
+    too_large = "message_size_too_large_error"
+    assert reasons == ["timeout", "timeout", too_large, "timeout", "timeout", too_large]
+    assert harness.dispatcher.policy.breaker.state is BreakerState.CLOSED
+    assert sink_identity_gap(harness.registry, "flaky") == 0
+
+
+async def test_a_probe_that_failed_some_events_only_closes_the_breaker() -> None:
+    harness, sink = planned_harness(["down", "picky", "picky"], threshold=1, on_open="block")
+    await harness.run(4)
+    assert harness.dispatcher.policy.breaker.state is BreakerState.CLOSED  # was: half-open
+    assert [e.id for e in sink.delivered] == ["e0", "e2"]
+    assert [event.id for _, event, _ in harness.failed] == ["e1", "e3"]
+    assert sink_identity_gap(harness.registry, "flaky") == 0
+
+
+async def test_a_send_whose_every_event_was_refused_leaves_the_breaker_as_it_was() -> None:
+    harness, _ = planned_harness(["down", "picky", "picky"], threshold=1, on_open="block")
+    task = asyncio.create_task(harness.dispatcher.run())
+    harness.dispatcher.submit_many([make_event(1)])  # refused alone: not a success
+    await harness.until_failed(1)
+    assert harness.dispatcher.policy.breaker.state is BreakerState.HALF_OPEN
+    harness.dispatcher.submit_many([make_event(2), make_event(3)])
+    harness.dispatcher.close()
+    await asyncio.wait_for(task, 5)
+    assert harness.dispatcher.policy.breaker.state is BreakerState.CLOSED

@@ -53,3 +53,17 @@ async def test_an_unreadable_topic_limit_leaves_the_producer_limit_with_one_warn
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "max.message.bytes" in warnings[0].getMessage()
+
+
+async def test_the_topics_own_limit_is_known_only_when_read() -> None:
+    # For the at-least-once producer (record batches of its own: aiokafka holds only send()
+    # to max_request_size), so a topic above 1 MiB keeps taking records above 1 MiB.
+    async def big_topic(options: Mapping[str, Any], topic: str) -> int:
+        return 16_777_216
+
+    async def unreadable(options: Mapping[str, Any], topic: str) -> int:
+        raise TopicAuthorizationFailedError("no DescribeConfigs")
+
+    assert await RecordLimit({}, "out", describe=big_topic).topic_limit() == (
+        16_777_216 - RECORD_MARGIN)
+    assert await RecordLimit({}, "out", describe=unreadable).topic_limit() is None
