@@ -126,10 +126,11 @@ class RecordLimit:
             async with asyncio.timeout(DESCRIBE_TIMEOUT_S):
                 topic_max = await self._describe(self._options, self._topic)
         except (KafkaError, OSError, TimeoutError) as exc:
-            log.warning("cannot read %s of topic %s (%s: %s): records are held to the "
-                        "producer's max_request_size (%d bytes) only; one the topic still "
-                        "refuses is set apart when written", MAX_MESSAGE_BYTES, self._topic,
-                        type(exc).__name__, exc, self._max_request_size)
+            log.warning("cannot read %s of topic %s (%s: %s): its limit is unknown until "
+                        "restart, so a record it refuses as too large is found out when "
+                        "written, then set apart (failed and dead-lettered, or a dead-letter "
+                        "entry written as its summary)", MAX_MESSAGE_BYTES, self._topic,
+                        type(exc).__name__, exc)
             return None
         log.info("topic %s takes records up to %d bytes", self._topic,
                  min(topic_max, self._max_request_size))
