@@ -69,16 +69,19 @@ class _PartitionNonces:
             digests = senders[sender] = array("q")
         digests.append(digest)
 
-    def evict(self, now_ms: int) -> Iterable[tuple[str, int]]:
-        """Forget what expired strictly before `now_ms`; yields (sender, how many)."""
-        self.clock_ms = max(self.clock_ms, now_ms)
+    def evict(self, now_ms: int) -> list[tuple[str, int]]:
+        """Forget what expired strictly before `now_ms`; (sender, how many) forgotten."""
+        if now_ms > self.clock_ms:
+            self.clock_ms = now_ms
         order = self.order
+        forgotten: list[tuple[str, int]] = []
         # Bucket b holds expiries in ((b-1)s, b s]: all are past once now > b s.
         while order and order[0] * _BUCKET_MS < self.clock_ms:
             for sender, digests in self.buckets.pop(heapq.heappop(order)).items():
                 for digest in digests:
                     del self.offsets[digest]
-                yield sender, len(digests)
+                forgotten.append((sender, len(digests)))
+        return forgotten
 
     def senders(self) -> Iterable[tuple[str, int]]:
         for senders in self.buckets.values():
@@ -114,22 +117,25 @@ class NonceStore:
         window; `now_ms` is the partition's clock; `where` = (topic, partition, offset)."""
         topic, partition, offset = where
         table = self._table((topic, partition))
-        self._forget(table.evict(now_ms))
+        if evicted := table.evict(now_ms):
+            self._forget(evicted)
         digest = self._digest(sender, nonce)
         known = table.offsets.get(digest)
         if known is not None:
             return NonceVerdict.REDELIVERY if known == offset else NonceVerdict.REPLAY
-        if any(digest in other.offsets for other in self._partitions.values()):
-            return NonceVerdict.REPLAY
-        if self._size >= self.capacity or self._per_sender.get(sender, 0) >= (
-                self.sender_capacity):
+        for other in self._partitions.values():
+            if digest in other.offsets:
+                return NonceVerdict.REPLAY
+        held = self._per_sender.get(sender, 0)
+        if self._size >= self.capacity or held >= self.sender_capacity:
             self._evict_all()  # quiet partitions may still hold expired nonces
-        if self._size >= self.capacity:
-            return NonceVerdict.FULL
-        if self._per_sender.get(sender, 0) >= self.sender_capacity:
-            return NonceVerdict.SENDER_FULL
+            if self._size >= self.capacity:
+                return NonceVerdict.FULL
+            held = self._per_sender.get(sender, 0)
+            if held >= self.sender_capacity:
+                return NonceVerdict.SENDER_FULL
         table.add(digest, offset, sender, expires_ms)
-        self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
+        self._per_sender[sender] = held + 1
         self._size += 1
         return NonceVerdict.FRESH
 

@@ -20,7 +20,6 @@ A record with covered headers and a version 1 signature is refused.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from collections.abc import Sequence
 
@@ -64,7 +63,7 @@ def sign_record(key: bytes, nonce: str, timestamp_ms: int, sender: str, value: b
                 covered: Headers | None = None) -> str:
     """The `agt-signature` header value: standard padded base64 of the HMAC-SHA256."""
     signed = signed_bytes(nonce, timestamp_ms, sender, value, covered)
-    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
+    return base64.b64encode(hmac.digest(key, signed, "sha256")).decode("ascii")
 
 
 def signature_headers(key: bytes, nonce: str, timestamp_ms: int, sender: str, value: bytes,

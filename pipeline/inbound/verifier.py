@@ -42,7 +42,7 @@ from pipeline.inbound.signed_string import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     VERSION_HEADER,
-    covered_headers,
+    is_covered_header,
     sign_record,
 )
 from pipeline.model import Record
@@ -90,6 +90,7 @@ class InboundVerifier:
         self._nonces = NonceStore(limits.capacity, limits.sender_capacity)
         metrics.inbound_nonces.set_function(lambda: len(self._nonces))
         self._counter = metrics.inbound_verification
+        self._counted: dict[str, Any] = {}  # result → its counter (labels() is not free)
         self._clock = clock
         self._seal_checks: tuple[SealCheck, ...] = () if seal_check is None else (seal_check,)
 
@@ -107,7 +108,10 @@ class InboundVerifier:
     def check(self, record: Record) -> str | None:
         """None when the record may pass, else the rejection reason."""
         result = self._check(record)
-        self._counter.labels(result).inc()
+        counted = self._counted.get(result)
+        if counted is None:
+            counted = self._counted[result] = self._counter.labels(result)
+        counted.inc()
         return None if result == "ok" else result
 
     def recall(self, record: Record) -> bool:
@@ -152,14 +156,13 @@ class InboundVerifier:
 
     def _claim(self, record: Record) -> _Claim | str:
         """The verified claim of `record`, or the reason it has none."""
-        seals = [value for name, value in record.headers if name == SEAL_HEADER]
-        if seals:
-            return self._sealed_claim(record, seals)
         headers = _read_headers(record.headers)
         if isinstance(headers, str):
             return headers
+        if isinstance(headers, _Sealed):
+            return self._sealed_claim(record, headers.seals, headers.covered)
         key = self._keys.for_sender(headers.sender)
-        covered = covered_headers(record.headers)
+        covered = headers.covered
         if key is None or (covered and headers.version == 1):
             return "bad_signature"  # version 1 leaves binary-mode headers unsigned
         expected = sign_record(key, headers.nonce, headers.timestamp_ms, headers.sender,
@@ -168,11 +171,12 @@ class InboundVerifier:
             return "bad_signature"
         return _Claim(headers.sender, headers.nonce, headers.timestamp_ms)
 
-    def _sealed_claim(self, record: Record, seals: list[bytes]) -> _Claim | str:
+    def _sealed_claim(self, record: Record, seals: list[bytes],
+                      covered: list[tuple[str, bytes]]) -> _Claim | str:
         seal = (read_seal(seals[0], record.value, self._sealed_by_daemon)
                 if len(seals) == 1 and self._seal_checks else None)
         # The seal covers the value only: binary-mode headers on a sealed record are refused.
-        if seal is None or covered_headers(record.headers):
+        if seal is None or covered:
             return "bad_signature"
         return _Claim(REPLAY_SENDER, seal.entry_id, seal.replayed_at_ms)
 
@@ -184,31 +188,66 @@ class _Headers:
     sender: str
     signature: bytes
     version: int
+    covered: list[tuple[str, bytes]]  # what a version 2 signature covers, in signing order
 
 
-def _read_headers(headers: tuple[tuple[str, bytes], ...]) -> _Headers | str:
-    found: dict[str, list[bytes]] = {}
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """A record `govpipe replay` put back: judged by its seal, not by `agt-*` headers."""
+
+    covered: list[tuple[str, bytes]]
+    seals: list[bytes]
+
+
+_SIGNING_HEADERS = frozenset((*HEADERS, VERSION_HEADER))
+
+
+def _read_headers(headers: tuple[tuple[str, bytes], ...]) -> _Headers | _Sealed | str:
+    """One pass over the record's headers: the `agt-*` ones (each at most once), the
+    replay seals, and the binary-mode headers a signature covers."""
+    found: dict[str, bytes] = {}
+    repeated = False
+    covered: list[tuple[str, bytes]] = []
+    seals: list[bytes] = []
     for name, value in headers:
-        if name in HEADERS or name == VERSION_HEADER:
-            found.setdefault(name, []).append(value)
+        if name in _SIGNING_HEADERS:
+            repeated = repeated or name in found
+            found[name] = value
+        elif name == SEAL_HEADER:
+            seals.append(value)
+        elif is_covered_header(name):
+            covered.append((name, value))
+    if covered:
+        covered.sort()
+    if seals:
+        return _Sealed(covered, seals)
     if SIGNATURE_HEADER not in found:
         return "unsigned"
-    if any(len(found.get(name, ())) != 1 for name in HEADERS):
-        return "bad_signature"
+    if repeated or len(found) - (VERSION_HEADER in found) < len(HEADERS):
+        return "bad_signature"  # one missing or repeated
+    return _parsed(found, covered)
+
+
+def _parsed(found: dict[str, bytes], covered: list[tuple[str, bytes]]) -> _Headers | str:
     version = _version(found.get(VERSION_HEADER))
     try:
-        nonce, timestamp, sender = (found[name][0].decode("utf-8")
-                                    for name in (NONCE_HEADER, TIMESTAMP_HEADER, SENDER_HEADER))
+        nonce = found[NONCE_HEADER].decode("utf-8")
+        timestamp = found[TIMESTAMP_HEADER].decode("utf-8")
+        sender = found[SENDER_HEADER].decode("utf-8")
     except UnicodeDecodeError:
         return "bad_signature"
     if (version is None or not nonce or len(nonce) > MAX_NONCE_CHARS or "|" in nonce
             or "|" in sender or not _DIGITS.fullmatch(timestamp)):
         return "bad_signature"
-    return _Headers(nonce, int(timestamp), sender, found[SIGNATURE_HEADER][0], version)
+    return _Headers(nonce, int(timestamp), sender, found[SIGNATURE_HEADER], version,
+                    covered)
 
 
-def _version(values: list[bytes] | None) -> int | None:
-    """1 without `agt-sigver`, 2 for exactly one "2"; None for anything else."""
-    if values is None:
+def _version(value: bytes | None) -> int | None:
+    """1 without `agt-sigver`, 2 for a "2"; None for anything else."""
+    if value is None:
         return 1
-    return HEADERS_VERSION if values == [str(HEADERS_VERSION).encode()] else None
+    return HEADERS_VERSION if value == _VERSION_VALUE else None
+
+
+_VERSION_VALUE = str(HEADERS_VERSION).encode()

@@ -67,7 +67,11 @@ def test_a_good_record_passes_and_is_counted_ok() -> None:
 def test_a_record_without_signature_is_unsigned() -> None:
     check, metrics, _ = verifier()
     assert check.check(Record(b"{}", Position("t", 0, 0))) == "unsigned"
-    assert count(metrics, "unsigned") == 1
+    # The other agt-* headers, even repeated, do not make it signed.
+    others = tuple((n, v) for n, v in signed().headers if n != "agt-signature")
+    assert check.check(Record(b"{}", Position("t", 0, 1), headers=(*others, *others))) == (
+        "unsigned")
+    assert count(metrics, "unsigned") == 2
 
 
 @pytest.mark.parametrize("mutate", [
@@ -76,6 +80,10 @@ def test_a_record_without_signature_is_unsigned() -> None:
     lambda h: [(n, v) for n, v in h if n != "agt-nonce"],
     lambda h: [*h, ("agt-nonce", b"n2")],
     lambda h: [(n, b"\xff") if n == "agt-sender" else (n, v) for n, v in h],
+    lambda h: [*h, h[-1]],  # the signature twice, both good
+    lambda h: [*h, ("agt-sigver", b"1")],  # no version but 2 exists
+    lambda h: [*h, ("agt-sigver", b"2"), ("agt-sigver", b"2")],
+    lambda h: [(n, v) for n, v in h if n != "agt-sender"],
 ])
 def test_malformed_or_forged_headers_are_bad_signatures(mutate: object) -> None:
     check, _, _ = verifier()
