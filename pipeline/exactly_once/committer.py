@@ -29,7 +29,8 @@ from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, 
 
 from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
-from pipeline.exactly_once.outbox import Outbox, Staged
+from pipeline.exactly_once.batches import Sent
+from pipeline.exactly_once.outbox import Outbox, Staged, kept_event
 from pipeline.exactly_once.producers import TransactionalProducers
 from pipeline.exactly_once.refusals import Refusals, RefusedRecords
 from pipeline.exactly_once.tally import (
@@ -119,7 +120,8 @@ class TransactionalCommitter:
     def stage_events(self, sink: str, topic: str,
                      messages: Sequence[tuple[SignedEvent, Message]]) -> None:
         """`sink`'s events, each with its Kafka message (key, value, headers), for `topic`."""
-        self.stage([Staged(event.position, topic, key, value, headers, event=event, sink=sink)
+        self.stage([Staged(event.position, topic, key, value, headers, event=kept_event(event),
+                           sink=sink)
                     for event, (key, value, headers) in messages])
 
     async def wait_for_room(self) -> None:
@@ -154,10 +156,8 @@ class TransactionalCommitter:
     def _part(self, tp: TopicPartition, offset: int) -> int:
         """Where the next transaction of `tp` toward `offset` ends: `offset`, or earlier
         when more than `max_per_transaction` records are staged below it."""
-        items = self._outbox.before((tp.topic, tp.partition), offset)
-        if len(items) <= self._max_per_transaction:
-            return offset
-        return items[self._max_per_transaction].position.offset
+        return self._outbox.commit_point((tp.topic, tp.partition), offset,
+                                         self._max_per_transaction)
 
     async def _commit_settling(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
                                offset: int, mark: int) -> bool:
@@ -210,21 +210,19 @@ class TransactionalCommitter:
             # for this owner, so committing the offset now would skip them. Abort.
             await producer.abort_transaction()
             raise IllegalOperation(f"{tp.topic}-{tp.partition} given up mid-commit")
-        base = self._base[tp]
-        items = [item for item in self._outbox.before((tp.topic, tp.partition), offset)
-                 if item.position.offset >= base]
+        items = self._outbox.before((tp.topic, tp.partition), offset, start=self._base[tp])
         self._writing[tp] = items
-        futures: list[asyncio.Future[Any]] = []
+        sent: list[Sent] = []
         try:
-            for item in items:
-                futures.append(await self._refusals.send(producer, tp, item))
+            await self._refusals.send(producer, tp, items, sent)
         finally:
             # Every outcome observed, even when a send raised part-way (none logged as
             # never retrieved); the first failure raised.
-            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            outcomes = await asyncio.gather(*(future for future, _ in sent),
+                                            return_exceptions=True)
         if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
             if self._still_mine(tp, mark):
-                self._refusals.set_apart(self._refusals.judge(tp, items, outcomes))
+                self._refusals.set_apart(self._refusals.judge(tp, sent, outcomes))
                 self._capacity.update(self._outbox.size)
             raise failure
         await producer.send_offsets_to_transaction({tp: offset}, self._group_id)
