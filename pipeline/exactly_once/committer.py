@@ -51,7 +51,8 @@ Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, hea
 
 # Records staged and not yet committed, past which the Kafka sink waits (and so, its queue
 # filling, the source pauses): a transaction that keeps failing must not let the outbox
-# grow without bound. Well above what a commit interval stages at full speed.
+# grow without bound. Reading at full speed reaches it too (the transactions' round trips
+# wait behind the reading), and then paces reading to the commits.
 MAX_STAGED = 50_000
 # Records per transaction: a commit of more (a backlog after an outage) goes in several,
 # each well inside the commit timeout, so a slow broker still sees progress.
