@@ -13,7 +13,7 @@ transactions). The producer's batch size is kept within the smallest topic limit
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,35 +47,35 @@ async def send_batches(producer: AIOKafkaProducer, items: Sequence[Staged],
     items to `sent` as it goes (a send that raises part-way leaves the earlier ones there
     to be awaited). The items whose id is in `alone` go each in a batch holding nothing
     else, so that a refusal names them."""
-    for batch in await pack(producer, items, alone):
+    partition_of = await partitioner(producer, {item.topic for item in items})
+    for batch in pack(producer, items, alone, partition_of):
         batch.builder.close()  # nothing else goes in (see BatchBuilder.close)
         future = await producer.send_batch(batch.builder, batch.topic,
                                            partition=batch.partition)
         sent.append((future, batch.items))
 
 
-async def pack(producer: AIOKafkaProducer, items: Sequence[Staged], alone: Collection[int]
-               ) -> list[Batch]:
-    """`items` in record batches: each partition's in the order of `items`, its batches in
-    the order they are to be sent."""
-    partition_of = await partitioner(producer, {item.topic for item in items})
+def pack(producer: AIOKafkaProducer, items: Sequence[Staged], alone: Collection[int],
+         partition_of: Callable[[Staged], int]) -> Iterator[Batch]:
+    """`items` in record batches, each partition's in the order of `items`; each batch
+    yielded once full, so that it is sent while the next fills (send_batch waits until
+    the sender takes the partition's previous batch: a transaction holds few batches
+    built at a time, however many records it writes)."""
     filling: dict[tuple[str, int], Batch] = {}
-    full: list[Batch] = []
     for item in items:
         where = (item.topic, partition_of(item))
         batch = filling.get(where)
         if id(item) in alone:
             if batch is not None:
-                full.append(filling.pop(where))
-            full.append(_new(producer, where, item))
+                yield filling.pop(where)
+            yield _new(producer, where, item)
         elif batch is None or not batch.add(item):
             if batch is not None:
-                full.append(batch)
+                yield batch
             filling[where] = _new(producer, where, item)
         else:
             batch.items.append(item)
-    # A partition's full batches were closed before the one it is still filling.
-    return full + list(filling.values())
+    yield from filling.values()
 
 
 def _new(producer: AIOKafkaProducer, where: tuple[str, int], item: Staged) -> Batch:

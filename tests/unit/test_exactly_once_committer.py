@@ -77,6 +77,7 @@ class FakeProducer:
         self.broker, self.options = broker, options
         self.open: list[bytes] = []
         self.batches: list[tuple[str, int, list[bytes]]] = []  # every batch sent
+        self.unsent = self.most_unsent = 0  # batches built and not yet sent
         self.offsets: dict[TopicPartition, int] = {}
         self.stopped = False
         broker.producers.append(self)
@@ -99,11 +100,14 @@ class FakeProducer:
         return len(key or b"") % 2  # keyed records: partition 1 for keys of odd length
 
     def create_batch(self) -> FakeBatch:
+        self.unsent += 1
         return FakeBatch(self.options.get("max_batch_size", 1_048_576))
 
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int
                          ) -> asyncio.Future[None]:
         assert batch.closed, "a batch sent open could take records sent after it"
+        self.most_unsent = max(self.most_unsent, self.unsent)
+        self.unsent -= 1
         self.batches.append((topic, partition, batch.values))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if error := self.refusal(batch):
@@ -682,3 +686,24 @@ async def test_a_refused_event_is_dead_lettered_with_its_attributes() -> None:
     [entry] = [json.loads(record) for record in broker.records]
     assert entry["event"] == big.attributes
     assert ledger.counts.sinks["kafka"].failed == {"message_size_too_large_error": 1}
+
+
+async def test_a_large_transaction_sends_each_batch_once_it_is_full() -> None:
+    # Its batches hold a copy of its records: built all before sending, a transaction of
+    # thousands of records would hold them all twice.
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",))
+    committer = TransactionalCommitter({"max_batch_size": 30}, "g", ledger,
+                                       producer_class=lambda **o: FakeProducer(broker, **o))
+    events = [SignedEvent(f"e{n}", {}, b"%-10d" % n, Position("in", 0, n), "k" * (n % 2 + 1))
+              for n in range(1000)]
+    ledger.ingest(events)
+    ledger.submitted("kafka", len(events))
+    committer.stage_events("kafka", "out", [(e, (b"k", e.body, [])) if e.partition_key == "k"
+                                            else (e, (b"kk", e.body, [])) for e in events])
+    ledger.delivered("kafka", events)
+    assert await committer.commit(FakeConsumer(broker), {TP: 1000}) == [TP]
+    [producer] = broker.producers
+    assert len(producer.batches) > 300  # 3 records a batch
+    assert producer.most_unsent <= 2  # one filling per output partition
+    assert counts(ledger) == (1000, 0, {})
