@@ -54,6 +54,11 @@ Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, hea
 # grow without bound. Reading at full speed reaches it too (the transactions' round trips
 # wait behind the reading), and then paces reading to the commits.
 MAX_STAGED = 50_000
+# Records staged since the last commit began past which the next one is asked for at once
+# (`commit_wanted`), before the commit interval ends: at full speed the reading and the
+# transactions then overlap, instead of the reading waiting at `MAX_STAGED` for a commit.
+# Counted since a commit began, so commits that keep failing are not retried any faster.
+COMMIT_EARLY_AT = MAX_STAGED // 4
 # Records per transaction: a commit of more (a backlog after an outage) goes in several,
 # each well inside the commit timeout, so a slow broker still sees progress.
 MAX_PER_TRANSACTION = 5_000
@@ -69,10 +74,12 @@ class TransactionalCommitter:
                  *, timeout_s: float = COMMIT_TIMEOUT_S,
                  producer_class: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
                  max_staged: int = MAX_STAGED,
-                 max_per_transaction: int = MAX_PER_TRANSACTION) -> None:
+                 max_per_transaction: int = MAX_PER_TRANSACTION,
+                 commit_early_at: int = COMMIT_EARLY_AT) -> None:
         """`producer_options`: aiokafka producer keywords (connection, batching);
         `producer_class` makes the producers (tests give a fake); `max_staged` bounds the
-        records waiting for their transactions (`wait_for_room`)."""
+        records waiting for their transactions (`wait_for_room`); `commit_early_at`
+        records staged since a commit began set `commit_wanted`."""
         self._producers = TransactionalProducers(producer_options, group_id, timeout_s,
                                                  producer_class)
         self._group_id = group_id
@@ -91,6 +98,9 @@ class TransactionalCommitter:
         self._orphans: dict[TopicPartition, list[Staged]] = {}
         self._given_up: dict[TopicPartition, int] = {}  # forgets so far, by partition
         self._refusals = Refusals(self._outbox, ledger)
+        self.commit_wanted = asyncio.Event()  # enough staged: commit before the interval
+        self._commit_early_at = commit_early_at
+        self._staged_since_commit = 0
 
     def use_dead_letters(self, dead_letters: RefusedRecords) -> None:
         """Where records the broker refuses as too large go instead (`refusals`)."""
@@ -116,6 +126,9 @@ class TransactionalCommitter:
         since they were read are dropped (counted): its next owner writes them."""
         stale = self._outbox.stage(items)
         self._capacity.update(self._outbox.size)
+        self._staged_since_commit += len(items) - len(stale)
+        if self._staged_since_commit >= self._commit_early_at:
+            self.commit_wanted.set()
         count_dropped(self._ledger, stale, REVOKED)
 
     def stage_events(self, sink: str, topic: str,
@@ -135,6 +148,8 @@ class TransactionalCommitter:
         # on must not have its offset committed by this call (`_still_mine`).
         tps = list(due)
         marks = [self._given_up.get(tp, 0) for tp in tps]
+        self._staged_since_commit = 0
+        self.commit_wanted.clear()
         await self._producers.close_retired()
         results = await asyncio.gather(*(self._commit_one(consumer, tp, due[tp], mark)
                                          for tp, mark in zip(tps, marks, strict=True)))

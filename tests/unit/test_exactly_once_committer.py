@@ -21,6 +21,7 @@ from aiokafka.errors import (
 from prometheus_client import CollectorRegistry
 
 from pipeline.cloudevents.codec import encode
+from pipeline.daemon import commit_due
 from pipeline.deadletter.entry import DeadLetterEntry
 from pipeline.deadletter.kafka import StagedKafkaDeadLetter
 from pipeline.delivery.ledger import Ledger
@@ -707,3 +708,31 @@ async def test_a_large_transaction_sends_each_batch_once_it_is_full() -> None:
     assert len(producer.batches) > 300  # 3 records a batch
     assert producer.most_unsent <= 2  # one filling per output partition
     assert counts(ledger) == (1000, 0, {})
+
+
+async def test_a_commit_is_wanted_early_once_enough_records_are_staged() -> None:
+    # At full speed the 2 s interval let the reading fill the outbox to its bound and
+    # wait there for each commit; now the commit starts once a quarter of it is staged.
+    broker, ledger, committer = setup_with(FakeProducer, commit_early_at=3)
+    read(ledger, committer, range(2))
+    assert not committer.commit_wanted.is_set()
+    read(ledger, committer, range(2, 3))
+    assert committer.commit_wanted.is_set()
+    broker.fail_next_commit = "abort"
+    assert await committer.commit(FakeConsumer(broker), {TP: 3}) == []
+    # Counted from when a commit began: one that failed is not tried again at once (no
+    # busy retrying), only once as many more are staged, or at the interval.
+    assert not committer.commit_wanted.is_set()
+    read(ledger, committer, range(3, 5))
+    assert not committer.commit_wanted.is_set()
+    read(ledger, committer, range(5, 6))
+    assert committer.commit_wanted.is_set()
+    assert await committer.commit(FakeConsumer(broker), {TP: 6}) == [TP]
+    assert counts(ledger) == (6, 0, {})
+
+
+async def test_a_wanted_commit_does_not_wait_for_the_interval() -> None:
+    wanted = asyncio.Event()
+    wanted.set()
+    async with asyncio.timeout(60):  # the interval is an hour: only `wanted` ends it
+        await commit_due(3600.0, wanted)
