@@ -253,7 +253,8 @@ def build_daemon(settings: Settings, environ: Mapping[str, str] = os.environ, *,
         "signing_alg": signer.alg, "key_id": signer.key_id, "deadletter": store.description}
     return Daemon(Parts(settings=settings, source=source, processor=processor, ledger=ledger,
                         dispatchers=dispatchers, deadletters=deadletters, health=health,
-                        server=server, started_fields=started, reload=reloader.reload))
+                        server=server, started_fields=started, reload=reloader.reload,
+                        commit_wanted=committer.commit_wanted if committer else None))
 
 
 def _health(source: Source, processor: EventProcessor, deadletters: DeadLetterWriter,

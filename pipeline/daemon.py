@@ -8,6 +8,7 @@ commit → close the clients, each closing step bounded too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -55,6 +56,9 @@ class Parts:
     server: OpsServer
     started_fields: dict[str, object]  # what "govpipe started" logs
     reload: Callable[[], object] | None = None  # what SIGHUP does (pipeline.reload)
+    # Set when a commit is wanted before the commit interval ends (exactly-once: enough
+    # records staged for their transactions).
+    commit_wanted: asyncio.Event | None = None
 
 
 class Daemon:
@@ -145,9 +149,12 @@ class Daemon:
 
     async def _commit_periodically(self) -> None:
         while True:
-            await asyncio.sleep(self._settings.source.commit_interval_s)
+            await self._commit_due()
             await self.source.commit()
             await self.source.refresh_metrics()
+
+    async def _commit_due(self) -> None:
+        await commit_due(self._settings.source.commit_interval_s, self._parts.commit_wanted)
 
     async def _drain(self, workers: list[asyncio.Task[None]], deadline: float) -> None:
         for dispatcher in self.dispatchers:
@@ -211,3 +218,14 @@ class Daemon:
             os._exit(128 + signum)
         log.info("%s received: stopping", signal.Signals(signum).name)
         self.request_stop()
+
+
+async def commit_due(interval_s: float, wanted: asyncio.Event | None) -> None:
+    """Return after `interval_s`, or sooner once `wanted` is set (exactly-once: enough
+    records staged for their transactions)."""
+    if wanted is None:
+        await asyncio.sleep(interval_s)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(interval_s):
+            await wanted.wait()

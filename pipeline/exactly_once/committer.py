@@ -29,7 +29,8 @@ from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, KafkaError, 
 
 from pipeline.delivery.capacity import Capacity
 from pipeline.delivery.ledger import Ledger
-from pipeline.exactly_once.outbox import Outbox, Staged
+from pipeline.exactly_once.batches import Sent
+from pipeline.exactly_once.outbox import Outbox, Staged, kept_event
 from pipeline.exactly_once.producers import TransactionalProducers
 from pipeline.exactly_once.refusals import Refusals, RefusedRecords
 from pipeline.exactly_once.tally import (
@@ -50,8 +51,14 @@ Message = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, hea
 
 # Records staged and not yet committed, past which the Kafka sink waits (and so, its queue
 # filling, the source pauses): a transaction that keeps failing must not let the outbox
-# grow without bound. Well above what a commit interval stages at full speed.
+# grow without bound. Reading at full speed reaches it too (the transactions' round trips
+# wait behind the reading), and then paces reading to the commits.
 MAX_STAGED = 50_000
+# Records staged since the last commit began past which the next one is asked for at once
+# (`commit_wanted`), before the commit interval ends: at full speed the reading and the
+# transactions then overlap, instead of the reading waiting at `MAX_STAGED` for a commit.
+# Counted since a commit began, so commits that keep failing are not retried any faster.
+COMMIT_EARLY_AT = MAX_STAGED // 4
 # Records per transaction: a commit of more (a backlog after an outage) goes in several,
 # each well inside the commit timeout, so a slow broker still sees progress.
 MAX_PER_TRANSACTION = 5_000
@@ -67,10 +74,12 @@ class TransactionalCommitter:
                  *, timeout_s: float = COMMIT_TIMEOUT_S,
                  producer_class: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
                  max_staged: int = MAX_STAGED,
-                 max_per_transaction: int = MAX_PER_TRANSACTION) -> None:
+                 max_per_transaction: int = MAX_PER_TRANSACTION,
+                 commit_early_at: int = COMMIT_EARLY_AT) -> None:
         """`producer_options`: aiokafka producer keywords (connection, batching);
         `producer_class` makes the producers (tests give a fake); `max_staged` bounds the
-        records waiting for their transactions (`wait_for_room`)."""
+        records waiting for their transactions (`wait_for_room`); `commit_early_at`
+        records staged since a commit began set `commit_wanted`."""
         self._producers = TransactionalProducers(producer_options, group_id, timeout_s,
                                                  producer_class)
         self._group_id = group_id
@@ -89,6 +98,9 @@ class TransactionalCommitter:
         self._orphans: dict[TopicPartition, list[Staged]] = {}
         self._given_up: dict[TopicPartition, int] = {}  # forgets so far, by partition
         self._refusals = Refusals(self._outbox, ledger)
+        self.commit_wanted = asyncio.Event()  # enough staged: commit before the interval
+        self._commit_early_at = commit_early_at
+        self._staged_since_commit = 0
 
     def use_dead_letters(self, dead_letters: RefusedRecords) -> None:
         """Where records the broker refuses as too large go instead (`refusals`)."""
@@ -114,12 +126,16 @@ class TransactionalCommitter:
         since they were read are dropped (counted): its next owner writes them."""
         stale = self._outbox.stage(items)
         self._capacity.update(self._outbox.size)
+        self._staged_since_commit += len(items) - len(stale)
+        if self._staged_since_commit >= self._commit_early_at:
+            self.commit_wanted.set()
         count_dropped(self._ledger, stale, REVOKED)
 
     def stage_events(self, sink: str, topic: str,
                      messages: Sequence[tuple[SignedEvent, Message]]) -> None:
         """`sink`'s events, each with its Kafka message (key, value, headers), for `topic`."""
-        self.stage([Staged(event.position, topic, key, value, headers, event=event, sink=sink)
+        self.stage([Staged(event.position, topic, key, value, headers, event=kept_event(event),
+                           sink=sink)
                     for event, (key, value, headers) in messages])
 
     async def wait_for_room(self) -> None:
@@ -132,6 +148,8 @@ class TransactionalCommitter:
         # on must not have its offset committed by this call (`_still_mine`).
         tps = list(due)
         marks = [self._given_up.get(tp, 0) for tp in tps]
+        self._staged_since_commit = 0
+        self.commit_wanted.clear()
         await self._producers.close_retired()
         results = await asyncio.gather(*(self._commit_one(consumer, tp, due[tp], mark)
                                          for tp, mark in zip(tps, marks, strict=True)))
@@ -154,10 +172,8 @@ class TransactionalCommitter:
     def _part(self, tp: TopicPartition, offset: int) -> int:
         """Where the next transaction of `tp` toward `offset` ends: `offset`, or earlier
         when more than `max_per_transaction` records are staged below it."""
-        items = self._outbox.before((tp.topic, tp.partition), offset)
-        if len(items) <= self._max_per_transaction:
-            return offset
-        return items[self._max_per_transaction].position.offset
+        return self._outbox.commit_point((tp.topic, tp.partition), offset,
+                                         self._max_per_transaction)
 
     async def _commit_settling(self, consumer: AIOKafkaConsumer, tp: TopicPartition,
                                offset: int, mark: int) -> bool:
@@ -210,21 +226,19 @@ class TransactionalCommitter:
             # for this owner, so committing the offset now would skip them. Abort.
             await producer.abort_transaction()
             raise IllegalOperation(f"{tp.topic}-{tp.partition} given up mid-commit")
-        base = self._base[tp]
-        items = [item for item in self._outbox.before((tp.topic, tp.partition), offset)
-                 if item.position.offset >= base]
+        items = self._outbox.before((tp.topic, tp.partition), offset, start=self._base[tp])
         self._writing[tp] = items
-        futures: list[asyncio.Future[Any]] = []
+        sent: list[Sent] = []
         try:
-            for item in items:
-                futures.append(await self._refusals.send(producer, tp, item))
+            await self._refusals.send(producer, tp, items, sent)
         finally:
             # Every outcome observed, even when a send raised part-way (none logged as
             # never retrieved); the first failure raised.
-            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            outcomes = await asyncio.gather(*(future for future, _ in sent),
+                                            return_exceptions=True)
         if failure := next((o for o in outcomes if isinstance(o, BaseException)), None):
             if self._still_mine(tp, mark):
-                self._refusals.set_apart(self._refusals.judge(tp, items, outcomes))
+                self._refusals.set_apart(self._refusals.judge(tp, sent, outcomes))
                 self._capacity.update(self._outbox.size)
             raise failure
         await producer.send_offsets_to_transaction({tp: offset}, self._group_id)

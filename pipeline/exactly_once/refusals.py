@@ -5,7 +5,7 @@ The Kafka sink refuses at staging an event over the output topic's limit, and de
 entries are sized to theirs; this is for a limit not known then (unreadable, or lowered
 since). The broker refuses a whole record batch, so a refusal names a record only when it
 was the batch's only one: the records refused together are sent each in a batch of their
-own in the partition's next transaction (`Refusals.alone`), which names the culprit. A
+own in the partition's next transaction (`Refusals._alone`), which names the culprit. A
 refused event is counted failed (`message_size_too_large_error`) and its dead-letter
 entry staged in its place; a refused entry is replaced by its summary. A summary refused
 too is a configuration error: logged, and retried until the topic is fixed.
@@ -13,7 +13,6 @@ too is a configuration error: logged, and retried until the topic is fixed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,8 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from pipeline.delivery.ledger import Ledger
-from pipeline.exactly_once.outbox import Outbox, Staged
+from pipeline.exactly_once.batches import Sent, send_batches
+from pipeline.exactly_once.outbox import Outbox, Staged, whole_event
 from pipeline.kafka_limits import TOO_LARGE, TOO_LARGE_REASON
 from pipeline.model import SignedEvent
 
@@ -56,20 +56,11 @@ class Refusals:
         self._clock = clock
         self._summary_logged: float | None = None
 
-    async def send(self, producer: AIOKafkaProducer, tp: TopicPartition, item: Staged
-                   ) -> asyncio.Future[Any]:
-        """`item` sent in `tp`'s transaction: alone if it was refused with others; one the
-        producer refuses itself (over its max_request_size) is a failed outcome."""
-        if id(item) in self._alone.get(tp, ()):
-            return await send_alone(producer, item)
-        try:
-            future: asyncio.Future[Any] = await producer.send(
-                item.topic, item.value, key=item.key, headers=item.headers)
-        except TOO_LARGE as exc:  # this record, for certain
-            self._alone.setdefault(tp, set()).add(id(item))
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(exc)
-        return future
+    async def send(self, producer: AIOKafkaProducer, tp: TopicPartition,
+                   items: Sequence[Staged], sent: list[Sent]) -> None:
+        """`items` sent in `tp`'s transaction in record batches (`send_batches`), those
+        refused with others before each in a batch of its own."""
+        await send_batches(producer, items, self._alone.get(tp, ()), sent)
 
     def set_apart(self, refused: Sequence[tuple[Staged, BaseException]]) -> None:
         """Records refused as too large leave the outbox for something smaller in their
@@ -84,19 +75,20 @@ class Refusals:
                 self._ledger.failed(item.sink, [item.event], TOO_LARGE_REASON)
             self._outbox.stage([new])
 
-    def judge(self, tp: TopicPartition, items: Sequence[Staged], outcomes: Sequence[Any]
+    def judge(self, tp: TopicPartition, sent: Sequence[Sent], outcomes: Sequence[Any]
               ) -> list[tuple[Staged, BaseException]]:
-        """From a failed transaction's outcomes (one per item): the items refused as too
-        large in a batch of their own. The others refused are sent alone next time."""
+        """From a failed transaction's outcomes (one per batch `sent`): the items refused as
+        too large in a batch of their own. The others refused are sent alone next time."""
         known: list[tuple[Staged, BaseException]] = []
         alone = self._alone.setdefault(tp, set())
-        for item, outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, TOO_LARGE):
-                if id(item) in alone:
-                    known.append((item, outcome))
-                alone.add(id(item))
-        for item, _ in known:
-            alone.discard(id(item))
+        for (_, items), outcome in zip(sent, outcomes, strict=True):
+            if not isinstance(outcome, TOO_LARGE):
+                continue
+            if len(items) == 1:
+                known.append((items[0], outcome))
+                alone.discard(id(items[0]))
+            else:
+                alone.update(id(item) for item in items)
         return known
 
     def clear(self, tp: TopicPartition) -> None:
@@ -122,23 +114,7 @@ def replacement(item: Staged, exc: BaseException, dead_letters: RefusedRecords
         error = f"kafka: {type(exc).__name__}: {exc} (topic {item.topic})"
         log.error("topic %s refused event %s as too large (%d bytes): failed, dead-lettered",
                   item.topic, item.event.id, len(item.value))
-        return dead_letters.failed_event(item.sink, item.event, error)
+        return dead_letters.failed_event(item.sink, whole_event(item.event), error)
     log.warning("topic %s refused a dead-letter entry as too large; writing its summary",
                 item.topic)
     return dead_letters.summary(item)
-
-
-async def send_alone(producer: AIOKafkaProducer, item: Staged) -> asyncio.Future[Any]:
-    """Send `item` in a record batch that holds nothing else (closed: later sends to its
-    partition start another), so a refusal names it."""
-    await producer.partitions_for(item.topic)  # metadata first, as send() does
-    # aiokafka has no public "which partition for this key"; _partition is what send()
-    # itself calls (configured partitioner, available partitions).
-    partition = producer._partition(item.topic, None, item.key, item.value, item.key,
-                                    item.value)
-    batch = producer.create_batch()
-    batch.append(timestamp=None, key=item.key, value=item.value, headers=item.headers)
-    batch.close()
-    future: asyncio.Future[Any] = await producer.send_batch(batch, item.topic,
-                                                            partition=partition)
-    return future

@@ -5,7 +5,11 @@
   is on the output once for a read_committed reader, and the fenced one counts nothing it
   did not write.
 - Replay reads the dead-letter topic read_committed: entries of an aborted transaction do
-  not go back on the input."""
+  not go back on the input.
+- A transaction's records go in record batches (`send_batches`), not one send each: the
+  batches add their output partitions to the transaction, so a read_committed reader sees
+  a committed transaction's records, in order on each partition, and none of an aborted
+  one's."""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.deadletter.kafka import KafkaDeadLetter
 from pipeline.delivery.ledger import Ledger
+from pipeline.exactly_once.batches import Sent, send_batches
 from pipeline.exactly_once.committer import TransactionalCommitter
+from pipeline.exactly_once.outbox import Staged
 from pipeline.model import Position, SignedEvent
 from tests.support.infra.kafka import KafkaBroker
 from tests.support.kafka_clients import committed_offsets, consume_to_end, create_topics
@@ -112,3 +118,38 @@ async def test_replay_reads_no_entry_of_an_aborted_transaction(
     finally:
         await store.aclose()
     assert [entry["id"] for entry in stored.entries] == ["committed"]
+
+
+async def test_record_batches_in_a_transaction_add_their_partitions(
+        kafka_broker: KafkaBroker) -> None:
+    bootstrap, topic = kafka_broker.bootstrap, f"batches-{uuid.uuid4().hex[:8]}"
+    await create_topics(bootstrap, [topic], partitions=3)
+    # 40 agents' keys over 3 partitions, 300 records of 100 bytes in batches of 1 KiB:
+    # several batches per partition.
+    items = [Staged(Position("in", 0, n), topic, b"agent-%d" % (n % 40),
+                    b"%-100d" % n, []) for n in range(300)]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1024,
+                                transactional_id=f"t-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    try:
+        for outcome in ("abort", "commit"):
+            await producer.begin_transaction()
+            sent: list[Sent] = []
+            await send_batches(producer, items if outcome == "commit" else items[:50], (),
+                               sent)
+            for future, _ in sent:
+                await future  # a partition not in the transaction: the broker refuses
+            assert len(sent) > 3
+            if outcome == "abort":
+                await producer.abort_transaction()
+            else:
+                await producer.commit_transaction()
+    finally:
+        await producer.stop()
+    records = await consume_to_end(bootstrap, topic, isolation_level="read_committed")
+    assert len({r.partition for r in records}) == 3
+    for partition in range(3):
+        values = [r.value for r in records if r.partition == partition]
+        assert values == [item.value for item in items  # all of it, in order, once
+                          if item.key in {r.key for r in records if r.partition == partition}]
+    assert len(records) == 300

@@ -20,6 +20,8 @@ from aiokafka.errors import (
 )
 from prometheus_client import CollectorRegistry
 
+from pipeline.cloudevents.codec import encode
+from pipeline.daemon import commit_due
 from pipeline.deadletter.entry import DeadLetterEntry
 from pipeline.deadletter.kafka import StagedKafkaDeadLetter
 from pipeline.delivery.ledger import Ledger
@@ -53,10 +55,30 @@ class Broker:
         self.down = False  # no producer starts
 
 
+class FakeBatch:
+    """A record batch of at most `size` bytes of values; its first record always fits."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: list[bytes] = []
+        self.closed = False
+
+    def append(self, *, value: bytes, **_: Any) -> object | None:
+        if self.closed or (self.values and sum(map(len, self.values)) + len(value) > self.size):
+            return None
+        self.values.append(value)
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeProducer:
     def __init__(self, broker: Broker, **options: Any) -> None:
         self.broker, self.options = broker, options
         self.open: list[bytes] = []
+        self.batches: list[tuple[str, int, list[bytes]]] = []  # every batch sent
+        self.unsent = self.most_unsent = 0  # batches built and not yet sent
         self.offsets: dict[TopicPartition, int] = {}
         self.stopped = False
         broker.producers.append(self)
@@ -71,11 +93,34 @@ class FakeProducer:
     async def begin_transaction(self) -> None:
         self.open, self.offsets = [], {}
 
-    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
-        self.open.append(value)
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
+
+    def _partition(self, topic: str, partition: int | None, key: bytes | None, *_: Any
+                   ) -> int:
+        return len(key or b"") % 2  # keyed records: partition 1 for keys of odd length
+
+    def create_batch(self) -> FakeBatch:
+        self.unsent += 1
+        return FakeBatch(self.options.get("max_batch_size", 1_048_576))
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int
+                         ) -> asyncio.Future[None]:
+        assert batch.closed, "a batch sent open could take records sent after it"
+        self.most_unsent = max(self.most_unsent, self.unsent)
+        self.unsent -= 1
+        self.batches.append((topic, partition, batch.values))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
+        if error := self.refusal(batch):
+            future.set_exception(error)
+        else:
+            self.open += batch.values
+            future.set_result(None)
         return future
+
+    def refusal(self, batch: FakeBatch) -> BaseException | None:
+        """Why the broker refuses `batch`, if it does."""
+        return None
 
     async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int],
                                           group_id: str) -> None:
@@ -135,6 +180,11 @@ def read(ledger: Ledger, committer: TransactionalCommitter, offsets: range,
     ledger.delivered("kafka", events)  # staged: settles, counts nothing yet
 
 
+def signed(attributes: dict[str, Any], position: Position) -> SignedEvent:
+    """An event as the processor makes it: its body is its attributes, encoded."""
+    return SignedEvent(attributes["id"], attributes, encode(attributes), position)
+
+
 def counts(ledger: Ledger) -> tuple[int, int, dict[str, int]]:
     """(delivered, in flight, dropped) of the Kafka sink; the identities hold throughout."""
     assert not ledger.counts.broken()
@@ -149,7 +199,7 @@ async def test_a_transaction_writes_the_staged_records_and_the_offset() -> None:
                             origin="otlp")])
     assert counts(ledger) == (0, 3, {})  # staged, not yet delivered
     assert await committer.commit(consumer, {TP: 3}) == [TP]
-    assert broker.records == [b"e0", b"e1", b"entry1", b"e2"]  # in offset order
+    assert broker.records == [b"e0", b"e1", b"e2", b"entry1"]  # a batch per topic
     assert broker.committed == {TP: 3}
     assert counts(ledger) == (3, 0, {})
     assert ledger.dead_letters == {"otlp": 1}
@@ -505,63 +555,16 @@ async def test_a_revocation_whose_commit_stays_unknown_does_not_claim_revoked() 
     assert len(broker.producers) == 2  # tried once more
     assert broker.committed == {}
     assert counts(ledger) == (0, 0, {"transaction_outcome_unknown": 3})
-class FakeBatch:
-    def __init__(self) -> None:
-        self.value = b""
-
-    def append(self, *, value: bytes, **_: Any) -> object:
-        self.value = value
-        return object()
-
-    def close(self) -> None: ...
-
-
 class RefusingProducer(FakeProducer):
     """A broker that refuses every record batch holding a record over `MAX` bytes, as
-    Kafka does; records sent with send() in one transaction share one batch per topic."""
+    Kafka does."""
 
     MAX = 4096
 
-    def __init__(self, broker: Broker, **options: Any) -> None:
-        super().__init__(broker, **options)
-        self.batches: dict[str, list[tuple[bytes, asyncio.Future[None]]]] = {}
-
-    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self.batches:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self.batches.setdefault(topic, []).append((value, future))
-        return future
-
-    def _flush(self) -> None:
-        batches, self.batches = self.batches, {}
-        for records in batches.values():
-            too_large = any(len(value) > self.MAX for value, _ in records)
-            for value, future in records:
-                if too_large:
-                    future.set_exception(MessageSizeTooLargeError("batch too large"))
-                else:
-                    self.open.append(value)
-                    future.set_result(None)
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0}
-
-    def _partition(self, *_: Any) -> int:
-        return 0
-
-    def create_batch(self) -> FakeBatch:
-        return FakeBatch()
-
-    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int
-                         ) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if len(batch.value) > self.MAX:
-            future.set_exception(MessageSizeTooLargeError("record too large"))
-        else:
-            self.open.append(batch.value)
-            future.set_result(None)
-        return future
+    def refusal(self, batch: FakeBatch) -> BaseException | None:
+        if any(len(value) > self.MAX for value in batch.values):
+            return MessageSizeTooLargeError("batch too large")
+        return None
 
 
 async def test_a_record_the_broker_refuses_is_set_apart_and_the_rest_commits() -> None:
@@ -572,9 +575,8 @@ async def test_a_record_the_broker_refuses_is_set_apart_and_the_rest_commits() -
     store = StagedKafkaDeadLetter({}, "dlq", committer.stage, limit=RecordLimit(
         {}, "dlq", describe=unreadable))
     committer.use_dead_letters(store)
-    events = [SignedEvent(f"e{n}", {"id": f"e{n}", "data": "x" * 5000},
-                          b"x" * 5000 if n == 2 else b"e%d" % n, Position("in", 0, n))
-              for n in range(4)]
+    events = [signed({"id": f"e{n}", "data": "x" * 5000 if n == 2 else ""},
+                     Position("in", 0, n)) for n in range(4)]
     ledger.ingest(events)
     ledger.submitted("kafka", 4)
     committer.stage_events("kafka", "out", [(e, (None, e.body, [])) for e in events])
@@ -584,8 +586,10 @@ async def test_a_record_the_broker_refuses_is_set_apart_and_the_rest_commits() -
         attempts += 1
         assert attempts < 10, "the refused record still holds the partition"
     assert broker.committed == {TP: 4}
-    assert [r for r in broker.records if r.startswith(b"e")] == [b"e0", b"e1", b"e3"]
-    [entry] = [json.loads(r) for r in broker.records if r.startswith(b"{")]
+    written = [json.loads(r) for r in broker.records]
+    assert [r["id"] for r in written if "origin" not in r] == ["e0", "e1", "e3"]
+    [entry] = [r for r in written if "origin" in r]
+    assert entry["event_id"] == "e2"  # read back from the staged body
     assert (entry["origin"], entry["reason"], entry["truncated"], entry["source"]["offset"]
             ) == ("kafka", "message_size_too_large_error", True, 2)
     assert ledger.counts.sinks["kafka"].failed == {"message_size_too_large_error": 1}
@@ -593,30 +597,142 @@ async def test_a_record_the_broker_refuses_is_set_apart_and_the_rest_commits() -
     assert ledger.dead_letters == {"kafka": 1}
 
 
-class SmallRequestProducer(FakeProducer):
-    """The producer itself refuses a record over its max_request_size, at send()."""
+class SmallLimitProducer(FakeProducer):
+    """Batches of at most 100 bytes, and a broker refusing any record over 100 bytes."""
 
-    async def send(self, topic: str, value: bytes, **kw: Any) -> asyncio.Future[None]:
-        if len(value) > 100:
-            raise MessageSizeTooLargeError("over max_request_size")
-        return await super().send(topic, value, **kw)
+    def __init__(self, broker: Broker, **options: Any) -> None:
+        super().__init__(broker, **options, max_batch_size=100)
+
+    def refusal(self, batch: FakeBatch) -> BaseException | None:
+        if any(len(value) > 100 for value in batch.values):
+            return MessageSizeTooLargeError("record too large")
+        return None
 
 
-async def test_a_record_the_producer_refuses_is_set_apart_at_once() -> None:
-    broker, ledger, committer = setup_with(SmallRequestProducer)
+async def test_a_record_refused_in_a_batch_of_its_own_is_set_apart_at_once() -> None:
+    broker, ledger, committer = setup_with(SmallLimitProducer)
     committer.use_dead_letters(StagedKafkaDeadLetter(
         {}, "dlq", committer.stage, limit=RecordLimit({}, "dlq", describe=unreadable)))
     read(ledger, committer, range(2))
-    big = SignedEvent("big", {"id": "big"}, b"x" * 200, Position("in", 0, 2))
+    big = signed({"id": "big", "data": "x" * 200}, Position("in", 0, 2))
     ledger.ingest([big])
     ledger.submitted("kafka", 1)
     committer.stage_events("kafka", "out", [(big, (None, big.body, []))])
     ledger.delivered("kafka", [big])
     assert await committer.commit(FakeConsumer(broker), {TP: 3}) == []
+    # Too big to share a batch, it was refused alone: failed at once, not sent again.
+    assert ledger.counts.sinks["kafka"].failed == {"message_size_too_large_error": 1}
     # The entry replaced it: whole, it is over 100 bytes too; then its summary is too.
-    # A producer refusing any 1 KiB record is a broken configuration: retried, not lost.
+    # A topic refusing any 1 KiB record is a broken configuration: retried, not lost.
     for _ in range(3):
         assert await committer.commit(FakeConsumer(broker), {TP: 3}) == []
     assert ledger.counts.sinks["kafka"].failed == {"message_size_too_large_error": 1}
     assert broker.committed == {}
     assert counts(ledger) == (0, 2, {})
+    sent = [values for producer in broker.producers for _, _, values in producer.batches]
+    assert sent.count([big.body]) == 1
+
+
+async def test_a_transaction_writes_each_output_partition_in_record_batches_in_order(
+        ) -> None:
+    # One future per record batch, not per record (aiokafka's per-record send was the
+    # larger part of a commit's cost): batches as full as the producer's batch size, each
+    # output partition's records in input offset order, a late record sorted in.
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",),
+                    deadletters_staged=True)
+    committer = TransactionalCommitter({"max_batch_size": 6}, "g", ledger,
+                                       producer_class=lambda **o: FakeProducer(broker, **o))
+    events = [SignedEvent(f"e{n}", {}, b"e%d" % n, Position("in", 0, n), f"k{'x' * (n % 2)}")
+              for n in range(7)]
+    ledger.ingest(events)
+    ledger.submitted("kafka", len(events))
+    late, early = events[3:4], events[:3] + events[4:]
+    for staged in (early, late):
+        committer.stage_events("kafka", "out", [(e, (e.partition_key.encode(), e.body, []))
+                                                for e in staged if e.partition_key])
+    ledger.delivered("kafka", events)
+    assert await committer.commit(FakeConsumer(broker), {TP: 7}) == [TP]
+    # Keys of odd length ("k") go to partition 1 (FakeProducer._partition); 3 records a
+    # batch of 6 bytes. Each partition's batches in the order sent (sorted is stable).
+    by_partition = sorted(broker.producers[0].batches, key=lambda batch: batch[1])
+    assert by_partition == [("out", 0, [b"e1", b"e3", b"e5"]),
+                            ("out", 1, [b"e0", b"e2", b"e4"]), ("out", 1, [b"e6"])]
+    assert counts(ledger) == (7, 0, {})
+
+
+class RefusingOutputProducer(FakeProducer):
+    """An output topic refusing records over 4096 bytes; the dead-letter topic takes
+    them."""
+
+    def refusal(self, batch: FakeBatch) -> BaseException | None:
+        if self.batches[-1][0] == "out" and any(len(v) > 4096 for v in batch.values):
+            return MessageSizeTooLargeError("batch too large")
+        return None
+
+
+async def test_a_refused_event_is_dead_lettered_with_its_attributes() -> None:
+    # A staged event keeps its body, not its parsed attributes (most of its memory): the
+    # dead-letter entry of one refused reads them back from the body.
+    broker, ledger, committer = setup_with(RefusingOutputProducer)
+    committer.use_dead_letters(StagedKafkaDeadLetter(
+        {}, "dlq", committer.stage, limit=RecordLimit({}, "dlq", describe=unreadable)))
+    big = signed({"id": "big", "data": {"n": 2**70, "x": "é" * 3000}}, Position("in", 0, 0))
+    ledger.ingest([big])
+    ledger.submitted("kafka", 1)
+    committer.stage_events("kafka", "out", [(big, (None, big.body, []))])
+    ledger.delivered("kafka", [big])
+    while await committer.commit(FakeConsumer(broker), {TP: 1}) != [TP]:
+        pass  # refused alone at once: one failed transaction, then the entry commits
+    [entry] = [json.loads(record) for record in broker.records]
+    assert entry["event"] == big.attributes
+    assert ledger.counts.sinks["kafka"].failed == {"message_size_too_large_error": 1}
+
+
+async def test_a_large_transaction_sends_each_batch_once_it_is_full() -> None:
+    # Its batches hold a copy of its records: built all before sending, a transaction of
+    # thousands of records would hold them all twice.
+    broker = Broker()
+    ledger = Ledger(CollectorRegistry(), ["kafka"], staging=("kafka",))
+    committer = TransactionalCommitter({"max_batch_size": 30}, "g", ledger,
+                                       producer_class=lambda **o: FakeProducer(broker, **o))
+    events = [SignedEvent(f"e{n}", {}, b"%-10d" % n, Position("in", 0, n), "k" * (n % 2 + 1))
+              for n in range(1000)]
+    ledger.ingest(events)
+    ledger.submitted("kafka", len(events))
+    committer.stage_events("kafka", "out", [(e, (b"k", e.body, [])) if e.partition_key == "k"
+                                            else (e, (b"kk", e.body, [])) for e in events])
+    ledger.delivered("kafka", events)
+    assert await committer.commit(FakeConsumer(broker), {TP: 1000}) == [TP]
+    [producer] = broker.producers
+    assert len(producer.batches) > 300  # 3 records a batch
+    assert producer.most_unsent <= 2  # one filling per output partition
+    assert counts(ledger) == (1000, 0, {})
+
+
+async def test_a_commit_is_wanted_early_once_enough_records_are_staged() -> None:
+    # At full speed the 2 s interval let the reading fill the outbox to its bound and
+    # wait there for each commit; now the commit starts once a quarter of it is staged.
+    broker, ledger, committer = setup_with(FakeProducer, commit_early_at=3)
+    read(ledger, committer, range(2))
+    assert not committer.commit_wanted.is_set()
+    read(ledger, committer, range(2, 3))
+    assert committer.commit_wanted.is_set()
+    broker.fail_next_commit = "abort"
+    assert await committer.commit(FakeConsumer(broker), {TP: 3}) == []
+    # Counted from when a commit began: one that failed is not tried again at once (no
+    # busy retrying), only once as many more are staged, or at the interval.
+    assert not committer.commit_wanted.is_set()
+    read(ledger, committer, range(3, 5))
+    assert not committer.commit_wanted.is_set()
+    read(ledger, committer, range(5, 6))
+    assert committer.commit_wanted.is_set()
+    assert await committer.commit(FakeConsumer(broker), {TP: 6}) == [TP]
+    assert counts(ledger) == (6, 0, {})
+
+
+async def test_a_wanted_commit_does_not_wait_for_the_interval() -> None:
+    wanted = asyncio.Event()
+    wanted.set()
+    async with asyncio.timeout(60):  # the interval is an hour: only `wanted` ends it
+        await commit_due(3600.0, wanted)
