@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import pytest
@@ -354,16 +354,25 @@ class SlowCommitProducer(FakeProducer):
         await super().commit_transaction()
 
 
-async def test_a_transaction_that_commits_after_the_partition_is_given_up_counts_delivered(
-        ) -> None:
-    # The records its transaction wrote are on the output topic and past the committed
-    # offset: no next owner writes them, so counting them dropped would be a miscount.
+async def given_up_while_committing(
+        ) -> tuple[Broker, Ledger, asyncio.Task[Collection[TopicPartition]]]:
+    """Five records read, a commit up to offset 3 under way (its transaction committing,
+    `SlowCommitProducer.release` ends it), and the partition given up meanwhile (an offset
+    reset or a revocation)."""
     SlowCommitProducer.release, SlowCommitProducer.committing = asyncio.Event(), asyncio.Event()
     broker, ledger, committer = setup_with(SlowCommitProducer)
     read(ledger, committer, range(5))
     committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
     await SlowCommitProducer.committing.wait()
-    committer.forget({TP: 1})  # an offset reset or a revocation lands meanwhile
+    committer.forget({TP: 1})
+    return broker, ledger, committing
+
+
+async def test_a_transaction_that_commits_after_the_partition_is_given_up_counts_delivered(
+        ) -> None:
+    # The records its transaction wrote are on the output topic and past the committed
+    # offset: no next owner writes them, so counting them dropped would be a miscount.
+    broker, ledger, committing = await given_up_while_committing()
     assert counts(ledger) == (0, 3, {"partition_revoked": 2})  # 3 and 4: never written
     SlowCommitProducer.release.set()
     await committing
@@ -374,12 +383,7 @@ async def test_a_transaction_that_commits_after_the_partition_is_given_up_counts
 
 async def test_a_transaction_fenced_after_the_partition_is_given_up_counts_revoked(
         ) -> None:
-    SlowCommitProducer.release, SlowCommitProducer.committing = asyncio.Event(), asyncio.Event()
-    broker, ledger, committer = setup_with(SlowCommitProducer)
-    read(ledger, committer, range(5))
-    committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
-    await SlowCommitProducer.committing.wait()
-    committer.forget({TP: 1})
+    broker, ledger, committing = await given_up_while_committing()
     broker.fail_next_commit = "fenced"  # known aborted
     SlowCommitProducer.release.set()
     await committing
@@ -392,12 +396,7 @@ async def test_a_transaction_of_unknown_outcome_after_the_partition_is_given_up_
         ) -> None:
     # Was: counted partition_revoked, though it committed: the records are on the output
     # topic and past the committed offset, so no next owner writes (or counts) them.
-    SlowCommitProducer.release, SlowCommitProducer.committing = asyncio.Event(), asyncio.Event()
-    broker, ledger, committer = setup_with(SlowCommitProducer)
-    read(ledger, committer, range(5))
-    committing = asyncio.create_task(committer.commit(FakeConsumer(broker), {TP: 3}))
-    await SlowCommitProducer.committing.wait()
-    committer.forget({TP: 1})
+    broker, ledger, committing = await given_up_while_committing()
     broker.fail_next_commit = "unknown"
     SlowCommitProducer.release.set()
     assert await committing == []
