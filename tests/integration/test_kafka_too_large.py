@@ -62,27 +62,40 @@ async def all_committed(bootstrap: str, group: str, count: int) -> None:
     await eventually_async(done, 120)
 
 
-async def test_exactly_once_fails_an_event_over_the_output_topic_limit_alone(
-        kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+async def run_into_small_topic(kafka_broker: KafkaBroker, tmp_path: Path, prefix: str,
+                               env: dict[str, str]
+                               ) -> tuple[GovpipeProcess, str, str, str]:
+    """`inputs(prefix)` through a daemon (`env` on top of a Kafka sink and a Kafka
+    dead-letter) into an output topic of max.message.bytes 4096, until every offset is
+    committed (was: the partitions stalled). Returns the daemon, its last scrape
+    (reconciled) and the output and dead-letter topics."""
     bootstrap, name = kafka_broker.bootstrap, uuid.uuid4().hex[:8]
-    source, out, dlq, group = f"big-in-{name}", f"big-out-{name}", f"big-dlq-{name}", name
+    source, out, dlq, group = (f"big-in-{name}", f"big-out-{name}", f"big-dlq-{name}",
+                               name)
     await create_topics(bootstrap, [source], partitions=2)
     await create_topics(bootstrap, [out], partitions=2, configs=SMALL_TOPIC)
     await create_topics(bootstrap, [dlq])
-    await produce_fast(bootstrap, source, inputs("x"))
+    await produce_fast(bootstrap, source, inputs(prefix))
     daemon = GovpipeProcess(run_env(bootstrap, source, group, tmp_path, **{
         "GOVPIPE_SINKS__STDOUT__ENABLED": "false", "GOVPIPE_SINKS__KAFKA__ENABLED": "true",
-        "GOVPIPE_SINKS__KAFKA__TOPIC": out, "GOVPIPE_SINKS__KAFKA__EXACTLY_ONCE": "true",
-        "GOVPIPE_DEADLETTER__KIND": "kafka", "GOVPIPE_DEADLETTER__TOPIC": dlq}),
-        tmp_path, "eos")
+        "GOVPIPE_SINKS__KAFKA__TOPIC": out, "GOVPIPE_DEADLETTER__KIND": "kafka",
+        "GOVPIPE_DEADLETTER__TOPIC": dlq, **env}), tmp_path, prefix)
     try:
         await daemon.start()
-        await all_committed(bootstrap, group, COUNT)  # was: the partitions stalled
+        await all_committed(bootstrap, group, COUNT)
         final = await daemon.settled_scrape()
         assert_reconciled(final)
         assert await daemon.terminate() == 0
     finally:
         await daemon.ensure_stopped()
+    return daemon, final, out, dlq
+
+
+async def test_exactly_once_fails_an_event_over_the_output_topic_limit_alone(
+        kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    daemon, final, out, dlq = await run_into_small_topic(
+        kafka_broker, tmp_path, "x", {"GOVPIPE_SINKS__KAFKA__EXACTLY_ONCE": "true"})
+    bootstrap = kafka_broker.bootstrap
     # The big events never reach a transaction, and the record batches stay within the
     # topic's limit (was: each transaction failed once, refused as a whole batch).
     assert not [entry for entry in daemon.log_entries()
@@ -105,25 +118,8 @@ async def test_exactly_once_fails_an_event_over_the_output_topic_limit_alone(
 
 async def test_at_least_once_fails_an_event_over_the_output_topic_limit_alone(
         kafka_broker: KafkaBroker, tmp_path: Path) -> None:
-    bootstrap, name = kafka_broker.bootstrap, uuid.uuid4().hex[:8]
-    source, out, dlq, group = f"alo-in-{name}", f"alo-out-{name}", f"alo-dlq-{name}", name
-    await create_topics(bootstrap, [source], partitions=2)
-    await create_topics(bootstrap, [out], partitions=2, configs=SMALL_TOPIC)
-    await create_topics(bootstrap, [dlq])
-    await produce_fast(bootstrap, source, inputs("a"))
-    daemon = GovpipeProcess(run_env(bootstrap, source, group, tmp_path, **{
-        "GOVPIPE_SINKS__STDOUT__ENABLED": "false", "GOVPIPE_SINKS__KAFKA__ENABLED": "true",
-        "GOVPIPE_SINKS__KAFKA__TOPIC": out,
-        "GOVPIPE_DEADLETTER__KIND": "kafka", "GOVPIPE_DEADLETTER__TOPIC": dlq}),
-        tmp_path, "alo")
-    try:
-        await daemon.start()
-        await all_committed(bootstrap, group, COUNT)
-        final = await daemon.settled_scrape()
-        assert_reconciled(final)
-        assert await daemon.terminate() == 0
-    finally:
-        await daemon.ensure_stopped()
+    _, final, out, dlq = await run_into_small_topic(kafka_broker, tmp_path, "a", {})
+    bootstrap = kafka_broker.bootstrap
     big = {f"a-{n:08d}" for n in range(0, COUNT, BIG_EVERY)}
     # Was: every event of a batch holding a big one counted failed and dead-lettered,
     # though all but that one were on the output.
