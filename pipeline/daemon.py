@@ -222,10 +222,13 @@ class Daemon:
 
 async def commit_due(interval_s: float, wanted: asyncio.Event | None) -> None:
     """Return after `interval_s`, or sooner once `wanted` is set (exactly-once: enough
-    records staged for their transactions)."""
+    records staged for their transactions); `wanted` is cleared on return."""
     if wanted is None:
         await asyncio.sleep(interval_s)
         return
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(interval_s):
             await wanted.wait()
+    # Taken: the source may commit nothing (no offset due), and then nothing else clears
+    # it; left set, the next wait would return at once, again and again.
+    wanted.clear()

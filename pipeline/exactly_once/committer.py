@@ -126,8 +126,12 @@ class TransactionalCommitter:
         since they were read are dropped (counted): its next owner writes them."""
         stale = self._outbox.stage(items)
         self._capacity.update(self._outbox.size)
+        before = self._staged_since_commit
         self._staged_since_commit += len(items) - len(stale)
-        if self._staged_since_commit >= self._commit_early_at:
+        # Set once on reaching it, not on every stage past it: the daemon clears the
+        # event as it wakes, and a commit with nothing due (their positions not settled
+        # yet, another sink behind) must not be asked for again at each stage.
+        if before < self._commit_early_at <= self._staged_since_commit:
             self.commit_wanted.set()
         count_dropped(self._ledger, stale, REVOKED)
 

@@ -735,3 +735,16 @@ async def test_a_wanted_commit_does_not_wait_for_the_interval() -> None:
     wanted.set()
     async with asyncio.timeout(60):  # the interval is an hour: only `wanted` ends it
         await commit_due(3600.0, wanted)
+
+
+async def test_a_wanted_commit_that_finds_nothing_due_is_not_asked_for_again() -> None:
+    # The records staged, their positions may not be settled yet (another sink behind),
+    # so the source finds no offset due and never calls `commit`: the request must not
+    # stay set, or the daemon's commit loop would wake again at once, forever.
+    _, ledger, committer = setup_with(FakeProducer, commit_early_at=3)
+    read(ledger, committer, range(3))
+    async with asyncio.timeout(60):  # the interval is an hour: only `wanted` ends it
+        await commit_due(3600.0, committer.commit_wanted)
+    assert not committer.commit_wanted.is_set()  # taken; no commit followed
+    read(ledger, committer, range(3, 10))
+    assert not committer.commit_wanted.is_set()  # only the next commit starts a count
